@@ -1,0 +1,3 @@
+from beep_av.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,82 @@
+"""What the conductor needs from a stage. A stage creates the confinement, starts the
+hog, exposes readings as a `Source`, takes presenter controls, and tears down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from beep_av.model import Snapshot
+
+Say = Callable[[str], None]  # one line of progress for the user
+
+
+@dataclass(frozen=True)
+class StageFiles:
+    """Where the sampler reads a live stage. Paths that the stage does not have are None."""
+
+    cgroup_version: int  # 1 or 2; 0 for the host stage without a cgroup limit
+    cgroup_dir: str | None
+    memory_stat: str | None  # v1/v2 memory.stat
+    usage: str | None  # v1 memory.usage_in_bytes, v2 memory.current
+    memsw_usage: str | None  # v1 memory.memsw.usage_in_bytes
+    swap_current: str | None  # v2 memory.swap.current
+    oom_events: str | None  # v1 memory.oom_control, v2 memory.events
+    event_control: str | None  # v1 cgroup.event_control (OOM eventfd), else None
+    psi: str | None  # v2 <cgroup>/memory.pressure, else /proc/pressure/memory
+    meminfo: str = "/proc/meminfo"
+    vmstat: str = "/proc/vmstat"
+    kmsg: str | None = "/dev/kmsg"
+
+
+class Source(Protocol):
+    """Readings of a stage, one Snapshot at a time."""
+
+    def read(self, t: float) -> Snapshot:
+        """Read everything now; `t` is the show time (seconds since show start)."""
+        ...
+
+    def wait(self, timeout: float) -> None:
+        """Sleep up to `timeout` s; return early when an event arrives (hog death,
+        kmsg record, OOM eventfd)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class Stage(Protocol):
+    kind: str  # "cgroup" | "host" | "rehearsal"
+    ram_limit: int  # bytes
+    swap_limit: int  # bytes; 0 when the stage has no swap
+    cache_bytes: int  # page cache warmed inside the stage
+    rate: int  # hog bytes per second
+    paused: bool
+
+    def describe(self) -> str:
+        """One line: what the stage is, e.g. 'cgroup v1 beep-av-1234: 192 MiB RAM + 128 MiB swap'."""
+        ...
+
+    def prepare(self, say: Say) -> None:
+        """Create the confinement, provision swap, warm the page cache. Raises CannotStage."""
+        ...
+
+    def start(self) -> None:
+        """Start the hog climbing (the show's calm ends)."""
+        ...
+
+    def source(self) -> Source: ...
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def set_rate(self, rate: int) -> None: ...
+
+    def release(self) -> None:
+        """Kill the hog now (presenter's `r`, host guard). Safe to call twice."""
+        ...
+
+    def teardown(self) -> None:
+        """Remove everything the stage created. Safe to call twice, and after a failed
+        prepare."""
+        ...
