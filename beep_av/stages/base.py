@@ -80,3 +80,15 @@ class Stage(Protocol):
         """Remove everything the stage created. Safe to call twice, and after a failed
         prepare."""
         ...
+
+
+class HogHandle(Protocol):
+    """The running hog process, as the sampler sees it."""
+
+    pid: int
+    report_fd: int  # read end of the hog's report pipe, non-blocking: "TOTAL_BYTES\n" lines
+    pidfd: int | None  # os.pidfd_open(pid), readable when the hog exits
+
+    def poll(self) -> int | None:
+        """Return code once the hog has exited (-9 for SIGKILL), else None. Reaps it."""
+        ...
