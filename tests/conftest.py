@@ -51,3 +51,12 @@ def _headless_sdl():
     os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
     yield
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--update-references",
+        action="store_true",
+        default=False,
+        help="regenerate golden reference files (PNG frames, WAV) instead of comparing",
+    )
