@@ -1,0 +1,228 @@
+"""The command line: subcommands, exit codes, one-line errors (DESIGN.md contract)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from beep_av import __version__
+from beep_av.config import Settings, load_config, load_preset, merge, validate_values
+from beep_av.errors import EXIT_INTERRUPTED, BadInput, BeepError
+
+EPILOG_SHOW = """\
+examples:
+  beep-av                                  the whole story on a safe cgroup stage (root)
+  beep-av show --ram 192M --swap 128M --cache 48M --rate 96M/s --output headless
+  beep-av rehearse --output terminal       no memory used: a model plays every phase
+  beep-av show --audio wav:talk.wav --record talk.jsonl
+  beep-av replay talk.jsonl --speed 2      re-perform last night's run
+  beep-av report talk.jsonl -o talk.png    one picture of the show
+
+SIZE: 512M, 1.5G, 256MiB, 10% (of available memory). RATE: 64M/s.
+exit codes: 0 finale reached or done; 2 bad input; 3 this machine cannot stage it
+(the message names the fix); 130 interrupted (after full cleanup).
+"""
+
+SUBCOMMANDS = ("show", "rehearse", "replay", "watch", "report", "doctor", "cleanup")
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line on stderr and exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise BadInput(message)
+
+
+def _add_outputs(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("outputs")
+    g.add_argument(
+        "--output",
+        metavar="KIND",
+        help="auto|window|fullscreen|kms|framebuffer[:DEV]|terminal|headless (default auto)",
+    )
+    g.add_argument(
+        "--audio", metavar="SPEC", help="auto|device[:NAME|INDEX]|wav:PATH|off (default auto)"
+    )
+    g.add_argument(
+        "--beep-freq", type=float, metavar="HZ", help="final beep frequency (default 880)"
+    )
+    g.add_argument(
+        "--beep-length", type=float, metavar="MS", help="final beep length (default 400)"
+    )
+    g.add_argument("--beep-repeats", type=int, metavar="N", help="final beeps (default 1)")
+    g.add_argument("--captions", metavar="LANG", help="en|fr|off (default en)")
+    g.add_argument("--look", metavar="LOOK", help="static|raw: raw plays kernel bytes directly")
+    g.add_argument("--frames", metavar="DIR", help="save PNG frames into DIR")
+    g.add_argument("--frames-every", type=int, metavar="N", help="save every Nth frame")
+    g.add_argument("--record", metavar="FILE", help="write the show's recording (JSON Lines)")
+    g.add_argument("--seed", type=int, metavar="N", help="deterministic noise and rehearsal")
+    g.add_argument(
+        "--config", metavar="FILE", help="TOML file with the same keys as the long flags"
+    )
+    g.add_argument("--preset", metavar="NAME", help="talk|classroom|tty-art (from assets/presets)")
+    g.add_argument("--keys", metavar="PLAN", help=argparse.SUPPRESS)  # scripted key plan (tests)
+
+
+def _add_stage(p: argparse.ArgumentParser, with_stage: bool = True) -> None:
+    g = p.add_argument_group("stage")
+    if with_stage:
+        g.add_argument("--stage", metavar="KIND", help="auto|cgroup|host|rehearsal (default auto)")
+    g.add_argument(
+        "--ram", metavar="SIZE", help="stage RAM limit (default: a safe share of MemAvailable)"
+    )
+    g.add_argument("--swap", metavar="SIZE", help="auto|off|SIZE (default auto)")
+    g.add_argument("--cache", metavar="SIZE", help="page cache warmed in the stage (default ram/4)")
+    g.add_argument(
+        "--rate", metavar="RATE", help="hog pace, e.g. 64M/s (default: a one-minute story)"
+    )
+    g.add_argument(
+        "--calm", type=float, metavar="S", help="seconds of calm before the hog climbs (default 3)"
+    )
+    g.add_argument("--sample-hz", type=float, metavar="HZ", help="sampling rate (default 50)")
+    g.add_argument("--host-floor", metavar="SIZE", help="release the hog if the host has less left")
+    g.add_argument(
+        "--yes", action="store_true", default=None, help="confirm --stage host without asking"
+    )
+
+
+def build_parser() -> Parser:
+    p = Parser(
+        prog="beep-av",
+        description="See and hear the Linux OOM killer: noise from /dev/random that follows "
+        "memory pressure on a safe stage, then the kill, the victim, and one final beep.",
+        epilog=EPILOG_SHOW,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"beep-av {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+
+    show = sub.add_parser(
+        "show",
+        help="the real show on a stage (default)",
+        epilog=EPILOG_SHOW,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_stage(show)
+    _add_outputs(show)
+
+    reh = sub.add_parser("rehearse", help="the show without risk: a model plays every phase")
+    _add_stage(reh, with_stage=False)
+    _add_outputs(reh)
+
+    rep = sub.add_parser("replay", help="re-perform a recording through the outputs")
+    rep.add_argument("file", metavar="FILE")
+    rep.add_argument("--speed", type=float, metavar="X", help="playback speed (default 1)")
+    _add_outputs(rep)
+
+    watch = sub.add_parser(
+        "watch", help="no hog: follow a live machine or cgroup, beep at every OOM kill"
+    )
+    watch.add_argument("--cgroup", metavar="PATH", help="watch this cgroup instead of the host")
+    _add_outputs(watch)
+
+    report = sub.add_parser("report", help="one PNG picture of a recording")
+    report.add_argument("file", metavar="FILE")
+    report.add_argument("-o", "--out", required=True, metavar="PICTURE.png")
+    report.add_argument("--size", default="1600x900", metavar="WxH")
+
+    sub.add_parser("doctor", help="what this machine can stage, and the fix for each gap")
+    sub.add_parser("cleanup", help="remove what a killed show left behind")
+    return p
+
+
+SETTING_FLAGS = (
+    "stage",
+    "ram",
+    "swap",
+    "cache",
+    "rate",
+    "output",
+    "audio",
+    "beep_freq",
+    "beep_length",
+    "beep_repeats",
+    "record",
+    "captions",
+    "seed",
+    "yes",
+    "calm",
+    "sample_hz",
+    "frames",
+    "frames_every",
+    "look",
+    "host_floor",
+    "speed",
+)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Preset, then --config FILE, then flags; each layer validated. Raises BadInput."""
+    layers: list[dict[str, Any]] = []
+    if getattr(args, "preset", None):
+        layers.append(load_preset(args.preset))
+    if getattr(args, "config", None):
+        layers.append(load_config(args.config))
+    flags = {k: getattr(args, k) for k in SETTING_FLAGS if getattr(args, k, None) is not None}
+    validate_values(flags, "flags")
+    layers.append(flags)
+    return merge(Settings(), *layers)
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # `beep-av` and `beep-av --ram 192M ...` mean `beep-av show ...`
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version")):
+        argv.insert(0, "show")
+    try:
+        args = build_parser().parse_args(argv)
+        return dispatch(args)
+    except BeepError as e:
+        print(f"beep-av: {e.message}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        print("beep-av: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def dispatch(args: argparse.Namespace) -> int:
+    cmd = args.command
+    if cmd == "doctor":
+        from beep_av.doctor import run_doctor
+
+        return run_doctor(print)
+    if cmd == "cleanup":
+        from beep_av.stages.cleanup import cleanup
+
+        n = cleanup(print)
+        print(f"cleanup: removed {n} item(s)" if n else "cleanup: nothing to remove")
+        return 0
+    if cmd == "report":
+        from beep_av.recording import load
+        from beep_av.report import parse_size_arg, render_report
+
+        size = parse_size_arg(args.size)
+        rec = load(args.file)
+        render_report(rec, args.out, size=size)
+        print(f"report: wrote {args.out} ({size[0]}x{size[1]})")
+        return 0
+    from beep_av import app
+
+    settings = settings_from_args(args)
+    if cmd == "rehearse":
+        from dataclasses import replace
+
+        settings = replace(settings, stage="rehearsal")
+    if cmd == "replay":
+        return app.run_replay(settings, args.file, keys=args.keys, say=_say)
+    if cmd == "watch":
+        return app.run_watch(settings, args.cgroup, keys=args.keys, say=_say)
+    return app.run_live(settings, keys=args.keys, say=_say)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""`beep-av doctor`: what this machine can stage, and the fix for each gap. Each check
+is one line, OK or the fix; the exit code is 0 when a real show can run, else 3."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import shutil
+from collections.abc import Callable
+
+Say = Callable[[str], None]
+
+
+def _line(say: Say, ok: bool | None, what: str, detail: str) -> None:
+    mark = {True: "OK  ", False: "FIX ", None: "--  "}[ok]
+    say(f"{mark} {what:<10} {detail}")
+
+
+def check_cgroup() -> tuple[bool, str]:
+    try:
+        from beep_av.stages.cgroup import can_stage
+
+        return can_stage()
+    except ImportError as e:
+        return False, f"cgroup stage unavailable ({e})"
+
+
+def check_swap() -> tuple[bool | None, str]:
+    try:
+        with open("/proc/swaps") as f:
+            lines = f.read().splitlines()[1:]
+    except OSError:
+        lines = []
+    if lines:
+        return True, f"{len(lines)} swap area(s) present"
+    if os.geteuid() == 0:
+        return True, "no swap; a temporary swapfile will be provisioned (root)"
+    return (
+        None,
+        "no swap and not root: the swapping phase will be skipped (run as root to add a swapfile)",
+    )
+
+
+def check_psi() -> tuple[bool | None, str]:
+    if os.path.exists("/proc/pressure/memory"):
+        return True, "PSI at /proc/pressure/memory"
+    return None, "no PSI: intensity follows fill only (boot with psi=1 for stall sounds)"
+
+
+def check_kmsg() -> tuple[bool | None, str]:
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        os.close(fd)
+        return True, "kernel log readable: kills are confirmed by the kmsg record"
+    except OSError as e:
+        return (
+            None,
+            f"/dev/kmsg not readable ({e.strerror}): run as root or set kernel.dmesg_restrict=0",
+        )
+
+
+def check_mlock() -> tuple[bool | None, str]:
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # probe with a tiny lock rather than mlockall, which would stay in force
+    buf = ctypes.create_string_buffer(4096)
+    if libc.mlock(buf, 4096) == 0:
+        libc.munlock(buf, 4096)
+        return True, "memory locking allowed: sound and picture will not stall while swapping"
+    err = os.strerror(ctypes.get_errno())
+    return None, f"cannot lock memory ({err}): raise `ulimit -l` or run as root"
+
+
+def check_audio() -> tuple[bool | None, str]:
+    try:
+        import sounddevice as sd
+    except OSError:
+        return None, "PortAudio library not found: install libportaudio2 (the show will be silent)"
+    except ImportError:
+        return None, "sounddevice not installed: pip install sounddevice"
+    try:
+        devs = [d for d in sd.query_devices() if d["max_output_channels"] > 0]
+        default = sd.default.device[1]
+    except Exception as e:  # PortAudio errors come in many types
+        return None, f"no audio devices ({e})"
+    if not devs:
+        return None, "no output device: the show will be silent (start PulseAudio or PipeWire)"
+    name = next((d["name"] for d in devs if d["index"] == default), devs[0]["name"])
+    return True, f"{len(devs)} output device(s); default: {name}"
+
+
+def check_video() -> tuple[bool | None, str]:
+    try:
+        from beep_av.video.select import describe_choice
+
+        return True, describe_choice()
+    except ImportError:
+        return None, "output selection unavailable"
+
+
+def check_tools() -> tuple[bool | None, str]:
+    have = [t for t in ("mkswap", "swapon", "swapoff") if shutil.which(t)]
+    if len(have) == 3:
+        return True, "mkswap, swapon, swapoff found"
+    return None, "util-linux tools missing (mkswap/swapon/swapoff): install util-linux"
+
+
+def run_doctor(say: Say = print) -> int:
+    """Print one line per check. Returns 0 when a real (cgroup) show can run, else 3."""
+    ok_cg, why_cg = check_cgroup()
+    _line(say, ok_cg, "cgroup", why_cg)
+    for name, fn in (
+        ("swap", check_swap),
+        ("psi", check_psi),
+        ("kmsg", check_kmsg),
+        ("mlock", check_mlock),
+        ("tools", check_tools),
+        ("audio", check_audio),
+        ("video", check_video),
+    ):
+        try:
+            ok, detail = fn()
+        except Exception as e:  # a broken probe is a finding, not a crash
+            ok, detail = False, f"check failed: {e}"
+        _line(say, ok, name, detail)
+    if ok_cg:
+        say("ready: `beep-av` runs the real show here")
+        return 0
+    say("not ready for a real show: `beep-av rehearse` runs anywhere")
+    return 3

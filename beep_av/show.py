@@ -1,0 +1,353 @@
+"""The conductor: builds a show from settings, runs the engine thread (stage readings
+-> story -> ShowState) and the UI loop (outputs) on the main thread, feeds the audio and
+the recorder, and always leaves the machine as it found it."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import platform
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from beep_av import __version__
+from beep_av.config import Settings
+from beep_av.errors import EXIT_INTERRUPTED, EXIT_OK, BadInput, BeepError, CannotStage
+from beep_av.model import Phase, ShowState
+
+Say = Callable[[str], None]
+
+# How long the finale stays on screen after the beep, by output (seconds). A presenter
+# ends it sooner with q; headless has nothing to look at.
+HOLD = {"headless": 0.2, "terminal": 3.0}
+HOLD_DEFAULT = 8.0
+RATE_STEP = 1.5  # + and - multiply or divide the hog's rate by this
+ENGINE_JOIN_S = 5.0
+
+
+class Interrupted(Exception):
+    """SIGINT, SIGTERM or SIGHUP: clean up and exit 130."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+# ---------------------------------------------------------------- process protection
+
+
+def lock_memory() -> str | None:
+    """mlockall(MCL_CURRENT|MCL_FUTURE|MCL_ONFAULT) so the sound and picture do not stall
+    while the stage swaps. Returns None when locked, else why not (the show goes on)."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return "no C library found"
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    # MCL_ONFAULT (since Linux 4.4) keeps RSS as it is instead of faulting in every
+    # mapping (FIELD-NOTES: 52 -> 176 MiB without it)
+    if libc.mlockall(1 | 2 | 4) == 0:
+        return None
+    err = ctypes.get_errno()
+    return os.strerror(err)
+
+
+def install_signal_handlers() -> dict[int, Any]:
+    """SIGTERM and SIGHUP (a closed SSH session) end the show like Ctrl-C does."""
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    old = {}
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        old[sig] = signal.signal(sig, handler)
+    return old
+
+
+# ---------------------------------------------------------------- the conductor
+
+
+class Conductor:
+    """Owns the single ShowState reference. The engine thread and the UI loop are the
+    only writers, and never at the same time for the same fields: the engine publishes
+    stage-derived states and merges the presenter's flags on each tick; the UI thread
+    publishes only while no engine runs (before start, after the finale)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        output,
+        audio,
+        recorder,
+        say: Say,
+        output_name: str,
+        stage=None,
+        story_cfg=None,
+        replay=None,
+        initial: ShowState | None = None,
+    ) -> None:
+        self.settings = settings
+        self.output = output
+        self.audio = audio
+        self.recorder = recorder
+        self.say = say
+        self.output_name = output_name
+        self.stage = stage
+        self.story_cfg = story_cfg
+        self.replay = replay
+        self.state = initial or ShowState()
+        self.flags: dict[str, Any] = {
+            "paused": False,
+            "muted": False,
+            "captions": settings.captions,
+            "message": "",
+        }
+        self.t0 = time.monotonic()
+        self.stop = threading.Event()
+        self.engine_done = threading.Event()
+        self.engine_error: BaseException | None = None
+        self.released = False
+        self.started = False
+        self._rec_lock = threading.Lock()
+        self._beep_recorded = False
+        self.end_reason = "finale"
+
+    # -------------------------------------------------------------- publishing
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def publish(self, state: ShowState) -> None:
+        state = replace(state, **self.flags)
+        self.state = state  # one reference swap: readers never lock
+        if self.recorder is not None:
+            with self._rec_lock:
+                self.recorder.write_state(state)
+
+    def get_state(self) -> ShowState:
+        return self.state
+
+    # -------------------------------------------------------------- engine thread
+
+    def _engine_live(self) -> None:
+        from beep_av.story import advance
+
+        src = self.stage.source()
+        try:
+            hz = self.settings.sample_hz
+            tick = 1.0 / hz
+            state = self.state
+            next_at = time.monotonic()
+            while not self.stop.is_set():
+                t = self.now()
+                if not self.started and t >= self.settings.calm and not self.flags["paused"]:
+                    self.stage.start()
+                    self.started = True
+                snap = src.read(t)
+                state = advance(self.story_cfg, state, snap)
+                self.publish(state)
+                if state.phase is Phase.FINALE or self.released:
+                    break
+                next_at += tick
+                now = time.monotonic()
+                if next_at < now:  # fell behind (a slow read): do not burst to catch up
+                    next_at = now + tick
+                src.wait(max(0.0, next_at - now))
+        finally:
+            src.close()
+
+    def _engine(self) -> None:
+        try:
+            if self.replay is not None:
+                self.replay.run(self.publish, self.stop, self.t0)
+            else:
+                self._engine_live()
+        except BaseException as e:  # handed to the main thread, which reports it
+            self.engine_error = e
+        finally:
+            self.engine_done.set()
+
+    # -------------------------------------------------------------- presenter
+
+    def command(self, cmd: str) -> bool:
+        """Apply one presenter command; return False to end the show."""
+        if cmd == "quit":
+            self.end_reason = "quit"
+            return False
+        if cmd == "release":
+            if self.stage is not None:
+                self.released = True
+                self.stage.release()
+            self.flags["message"] = "released: the hog is gone, the stage torn down"
+            self.end_reason = "released"
+            return False
+        if cmd == "mute":
+            self.flags["muted"] = not self.flags["muted"]
+            if self.audio is not None:
+                self.audio.muted = self.flags["muted"]
+        elif cmd == "captions":
+            order = ["en", "fr", "off"]
+            cur = self.flags["captions"]
+            self.flags["captions"] = order[(order.index(cur) + 1) % 3] if cur in order else "en"
+        elif cmd == "toggle_pause" and self.stage is not None:
+            if not self.started:
+                self.settings = replace(self.settings, calm=0.0)  # space in calm: start now
+            elif self.stage.paused:
+                self.stage.resume()
+                self.flags["paused"] = False
+                self.flags["message"] = ""
+            else:
+                self.stage.pause()
+                self.flags["paused"] = True
+                self.flags["message"] = "paused"
+        elif cmd in ("rate_up", "rate_down") and self.stage is not None:
+            rate = self.stage.rate * (RATE_STEP if cmd == "rate_up" else 1 / RATE_STEP)
+            rate = int(min(4 << 30, max(1 << 20, rate)))
+            self.stage.set_rate(rate)
+            self.flags["message"] = f"rate {rate / 2**20:.0f} MiB/s"
+        if self.engine_done.is_set() or not self._engine_running:
+            self.publish(self.state)
+        return True
+
+    # -------------------------------------------------------------- main loop
+
+    _engine_running = False
+
+    def _record_beep(self) -> None:
+        if self._beep_recorded or self.audio is None or self.audio.beep_t is None:
+            return
+        self._beep_recorded = True
+        if self.recorder is not None:
+            with self._rec_lock:
+                self.recorder.beep(
+                    self.audio.beep_t,
+                    freq=self.settings.beep_freq,
+                    length_ms=self.settings.beep_length,
+                    repeats=self.settings.beep_repeats,
+                )
+
+    def run(self) -> int:
+        """Run the show to its end. Returns the exit code; cleanup is the caller's."""
+        engine = threading.Thread(target=self._engine, name="beep-engine", daemon=True)
+        self._engine_running = True
+        engine.start()
+        self.engine = engine
+        hold = HOLD.get(self.output_name, HOLD_DEFAULT)
+        frame_dt = 1.0 / max(1.0, self.output.fps)
+        paces_itself = getattr(self.output, "paces_itself", False)
+        finished_at: float | None = None
+        next_frame = time.monotonic()
+        while True:
+            for cmd in self.output.frame(self.state):
+                if not self.command(cmd):
+                    return EXIT_OK
+            self._record_beep()
+            if self.engine_error is not None:
+                raise self.engine_error
+            if self.engine_done.is_set():
+                self._engine_running = False
+                state = self.state
+                if self.replay is not None or state.phase is Phase.FINALE:
+                    audio_done = self.audio is None or self.audio.finished
+                    if audio_done and finished_at is None:
+                        finished_at = time.monotonic()
+                    if finished_at is not None and time.monotonic() - finished_at >= hold:
+                        self.end_reason = "finale" if state.phase is Phase.FINALE else "end"
+                        return EXIT_OK
+            if not paces_itself:
+                next_frame += frame_dt
+                delay = next_frame - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    next_frame = time.monotonic()
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        engine = getattr(self, "engine", None)
+        if engine is not None:
+            engine.join(ENGINE_JOIN_S)
+
+
+# ---------------------------------------------------------------- building a show
+
+
+def header_for(
+    settings: Settings, stage_kind: str, ram: int, swap: int, cache: int, rate: int
+) -> dict:
+    return {
+        "stage": stage_kind,
+        "ram_limit": ram,
+        "swap_limit": swap,
+        "cache_bytes": cache,
+        "rate": rate,
+        "kernel": platform.release(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seed": settings.seed,
+        "hz": settings.sample_hz,
+        "beep_freq": settings.beep_freq,
+        "beep_length_ms": settings.beep_length,
+        "version": __version__,
+    }
+
+
+def finish(
+    conductor: Conductor | None, stage, audio, output, recorder, code: int, say: Say
+) -> None:
+    """Tear everything down in the safe order: the hog and the stage first (the machine is
+    safe), then the outputs, then the recording. Each step runs even if one before fails."""
+    errors: list[str] = []
+
+    def step(name: str, fn) -> None:
+        try:
+            fn()
+        except BaseException as e:  # noqa: BLE001 — every step must run
+            errors.append(f"{name}: {e}")
+
+    if conductor is not None:
+        step("engine", conductor.shutdown)
+    if stage is not None:
+        step("stage", stage.teardown)
+    report = None
+    if audio is not None:
+
+        def close_audio():
+            nonlocal report
+            report = audio.close()
+
+        step("audio", close_audio)
+    if output is not None:
+        step("output", output.close)
+    if recorder is not None:
+        fields: dict[str, Any] = {"exit": code}
+        if report is not None:
+            fields["underflows"] = getattr(report, "underflows", None)
+            fields["audio"] = getattr(report, "device", None)
+        reason = conductor.end_reason if conductor is not None else "error"
+        if code == EXIT_INTERRUPTED:
+            reason = "interrupted"
+        t = conductor.now() if conductor is not None else 0.0
+        step("recording", lambda: recorder.end(t, reason, **fields))
+        step("recording", recorder.close)
+    if report is not None and getattr(report, "underflows", None) is not None:
+        say(f"audio: {report.underflows} underflow(s) on {getattr(report, 'device', 'the device')}")
+    for e in errors:
+        say(f"warning: cleanup {e}")
+
+
+__all__ = [
+    "BadInput",
+    "BeepError",
+    "CannotStage",
+    "Conductor",
+    "Interrupted",
+    "finish",
+    "header_for",
+    "install_signal_handlers",
+    "lock_memory",
+]
