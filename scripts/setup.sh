@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Set up everything Beep and its tests need on a fresh Debian machine: the Debian
+# packages (as root), then a virtualenv in .venv with the project and its dev tools.
+# Idempotent: packages already installed are skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DEB_PACKAGES=(
+  libportaudio2                         # sounddevice's PortAudio
+  pulseaudio pulseaudio-utils           # a real sound server (null sink) for tests
+  libasound2-plugins alsa-utils         # ALSA -> PulseAudio route PortAudio uses
+  xvfb x11-utils imagemagick            # a real X server and screenshots for tests
+  tmux                                  # a real terminal for tests
+  stress-ng                             # the hog's benchmark baseline
+  util-linux                            # mkswap, swapon, swapoff
+  gcc libc6-dev                         # the benchmark's C page-toucher
+)
+
+missing=()
+for p in "${DEB_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "setup: installing Debian packages: ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "setup: missing Debian packages (install them as root): ${missing[*]}" >&2
+  fi
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv"
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e ".[dev]"
+touch .venv/.setup-done
+echo "setup: done (.venv/bin/beep-av)"
