@@ -44,6 +44,8 @@ def parse_size(text: str, available: int | None = None, what: str = "size") -> i
     Raises BadInput with a one-line message naming the value."""
     if not isinstance(text, str):
         raise BadInput(f"{what}: expected a size such as 512M, got {text!r}")
+    if text.strip().startswith("-"):
+        raise BadInput(f"{what}: {text!r} is negative (a size is 0 or more, e.g. 512M)")
     m = _SIZE_RE.match(text)
     if not m:
         raise BadInput(f"{what}: {text!r} is not a size (use e.g. 512M, 1.5G, 256MiB, 10%)")
