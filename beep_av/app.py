@@ -53,7 +53,8 @@ def machine_memory() -> tuple[int, int]:
 
     with open("/proc/meminfo") as f:
         m = parse_meminfo(f.read())
-    return m.MemAvailable, m.MemTotal
+    available = m.MemAvailable_bytes if m.MemAvailable_bytes is not None else m.MemFree_bytes
+    return available, m.MemTotal_bytes
 
 
 def warn_leftovers(say: Say) -> None:

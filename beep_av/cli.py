@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from typing import Any
 
@@ -178,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     # `beep-av` and `beep-av --ram 192M ...` mean `beep-av show ...`
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "show")
+    argv = _join_negative_values(argv)
     try:
         args = build_parser().parse_args(argv)
         return dispatch(args)
@@ -187,6 +190,38 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("beep-av: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as e:  # a bug: still one line, the traceback on request
+        if os.environ.get("BEEP_DEBUG"):
+            raise
+        print(
+            f"beep-av: internal error: {type(e).__name__}: {e} (BEEP_DEBUG=1 shows more)",
+            file=sys.stderr,
+        )
+        return 1
+
+
+_NEGATIVE = re.compile(r"^-[0-9.]")
+
+
+def _join_negative_values(argv: list[str]) -> list[str]:
+    """`--ram -5M` -> `--ram=-5M`, so the value reaches our own check (which names the
+    problem) instead of argparse's "expected one argument"."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        a = argv[i]
+        if (
+            a.startswith("--")
+            and "=" not in a
+            and i + 1 < len(argv)
+            and _NEGATIVE.match(argv[i + 1])
+        ):
+            out.append(f"{a}={argv[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
 
 
 def dispatch(args: argparse.Namespace) -> int:

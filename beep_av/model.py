@@ -8,7 +8,7 @@ import enum
 from dataclasses import dataclass, field
 
 
-class Phase(str, enum.Enum):
+class Phase(enum.StrEnum):
     CALM = "calm"
     FILLING = "filling"
     EVICTING = "evicting"
