@@ -98,6 +98,7 @@ class ShowState:
     captions: str = "en"  # en | fr | off
     stage: str = "cgroup"
     message: str = ""  # one-line notice for the HUD (e.g. "released by presenter")
+    cache_peak: int = 0  # the story's memory: largest stage cache seen so far, bytes
 
     def phase_time(self, phase: Phase) -> float | None:
         for p, t in self.entered:
