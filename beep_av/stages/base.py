@@ -3,8 +3,9 @@ hog, exposes readings as a `Source`, takes presenter controls, and tears down.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
 
 from beep_av.model import Snapshot
 
