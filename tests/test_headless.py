@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from beep_av.model import KillRecord, Phase, ShowState, Snapshot
 from beep_av.summary import victim_card
@@ -63,7 +64,7 @@ def test_one_line_per_phase_then_the_card():
     out.close()
     text = buf.getvalue()
     lines = [ln for ln in text.splitlines() if ln.strip()]
-    phases = [ln.split()[1] for ln in lines if ln.split()[0].endswith("s")]
+    phases = [ln.split()[1] for ln in lines if re.fullmatch(r"\d+\.\ds", ln.split()[0])]
     assert phases == ["calm", "filling", "evicting", "oom", "finale"]
     assert any("swapping" in ln and "skipped: no swap on the stage" in ln for ln in lines)
     ev = next(ln for ln in lines if " evicting " in ln)
