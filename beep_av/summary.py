@@ -39,7 +39,7 @@ def phase_line(state: ShowState, phase: Phase, t: float, cache_peak: int) -> str
     elif phase is Phase.FILLING:
         why = f"{hog}, cache {mib(s.cache_bytes)}, rate {mib(state.fill_rate)}/s"
     elif phase is Phase.EVICTING:
-        why = f"cache {mib(cache_peak)} -> {mib(s.cache_bytes)}, {hog}"
+        why = f"cache {cache_peak // MiB} -> {mib(s.cache_bytes)}, {hog}"
     elif phase is Phase.SWAPPING:
         why = f"swap {mib(s.swap_bytes)}, cache {mib(s.cache_bytes)}, {hog}, stall {state.stall * 100:.0f}%"
     elif phase is Phase.OOM:
