@@ -116,6 +116,14 @@ class Conductor:
         self._rec_lock = threading.Lock()
         self._beep_recorded = False
         self.end_reason = "finale"
+        self.frames = 0
+        self.run_started: float | None = None
+
+    def fps(self) -> float | None:
+        """Frames drawn per second over the run so far."""
+        if not self.run_started or self.frames < 2:
+            return None
+        return self.frames / max(1e-6, time.monotonic() - self.run_started)
 
     # -------------------------------------------------------------- publishing
 
@@ -242,7 +250,9 @@ class Conductor:
         paces_itself = getattr(self.output, "paces_itself", False)
         finished_at: float | None = None
         next_frame = time.monotonic()
+        self.run_started = time.monotonic()
         while True:
+            self.frames += 1
             for cmd in self.output.frame(self.state):
                 if not self.command(cmd):
                     return EXIT_OK
@@ -325,6 +335,8 @@ def finish(
         step("output", output.close)
     if recorder is not None:
         fields: dict[str, Any] = {"exit": code}
+        if conductor is not None and conductor.fps() is not None:
+            fields["fps"] = round(conductor.fps(), 1)
         if report is not None:
             fields["underflows"] = getattr(report, "underflows", None)
             fields["audio"] = getattr(report, "device", None)
