@@ -56,6 +56,24 @@ class Noise:
         flat = out.reshape(-1)
         flat[:] = self.u32(flat.size)
 
+    def fill_uniform(self, out: np.ndarray) -> None:
+        """Fill a C-contiguous float32 array in place with values in [-1, 1).
+
+        The fast path allocates nothing (the audio callback calls it); the raw look
+        allocates one bytes object per call (the kernel hands out new bytes)."""
+        if out.dtype != np.float32 or not out.flags.c_contiguous:
+            raise ValueError("fill_uniform needs a C-contiguous float32 array")
+        flat = out.reshape(-1)  # a view: the array is contiguous
+        if self.raw:
+            w = np.frombuffer(os.getrandom(4 * flat.size), dtype=np.uint32)
+            np.multiply(w, np.float32(2.0 / 2**32), out=flat, casting="unsafe")
+        else:
+            self._account(4 * flat.size)
+            # Generator.random(out=) writes in place: no temporary per block
+            self._gen.random(out=flat, dtype=np.float32)
+            flat *= np.float32(2.0)
+        flat -= np.float32(1.0)
+
     def uniform(self, n: int) -> np.ndarray:
         """n float32 values in [-1, 1)."""
         w = self.u32(n)

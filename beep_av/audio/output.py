@@ -1,0 +1,389 @@
+"""Where the show's sound goes: a sounddevice (PortAudio) stream, a WAV file written in
+real time, or nowhere (silent, still keeping time so the show goes on).
+
+The PortAudio callback is a thin wrapper over `Synth.render` and obeys the real-time
+rules: no numpy allocation (the synth and the WAV ring are preallocated), no file I/O
+(a writer thread drains a lock-free single-producer ring into the WAV), no locks, no
+logging, and it always fills the whole buffer.
+
+`beep_t` is taken from `time.monotonic()` at the callback (the moment the block holding
+the beep's first sample is handed to PortAudio) plus the sample's offset in the block;
+the device's own latency (`stream.latency`) is reported in the note, not added."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from beep_av.audio.synth import BLOCK, RATE, BeepSpec, Synth
+from beep_av.audio.wav import WavWriter
+from beep_av.errors import BadInput, CannotStage
+from beep_av.model import ShowState
+from beep_av.noise import Noise
+
+Say = Callable[[str], None]
+RING_SLOTS = 64  # blocks the WAV writer may lag behind (~0.7 s at 512 frames)
+NO_PORTAUDIO = "PortAudio library not found (install libportaudio2)"
+NO_DEVICE = "no output device"
+FIX = "start a sound server (scripts/start-pulse.sh) or use --audio wav:PATH or --audio off"
+
+
+@dataclass(frozen=True)
+class AudioReport:
+    """What the audio side saw: output underflows counted by PortAudio, the show time
+    (s) the beep's first sample was handed out, the device's name, and a note."""
+
+    underflows: int
+    beep_t: float | None
+    device: str
+    note: str
+
+
+class AudioOut:
+    """A running (or ready) audio output. Built by `open_audio`; `stream_factory`
+    takes the callback and returns a started-or-startable PortAudio-like stream
+    (None: a clock thread paces the synth in real time, no device)."""
+
+    def __init__(
+        self,
+        synth: Synth,
+        noise: Noise,
+        get_state: Callable[[], ShowState],
+        t0: float,
+        *,
+        device: str = "none",
+        stream_factory: Callable[[Callable[..., None]], Any] | None = None,
+        wav_path: str | None = None,
+        blocksize: int = BLOCK,
+        notes: tuple[str, ...] = (),
+    ) -> None:
+        self.synth = synth
+        self.noise = noise
+        self.device = device
+        self.blocksize = blocksize
+        self.underflows = 0
+        self.errors = 0
+        self.wav_dropped = 0
+        self._notes = list(notes)
+        self._get_state = get_state
+        self._t0 = t0
+        self._last_state = ShowState()
+        self._stream_factory = stream_factory
+        self._stream: Any = None
+        self._latency = 0.0
+        self._clock: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._closed = False
+        self._report: AudioReport | None = None
+        # WAV: a single-producer single-consumer ring; the callback only copies into a
+        # free slot and bumps `_ring_w`, the writer thread only bumps `_ring_r`
+        self.wav_path = wav_path
+        self._wav: WavWriter | None = None
+        self._writer: threading.Thread | None = None
+        self._ring = np.zeros((RING_SLOTS, blocksize, 2), dtype=np.float32)
+        self._ring_n = np.zeros(RING_SLOTS, dtype=np.int64)
+        self._ring_w = 0
+        self._ring_r = 0
+        self._writer_done = threading.Event()
+
+    # ------------------------------------------------------------ the callback
+
+    def _fill(self, out: np.ndarray, now: float) -> None:
+        try:
+            state = self._get_state()
+            self._last_state = state
+        except Exception:  # a broken publisher must not stop the sound
+            state = self._last_state
+            self.errors += 1
+        try:
+            self.synth.render(state, out, self.noise, now)
+        except Exception:
+            out.fill(0.0)
+            self.errors += 1
+        if self._wav is not None:
+            w = self._ring_w
+            if w - self._ring_r < RING_SLOTS:
+                n = out.shape[0]
+                slot = w % RING_SLOTS
+                if n <= self.blocksize:
+                    self._ring[slot, :n] = out
+                    self._ring_n[slot] = n
+                    self._ring_w = w + 1  # published after the copy
+                else:
+                    self.wav_dropped += 1
+            else:
+                self.wav_dropped += 1
+
+    def callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        """PortAudio's callback: no allocation, file I/O, locks or logging here."""
+        if status and status.output_underflow:
+            self.underflows += 1
+        self._fill(outdata, time.monotonic() - self._t0)
+
+    # ------------------------------------------------------------ threads
+
+    def _run_clock(self) -> None:
+        """Stand-in for a device: render a block every blocksize/rate seconds."""
+        buf = np.zeros((self.blocksize, 2), dtype=np.float32)
+        period = self.blocksize / self.synth.rate
+        due = time.monotonic()
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if now < due:
+                self._stop.wait(due - now)
+                continue
+            if now - due > 0.5:  # the machine stalled: a real device would have underrun
+                self.underflows += 1
+                due = now
+            self._fill(buf, now - self._t0)
+            due += period
+
+    def _run_writer(self) -> None:
+        assert self._wav is not None
+        while True:
+            stopping = self._stop.is_set()
+            while self._ring_r < self._ring_w:
+                r = self._ring_r
+                slot = r % RING_SLOTS
+                self._wav.write(self._ring[slot, : self._ring_n[slot]])
+                self._ring_r = r + 1
+            if stopping:
+                break
+            time.sleep(0.02)
+        self._writer_done.set()
+
+    # ------------------------------------------------------------ public
+
+    @property
+    def muted(self) -> bool:
+        """Presenter's mute: silences the noise; the final beep always sounds."""
+        return self.synth.muted
+
+    @muted.setter
+    def muted(self, value: bool) -> None:
+        self.synth.muted = bool(value)
+
+    @property
+    def beep_t(self) -> float | None:
+        """Show time (s) the beep's first sample was handed to the device, or None."""
+        return self.synth.beep_t
+
+    @property
+    def finished(self) -> bool:
+        """True once the beep(s) and >= 150 ms of silence after them are out (handed
+        to the device, plus its latency)."""
+        ft = self.synth.finished_t
+        if not self.synth.finished or ft is None:
+            return False
+        return time.monotonic() - self._t0 >= ft + self._latency
+
+    def start(self) -> None:
+        """Open the WAV (if any) and start the sound."""
+        if self.wav_path is not None and self._wav is None:
+            try:
+                self._wav = WavWriter(self.wav_path, self.synth.rate)
+            except OSError as e:
+                raise BadInput(
+                    f"--audio wav:{self.wav_path}: cannot write ({e.strerror or e})"
+                ) from None
+            self._writer = threading.Thread(target=self._run_writer, name="beep-wav", daemon=True)
+            self._writer.start()
+        if self._stream_factory is not None:
+            self._stream = self._stream_factory(self.callback)
+            self._latency = float(getattr(self._stream, "latency", 0.0) or 0.0)
+            self._stream.start()
+        else:
+            self._clock = threading.Thread(target=self._run_clock, name="beep-clock", daemon=True)
+            self._clock.start()
+
+    def close(self) -> AudioReport:
+        """Stop the sound (playing out what was handed), finish the WAV. Safe twice."""
+        if self._report is not None:
+            return self._report
+        self._closed = True
+        if self._stream is not None:
+            try:
+                self._stream.stop()  # Pa_StopStream plays out the buffers already handed
+            finally:
+                self._stream.close()
+        self._stop.set()
+        if self._clock is not None:
+            self._clock.join(timeout=5)
+        if self._writer is not None:
+            self._writer.join(timeout=10)
+        notes = list(self._notes)
+        notes.append("beep_t = monotonic time at the callback that handed its first sample")
+        if self._stream is not None:
+            notes.append(f"output latency {self._latency * 1000:.0f} ms")
+        if self._wav is not None:
+            self._wav.close()
+            notes.append(f"wrote {self.wav_path} ({self._wav.frames / self.synth.rate:.2f} s)")
+        if self.wav_dropped:
+            notes.append(f"{self.wav_dropped} blocks missing from the WAV (writer too slow)")
+        if self.errors:
+            notes.append(f"{self.errors} render errors (silence instead)")
+        self._report = AudioReport(self.underflows, self.beep_t, self.device, "; ".join(notes))
+        return self._report
+
+
+# ---------------------------------------------------------------- opening
+
+
+def _import_sounddevice() -> tuple[Any, str]:
+    """(module, "") or (None, why). `import sounddevice` raises OSError without PortAudio."""
+    try:
+        import sounddevice as sd
+    except OSError:
+        return None, NO_PORTAUDIO
+    except ImportError:
+        return None, "sounddevice not installed (pip install sounddevice)"
+    return sd, ""
+
+
+def _outputs(sd: Any) -> list[str]:
+    try:
+        return [
+            f"{i}: {d['name']}"
+            for i, d in enumerate(sd.query_devices())
+            if d["max_output_channels"] > 0
+        ]
+    except Exception:
+        return []
+
+
+def _find_device(sd: Any, which: str | None) -> tuple[int, str] | None:
+    """(index, name) of the default output (`which` None) or of a named/numbered one."""
+    try:
+        if which is None:
+            d = sd.query_devices(kind="output")
+        elif which.strip().isdigit():
+            d = sd.query_devices(int(which))
+        else:
+            d = sd.query_devices(which, "output")
+    except Exception:  # PortAudioError, ValueError: none, or no such device
+        return None
+    if not d or d.get("max_output_channels", 0) < 1:
+        return None
+    return int(d["index"]), str(d["name"])
+
+
+def _stream_factory(sd: Any, index: int, rate: int, blocksize: int) -> Callable[..., Any]:
+    def make(callback: Callable[..., None]) -> Any:
+        return sd.OutputStream(
+            samplerate=rate,
+            blocksize=blocksize,
+            channels=2,
+            dtype="float32",
+            device=index,
+            callback=callback,
+            # "low": PortAudio then calls back once a block; with the default high
+            # latency the ALSA->PulseAudio path calls in bursts every ~20-40 ms, which
+            # would delay the beep after the kill by that much
+            latency="low",
+        )
+
+    return make
+
+
+def check_wav_path(path: str) -> None:
+    """Raise BadInput unless a WAV could be written at `path` (creates nothing)."""
+    what = f"--audio wav:{path}"
+    if not path:
+        raise BadInput("--audio wav:PATH: the path is empty")
+    p = Path(path)
+    if p.is_dir():
+        raise BadInput(f"{what}: cannot write (it is a directory)")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise BadInput(f"{what}: cannot write (no directory {parent})")
+    if p.exists():
+        if not p.is_file():
+            raise BadInput(f"{what}: cannot write (not a regular file)")
+        ok = os.access(p, os.W_OK)
+    else:
+        ok = os.access(parent, os.W_OK | os.X_OK)
+    if not ok:
+        raise BadInput(f"{what}: cannot write (permission denied or read-only)")
+
+
+def open_audio(
+    spec: str,
+    get_state: Callable[[], ShowState],
+    t0: float,
+    beep: BeepSpec,
+    seed: int | None = None,
+    say: Say = print,
+    *,
+    raw: bool = False,
+    rate: int = RATE,
+    blocksize: int = BLOCK,
+) -> AudioOut:
+    """Build the show's audio output for `--audio SPEC` (auto | device | device:NAME |
+    device:INDEX | wav:PATH | off). `t0` is time.monotonic() at show start. Raises
+    BadInput (bad spec, unwritable WAV) or CannotStage (asked-for device missing)."""
+    if not isinstance(spec, str):
+        raise BadInput(f"--audio: expected a string, got {spec!r}")
+
+    def build(
+        device: str, factory: Any = None, wav: str | None = None, notes: tuple = ()
+    ) -> AudioOut:
+        return AudioOut(
+            Synth(rate, beep, max_block=max(blocksize, 4096)),
+            Noise(seed=seed, raw=raw),
+            get_state,
+            t0,
+            device=device,
+            stream_factory=factory,
+            wav_path=wav,
+            blocksize=blocksize,
+            notes=notes,
+        )
+
+    if spec == "off":
+        return build("off", notes=("audio off",))
+
+    if spec.startswith("wav:"):
+        path = spec[4:]
+        check_wav_path(path)
+        sd, why = _import_sounddevice()
+        found = _find_device(sd, None) if sd is not None else None
+        if found is None:
+            say(f"audio: writing {path} only — {why or NO_DEVICE}")
+            return build(f"wav:{path}", wav=path, notes=(why or NO_DEVICE,))
+        index, name = found
+        return build(f"wav:{path} + {name}", _stream_factory(sd, index, rate, blocksize), wav=path)
+
+    if spec == "auto":
+        sd, why = _import_sounddevice()
+        found = _find_device(sd, None) if sd is not None else None
+        if found is None:
+            why = why or NO_DEVICE
+            say(f"audio: silent — {why}")
+            return build("none", notes=(why,))
+        index, name = found
+        return build(name, _stream_factory(sd, index, rate, blocksize))
+
+    if spec == "device" or spec.startswith("device:"):
+        which = spec[7:] if spec.startswith("device:") else None
+        if which is not None and not which.strip():
+            raise BadInput("--audio device:NAME: the name is empty")
+        sd, why = _import_sounddevice()
+        if sd is None:
+            raise CannotStage(f"--audio {spec}: {why}")
+        found = _find_device(sd, which)
+        if found is None:
+            known = _outputs(sd)
+            listing = f" (outputs: {', '.join(known)})" if known else ""
+            what = "no output device" if which is None else f"no output device {which!r}"
+            raise CannotStage(f"--audio {spec}: {what}{listing}; {FIX}")
+        index, name = found
+        return build(name, _stream_factory(sd, index, rate, blocksize))
+
+    raise BadInput(f"--audio: unknown output {spec!r} (use auto, device[:NAME], wav:PATH or off)")

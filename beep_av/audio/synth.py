@@ -1,0 +1,381 @@
+"""The sound of a show, as pure code: noise shaped by memory pressure, a hard cut at the
+kill, then one clean final beep.
+
+`Synth.render(state, out, noise, now)` fills a (frames, 2) float32 block. It keeps only
+its continuity state (filter memory, gain, crush hold, stutter segment, beep progress) and
+touches no OS: the live PortAudio callback, the WAV export, `render_offline` and the tests
+all call it. Inside a block it allocates no numpy arrays (scratch is preallocated), so it
+is fit for the real-time callback."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from beep_av.model import Phase, ShowState
+from beep_av.noise import Noise
+
+RATE = 48000
+BLOCK = 512  # frames per block, live and offline (10.7 ms at 48 kHz)
+PEAK = 0.9  # nothing louder ever leaves the synth
+BEEP_LEVEL = 0.5  # sine amplitude of the final beep
+MIN_TAIL_MS = 150.0  # silence after the last beep before the show may end
+
+
+@dataclass(frozen=True)
+class BeepSpec:
+    """The final beep: `repeats` tones of `length_ms` at `freq` Hz, `gap_ms` apart, each
+    with `fade_ms` raised-cosine edges; `lead_ms` of silence after the cut and `tail_ms`
+    (at least 150 ms) of silence after the last tone."""
+
+    freq: float = 880.0
+    length_ms: float = 400.0
+    repeats: int = 1
+    gap_ms: float = 150.0
+    fade_ms: float = 5.0
+    lead_ms: float = 5.0
+    tail_ms: float = 200.0
+
+
+# ---------------------------------------------------------------- the noise voice
+
+
+class VoiceParams(NamedTuple):
+    """What the noise voice does in one block."""
+
+    gain: float  # linear, applied to unit-RMS-normalised filtered noise in [-1, 1)
+    cutoff_hz: float  # one-pole low-pass cutoff: murmur (low) .. hiss (high)
+    bits: int  # bit-depth crush; 16 means none
+    hold: int  # sample-rate crush: each sample held this many frames
+    drop: float  # probability a stutter segment is silent
+    stutter: float  # probability a stutter segment is chopped
+
+
+def _unit(x: float) -> float:
+    """Clamp to [0, 1]; NaN and junk count as 0 (a bad reading must not blast noise)."""
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return 0.0
+    if not math.isfinite(x):
+        return 0.0
+    return min(1.0, max(0.0, x))
+
+
+def voice_params(state: ShowState, muted: bool = False) -> VoiceParams:
+    """Map a ShowState to the noise voice's settings. Gains are chosen so the noise RMS
+    orders calm < filling < evicting < swapping whatever the intensity and stall."""
+    i = _unit(state.intensity)
+    stall = _unit(state.stall)
+    phase = state.phase
+    if phase is Phase.CALM:
+        p = VoiceParams(0.03 + 0.01 * i, 250.0 + 400.0 * i, 16, 1, 0.0, 0.0)
+    elif phase is Phase.FILLING:
+        p = VoiceParams(0.05 + 0.03 * i, 600.0 + 1400.0 * i, 14, 1, 0.0, 0.0)
+    elif phase is Phase.EVICTING:
+        p = VoiceParams(
+            0.10 + 0.05 * i, 2000.0 + 6000.0 * i, 10 - round(2 * i), 1 + round(2 * i), 0.0, 0.0
+        )
+    elif phase is Phase.SWAPPING:
+        p = VoiceParams(
+            0.22 + 0.08 * i,
+            min(16000.0, 8000.0 + 8000.0 * i),
+            8 - round(4 * stall),
+            2 + round(6 * stall),
+            0.1 + 0.3 * stall,
+            0.1 + 0.3 * stall,
+        )
+    else:  # oom, finale: the noise stops dead
+        p = VoiceParams(0.0, 250.0, 16, 1, 0.0, 0.0)
+    if muted or state.muted:
+        p = p._replace(gain=0.0)
+    return p
+
+
+STUTTER_SEGMENT = 1024  # frames (21 ms): one play/drop/chop decision each
+CHOP = 64  # frames on, frames off inside a chopped segment
+
+
+class Synth:
+    """Renders blocks of a show's sound. `muted` silences the noise only: the beep
+    always sounds (it is the point of the show). Not thread-safe: one owner."""
+
+    def __init__(
+        self, rate: int = RATE, beep: BeepSpec | None = None, max_block: int = 4096
+    ) -> None:
+        if rate <= 0 or max_block <= 0:
+            raise ValueError("rate and max_block must be positive")
+        self.rate = int(rate)
+        self.beep = beep or BeepSpec()
+        self.max_block = int(max_block)
+        self.muted = False
+        # continuity state
+        self._z = np.zeros(2, dtype=np.float32)  # low-pass memory per channel
+        self._gain = 0.0  # noise gain at the end of the last block
+        self._cutoff = 250.0
+        self._frame = 0  # frames of noise voice rendered (crush hold grid)
+        self._held = np.zeros(2, dtype=np.float32)
+        self._seg_pos = 0
+        self._seg_mode = 0  # 0 play, 1 drop, 2 chop
+        self._beep_pos = -1  # frames since the cut; -1 before the kill
+        self.cut_t: float | None = None  # show time of the first silent (kill) frame
+        self.beep_t: float | None = None  # show time the first beep sample was rendered
+        self.finished = False  # beep(s) and the tail silence are rendered
+        self.finished_t: float | None = None
+        # beep timeline, in frames
+        b = self.beep
+        ms = self.rate / 1000.0
+        self._lead = max(0, round(b.lead_ms * ms))
+        self._tone = max(1, round(b.length_ms * ms))
+        self._gap = max(0, round(b.gap_ms * ms))
+        self._fade = max(1, min(round(b.fade_ms * ms), self._tone // 2))
+        self._tail = round(max(MIN_TAIL_MS, b.tail_ms) * ms)
+        reps = max(1, int(b.repeats))
+        self._starts = [self._lead + r * (self._tone + self._gap) for r in range(reps)]
+        self._total = self._starts[-1] + self._tone + self._tail
+        self._w = 2.0 * math.pi * float(b.freq) / self.rate
+        # scratch: everything a block needs, allocated once
+        n = self.max_block
+        self._x = np.empty((n, 2), dtype=np.float32)
+        self._y = np.empty((n, 2), dtype=np.float32)
+        self._t = np.empty((n, 2), dtype=np.float32)
+        self._iota = np.arange(n, dtype=np.int64)
+        self._idx = np.empty(n, dtype=np.int64)
+        self._ramp = np.empty(n, dtype=np.float32)
+        self._f64 = np.empty(n, dtype=np.float64)
+        self._e64 = np.empty(n, dtype=np.float64)
+        self._iota64 = np.arange(n, dtype=np.float64)
+        self._u = np.empty(2, dtype=np.float32)
+
+    @property
+    def beep_frames(self) -> int:
+        """Frames from the cut to the end of the tail silence."""
+        return self._total
+
+    # ------------------------------------------------------------ one block
+
+    def render(self, state: ShowState, out: np.ndarray, noise: Noise, now: float) -> None:
+        """Fill `out` ((frames, 2) float32) with the sound of `state`; `now` is the show
+        time (s) of the block's first frame. Always writes every sample."""
+        if out.ndim != 2 or out.shape[1] != 2 or out.dtype != np.float32:
+            raise ValueError("out must be a (frames, 2) float32 array")
+        frames = out.shape[0]
+        done = 0
+        while done < frames:  # blocks longer than the scratch go in pieces
+            n = min(self.max_block, frames - done)
+            self._render_block(state, out[done : done + n], noise, now + done / self.rate)
+            done += n
+
+    def _render_block(self, state: ShowState, out: np.ndarray, noise: Noise, now: float) -> None:
+        n = out.shape[0]
+        killed = state.phase in (Phase.OOM, Phase.FINALE)
+        if killed and self._beep_pos < 0:
+            self._beep_pos = 0
+            self.cut_t = now
+            self._gain = 0.0  # a hard cut, no fade: the noise stops dead
+        if self._beep_pos < 0:
+            self._noise(state, out, noise, n)
+        else:
+            out.fill(0.0)
+            self._beep(out, n, now)
+        np.clip(out, -PEAK, PEAK, out=out)
+
+    def _noise(self, state: ShowState, out: np.ndarray, noise: Noise, n: int) -> None:
+        p = voice_params(state, self.muted)
+        x, y, t = self._x[:n], self._y[:n], self._t[:n]
+        noise.fill_uniform(x)
+        # brightness: a one-pole low-pass y[k] = a x[k] + b y[k-1]; the cutoff glides
+        # between blocks so a phase change does not click
+        self._cutoff += 0.5 * (p.cutoff_hz - self._cutoff)
+        a = 1.0 - math.exp(-2.0 * math.pi * self._cutoff / self.rate)
+        b = 1.0 - a
+        np.multiply(x, np.float32(a), out=y)
+        y[0] += np.float32(b) * self._z
+        # log-step scan: after the step of size s, y[k] sums the last 2s inputs
+        s, bs = 1, b
+        while s < n:
+            # through a second buffer: an in-place overlapping add would copy
+            np.multiply(y[: n - s], np.float32(bs), out=t[: n - s])
+            y[s:n] += t[: n - s]
+            s *= 2
+            bs *= bs
+        self._z[:] = y[n - 1]
+        # keep loudness independent of brightness: white noise through this filter
+        # keeps a/(2-a) of its power
+        norm = math.sqrt((2.0 - a) / a) if a > 0 else 1.0
+        # grain, sample-rate crush: hold every sample `hold` frames on a global grid
+        h = max(1, int(p.hold))
+        if h > 1:
+            idx = self._idx[:n]
+            np.add(self._iota[:n], self._frame, out=idx)
+            np.floor_divide(idx, h, out=idx)
+            np.multiply(idx, h, out=idx)
+            np.subtract(idx, self._frame, out=idx)
+            np.maximum(idx, 0, out=idx)
+            np.take(y, idx, axis=0, out=t)
+            k = (h - self._frame % h) % h  # frames still holding the last block's value
+            if k:
+                t[: min(k, n)] = self._held
+            y[:] = t
+        self._held[:] = y[n - 1]
+        self._frame += n
+        # grain, bit-depth crush
+        if p.bits < 16:
+            q = float(2 ** (max(2, p.bits) - 1))
+            np.multiply(y, np.float32(norm * q), out=y)
+            np.rint(y, out=y)
+            np.multiply(y, np.float32(1.0 / q), out=y)
+        else:
+            np.multiply(y, np.float32(norm), out=y)
+        # loudness: a linear ramp from the last block's gain to this one's
+        ramp = self._ramp[:n]
+        np.multiply(self._iota64[:n], 1.0 / n, out=self._f64[:n])
+        np.multiply(self._f64[:n], p.gain - self._gain, out=self._f64[:n])
+        np.add(self._f64[:n], self._gain, out=self._f64[:n])
+        ramp[:] = self._f64[:n]
+        np.multiply(y, ramp[:, None], out=out)
+        self._gain = p.gain
+        # stutter: 21 ms segments that play, drop out, or chop, as often as PSI stalls
+        pos = 0
+        while pos < n:
+            if self._seg_pos == 0:
+                noise.fill_uniform(self._u)
+                u = 0.5 * (float(self._u[0]) + 1.0)
+                if u < p.drop:
+                    self._seg_mode = 1
+                elif u < p.drop + p.stutter:
+                    self._seg_mode = 2
+                else:
+                    self._seg_mode = 0
+            run = min(n - pos, STUTTER_SEGMENT - self._seg_pos)
+            if self._seg_mode == 1:
+                out[pos : pos + run] = 0.0
+            elif self._seg_mode == 2:
+                c = 0
+                while c < run:
+                    sp = self._seg_pos + c
+                    piece = min(run - c, CHOP - sp % CHOP)
+                    if (sp // CHOP) % 2 == 1:
+                        out[pos + c : pos + c + piece] = 0.0
+                    c += piece
+            pos += run
+            self._seg_pos = (self._seg_pos + run) % STUTTER_SEGMENT
+
+    def _beep(self, out: np.ndarray, n: int, now: float) -> None:
+        pos = self._beep_pos
+        if self.beep_t is None and pos <= self._lead < pos + n:
+            self.beep_t = now + (self._lead - pos) / self.rate
+        for start in self._starts:
+            lo = max(pos, start)
+            hi = min(pos + n, start + self._tone)
+            if lo >= hi:
+                continue
+            m = hi - lo
+            local = self._f64[:m]
+            np.add(self._iota64[:m], float(lo - start), out=local)
+            # raised-cosine edges: 0 at the first and last sample of the tone
+            env = self._e64[:m]
+            np.subtract(float(self._tone - 1), local, out=env)
+            np.minimum(env, local, out=env)
+            np.multiply(env, 1.0 / self._fade, out=env)
+            np.clip(env, 0.0, 1.0, out=env)
+            np.multiply(env, math.pi, out=env)
+            np.cos(env, out=env)
+            np.multiply(env, -0.5 * BEEP_LEVEL, out=env)
+            np.add(env, 0.5 * BEEP_LEVEL, out=env)
+            # phase from the tone's own frame count: no accumulated drift, same offline
+            np.multiply(local, self._w, out=local)
+            np.sin(local, out=local)
+            np.multiply(local, env, out=local)
+            a = lo - pos
+            out[a : a + m, 0] = local
+            out[a : a + m, 1] = local
+        self._beep_pos = pos + n
+        if not self.finished and self._beep_pos >= self._total:
+            self.finished = True
+            self.finished_t = now + (self._total - pos) / self.rate
+
+
+# ---------------------------------------------------------------- offline
+
+
+def state_at(timeline: Sequence[tuple[float, ShowState]], t: float) -> ShowState:
+    """The latest state published at or before show time `t` (s); the first one before
+    anything was published. `timeline` is sorted by time."""
+    current = timeline[0][1] if timeline else ShowState()
+    for ts, st in timeline:
+        if ts <= t:
+            current = st
+        else:
+            break
+    return current
+
+
+def render_offline(
+    timeline: Sequence[tuple[float, ShowState]],
+    duration: float,
+    *,
+    rate: int = RATE,
+    beep: BeepSpec | None = None,
+    seed: int = 0,
+    raw: bool = False,
+    blocksize: int = BLOCK,
+    muted: bool = False,
+) -> np.ndarray:
+    """Render `duration` s of a show whose states are `timeline` ([(show time s, state)])
+    into a (frames, 2) float32 array, block by block exactly as the live callback does:
+    each block sounds the state published at its first frame's time."""
+    if not (duration >= 0) or not math.isfinite(duration):
+        raise ValueError(f"duration must be a finite number of seconds >= 0, got {duration!r}")
+    if blocksize <= 0:
+        raise ValueError("blocksize must be positive")
+    events = sorted(timeline, key=lambda e: e[0])
+    synth = Synth(rate, beep, max_block=blocksize)
+    synth.muted = muted
+    noise = Noise(seed=seed, raw=raw)
+    frames = round(duration * rate)
+    out = np.zeros((frames, 2), dtype=np.float32)
+    k = 0
+    j = 0
+    current = events[0][1] if events else ShowState()
+    while k < frames:
+        now = k / rate
+        while j < len(events) and events[j][0] <= now:
+            current = events[j][1]
+            j += 1
+        n = min(blocksize, frames - k)
+        synth.render(current, out[k : k + n], noise, now)
+        k += n
+    return out
+
+
+def scripted_timeline(
+    calm: float = 1.0, evicting: float = 1.0, swapping: float = 1.0, stall: float = 0.6
+) -> list[tuple[float, ShowState]]:
+    """A show in brief for tests and benchmarks: calm, evicting, swapping (with `stall`),
+    then oom; durations in s. The oom state's time is the last entry's."""
+    t1 = calm
+    t2 = t1 + evicting
+    t3 = t2 + swapping
+    entered = [(Phase.CALM, 0.0)]
+    out = [(0.0, ShowState(t=0.0, phase=Phase.CALM, intensity=0.05, entered=tuple(entered)))]
+    entered.append((Phase.EVICTING, t1))
+    out.append((t1, ShowState(t=t1, phase=Phase.EVICTING, intensity=0.5, entered=tuple(entered))))
+    entered.append((Phase.SWAPPING, t2))
+    out.append(
+        (
+            t2,
+            ShowState(
+                t=t2, phase=Phase.SWAPPING, intensity=0.85, stall=stall, entered=tuple(entered)
+            ),
+        )
+    )
+    entered.append((Phase.OOM, t3))
+    out.append(
+        (t3, ShowState(t=t3, phase=Phase.OOM, intensity=1.0, entered=tuple(entered), oom_t=t3))
+    )
+    return out
