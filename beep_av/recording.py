@@ -1,0 +1,438 @@
+"""Recordings: JSON Lines, `format: beep-av/1` (DESIGN.md "Recording").
+
+Writer: `Recorder` turns the stream of published ShowStates into `sample` lines, plus
+`phase`, `skip` and `kill` lines found by diffing with the previous state, and takes
+`beep` and `end` lines from the conductor. Line-buffered, no fsync: a crash leaves at
+most one truncated last line.
+
+Reader: `load(path) -> Recording` with the samples as numpy columns and the events in
+order. Anything that is not a recording raises BadInput naming the file."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from beep_av import __version__
+from beep_av.errors import BadInput
+from beep_av.model import PHASES, KillRecord, Phase, ShowState
+
+FORMAT = "beep-av/1"
+FORMAT_PREFIX = "beep-av/"
+EVENT_TYPES = ("phase", "skip", "kill", "beep", "end")
+
+# Sample columns in the order the writer puts them; "phase" is stored as Phase.index.
+INT_COLUMNS = (
+    "ram",
+    "cache",
+    "swap",
+    "usage",
+    "ram_limit",
+    "swap_limit",
+    "psi_some_us",
+    "psi_full_us",
+    "hog",
+)
+FLOAT_COLUMNS = ("t", "intensity", "stall")
+SAMPLE_KEYS = ("t", *INT_COLUMNS, "intensity", "stall", "phase")
+KILL_KEYS = (
+    "pid",
+    "name",
+    "exit",
+    "signal",
+    "oom_kill_count",
+    "kmsg",
+    "anon_rss_kib",
+    "detected_by",
+    "latency_ms",
+)
+
+# ---------------------------------------------------------------- writer
+
+
+def check_writable(path: str) -> None:
+    """Raise BadInput (one line naming `path`) unless a recording can be written there.
+    Creates nothing: the CLI calls it before the show starts."""
+    p = Path(path)
+    if p.is_dir():
+        raise BadInput(f"--record {path}: is a directory")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise BadInput(f"--record {path}: directory {str(parent)!r} does not exist")
+    if p.exists():
+        if not os.access(p, os.W_OK):
+            raise BadInput(f"--record {path}: file is not writable")
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        raise BadInput(f"--record {path}: directory {str(parent)!r} is not writable")
+
+
+def _r(x: float, nd: int) -> float:
+    """Round for the file; non-finite floats are not JSON, they become 0."""
+    return round(float(x), nd) if math.isfinite(x) else 0.0
+
+
+def kill_fields(kill: KillRecord) -> dict[str, Any]:
+    """A KillRecord as the `kill` line's fields (without type and t)."""
+    return {
+        "pid": kill.pid,
+        "name": kill.name,
+        "exit": kill.exit,
+        "signal": kill.signal,
+        "oom_kill_count": kill.oom_kill_count,
+        "kmsg": kill.kmsg,
+        "anon_rss_kib": kill.anon_rss_kib,
+        "detected_by": list(kill.detected_by),
+        "latency_ms": _r(kill.latency_ms, 3),
+    }
+
+
+class Recorder:
+    """Writes one recording. `header` carries stage, ram_limit, swap_limit, cache_bytes,
+    rate, kernel, date, seed, hz (free-form: readers keep every key).
+
+    Thread-safe (one lock) so the engine thread and the conductor may both write; never
+    call it from the audio callback."""
+
+    def __init__(self, path: str, header: dict[str, Any]) -> None:
+        self.path = path
+        try:
+            # buffering=1: line-buffered text, one write(2) per line, no fsync
+            self._f = open(path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
+        except OSError as e:
+            raise BadInput(f"--record {path}: cannot write ({e.strerror or e})") from None
+        self._lock = threading.Lock()
+        self._prev: ShowState | None = None
+        self._kill_written = False
+        self._last_kill: KillRecord | None = None
+        head = {"type": "header", "format": FORMAT, "version": __version__}
+        head.update({k: v for k, v in header.items() if k not in ("type", "format")})
+        self._line(head)
+
+    def _line(self, obj: dict[str, Any]) -> None:
+        if self._f.closed:
+            return
+        self._f.write(json.dumps(obj, separators=(",", ":"), allow_nan=False) + "\n")
+
+    def write_state(self, state: ShowState) -> None:
+        """One `sample` line, plus `phase`/`skip` lines for what is new since the
+        previous state, plus the `kill` line once the state reaches finale."""
+        s = state.snapshot
+        with self._lock:
+            prev = self._prev
+            seen = {p for p, _ in prev.entered} if prev is not None else set()
+            for p, t in state.entered:
+                if p not in seen:
+                    self._line({"type": "phase", "t": _r(t, 4), "phase": p.value})
+            seen_skips = set(prev.skipped) if prev is not None else set()
+            for p, reason in state.skipped:
+                if (p, reason) not in seen_skips:
+                    self._line(
+                        {"type": "skip", "t": _r(state.t, 4), "phase": p.value, "reason": reason}
+                    )
+            # The writer's exact key order is the reader's fast path: keep it in sync
+            # with SAMPLE_KEYS.
+            self._line(
+                {
+                    "type": "sample",
+                    "t": _r(state.t, 4),
+                    "ram": int(s.anon_bytes),
+                    "cache": int(s.cache_bytes),
+                    "swap": int(s.swap_bytes),
+                    "usage": int(s.usage_bytes),
+                    "ram_limit": int(s.ram_limit),
+                    "swap_limit": int(s.swap_limit),
+                    "psi_some_us": int(s.psi_some_us),
+                    "psi_full_us": int(s.psi_full_us),
+                    "hog": int(s.hog_bytes),
+                    "intensity": _r(state.intensity, 4),
+                    "stall": _r(state.stall, 4),
+                    "phase": state.phase.value,
+                }
+            )
+            if state.kill is not None:
+                self._last_kill = state.kill
+                if state.phase is Phase.FINALE and not self._kill_written:
+                    self._write_kill(state.kill)
+            self._prev = state
+
+    def _write_kill(self, kill: KillRecord) -> None:
+        self._line({"type": "kill", "t": _r(kill.t, 4), **kill_fields(kill)})
+        self._kill_written = True
+
+    def beep(self, t: float, **fields: Any) -> None:
+        """A `beep` line: pass freq (Hz) and length_ms, and anything else worth keeping."""
+        with self._lock:
+            self._line({"type": "beep", "t": _r(t, 4), **fields})
+
+    def end(self, t: float, reason: str, **fields: Any) -> None:
+        """An `end` line: why the show ended (finale, quit, released, interrupted...)."""
+        with self._lock:
+            self._line({"type": "end", "t": _r(t, 4), "reason": reason, **fields})
+
+    def close(self) -> None:
+        """Write a kill that was never written (show ended before finale) and close.
+        Safe to call twice."""
+        with self._lock:
+            if self._f.closed:
+                return
+            if self._last_kill is not None and not self._kill_written:
+                self._write_kill(self._last_kill)
+            self._f.close()
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------- reader
+
+
+@dataclass
+class Recording:
+    """A loaded recording. `samples` maps each column of SAMPLE_KEYS to a numpy array
+    (bytes as int64, t/intensity/stall as float64, phase as int8 Phase.index);
+    `events` are the phase/skip/kill/beep/end records in file order (dicts)."""
+
+    path: str
+    header: dict[str, Any]
+    samples: dict[str, np.ndarray]
+    events: list[dict[str, Any]] = field(default_factory=list)
+    truncated: bool = False  # the last line was cut short (a crashed show)
+
+    def __len__(self) -> int:
+        return len(self.samples["t"])
+
+    @property
+    def duration(self) -> float:
+        """Seconds from show start to the last record."""
+        last = float(self.samples["t"][-1]) if len(self) else 0.0
+        for e in self.events:
+            last = max(last, float(e.get("t", 0.0)))
+        return last
+
+    def events_of(self, kind: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["type"] == kind]
+
+    @property
+    def kill(self) -> dict[str, Any] | None:
+        kills = self.events_of("kill")
+        return kills[0] if kills else None
+
+    def phases(self) -> list[tuple[Phase, float]]:
+        """Entered phases in order, with their times."""
+        return [(Phase(e["phase"]), float(e["t"])) for e in self.events_of("phase")]
+
+    def phase_at(self, i: int) -> Phase:
+        return PHASES[int(self.samples["phase"][i])]
+
+
+_PHASE_INDEX = {p.value: p.index for p in PHASES}
+_PHASE_INDEX_B = {p.value.encode(): p.index for p in PHASES}
+_SAMPLE_PREFIX = b'{"type":"sample","t":'
+# A writer's sample line with its digits and dots deleted is this, then the phase name
+# and '"}'. Checking that shape in bulk is what lets the fast path trust the columns.
+_SKELETON = (
+    _SAMPLE_PREFIX + b"".join(f',"{k}":'.encode() for k in SAMPLE_KEYS[1:-1]) + b',"phase":"'
+)
+_POW10 = 10 ** np.arange(19, dtype=np.int64)
+
+
+def _bad(path: str, problem: str) -> BadInput:
+    return BadInput(f"{path}: {problem}")
+
+
+def _parse_header(path: str, first: bytes) -> dict[str, Any]:
+    try:
+        head = json.loads(first)
+    except ValueError:
+        raise _bad(path, "not a beep-av recording (first line is not JSON)") from None
+    if not isinstance(head, dict) or head.get("type") != "header":
+        raise _bad(path, "not a beep-av recording (no header line)")
+    fmt = head.get("format")
+    if not isinstance(fmt, str) or not fmt.startswith(FORMAT_PREFIX):
+        raise _bad(path, f"not a beep-av recording (format {fmt!r})")
+    if fmt != FORMAT:
+        raise _bad(path, f"format {fmt!r} is not supported by this version (reads {FORMAT})")
+    return head
+
+
+def load(path: str) -> Recording:
+    """Read a recording. Unknown keys and record types are ignored; a truncated last
+    line is dropped. Raises BadInput (one line naming the file) for anything else."""
+    try:
+        raw = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise _bad(path, "is a directory, not a recording") from None
+    except OSError as e:
+        raise _bad(path, f"cannot read ({e.strerror or e})") from None
+    if not raw or raw.isspace():
+        raise _bad(path, "empty file, not a recording")
+    if b"\0" in raw[:4096]:
+        raise _bad(path, "binary file, not a recording")
+    lines = raw.split(b"\n")
+    header = _parse_header(path, lines[0])
+    truncated = False
+    if len(lines) > 1 and lines[-1].strip():
+        # no newline at the end: a crash may have cut the last line; keep it if whole
+        try:
+            json.loads(lines[-1])
+        except ValueError:
+            lines.pop()
+            truncated = True
+    body = lines[1:]
+    sample_lines = [ln for ln in body if ln.startswith(_SAMPLE_PREFIX)]
+    other = [ln for ln in body if not ln.startswith(_SAMPLE_PREFIX) and ln.strip()]
+    cols = _fast_samples(sample_lines) if sample_lines else None
+    if cols is None:
+        cols = _slow_samples(path, sample_lines)
+    events = _events(path, other)
+    if len(cols["t"]) == 0:
+        raise _bad(path, "no samples (header only), nothing to replay")
+    if not np.isfinite(cols["t"]).all():
+        raise _bad(path, "a sample has a non-finite time")
+    return Recording(path=path, header=header, samples=cols, events=events, truncated=truncated)
+
+
+def _events(path: str, lines: list[bytes]) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            raise _bad(path, "a line in the middle is not JSON (corrupt recording)") from None
+        if not isinstance(obj, dict):
+            continue
+        kind = obj.get("type")
+        if kind not in EVENT_TYPES:
+            continue  # unknown record types (and a second header) are ignored
+        t = obj.get("t")
+        if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+            raise _bad(path, f"a {kind} record has no valid time")
+        if kind in ("phase", "skip") and obj.get("phase") not in _PHASE_INDEX:
+            raise _bad(path, f"a {kind} record names an unknown phase {obj.get('phase')!r}")
+        if kind == "kill":
+            obj.setdefault("detected_by", [])
+        events.append(obj)
+    events.sort(key=lambda e: float(e["t"]))  # stable: same-t records keep file order
+    return events
+
+
+def _slow_samples(path: str, lines: list[bytes]) -> dict[str, np.ndarray]:
+    """Samples written in another key order, with extra keys, or by hand: json.loads
+    and a check per field."""
+    rows = []
+    for line in lines:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            raise _bad(path, "a line in the middle is not JSON (corrupt recording)") from None
+        if isinstance(obj, dict) and obj.get("type") == "sample":
+            rows.append(_sample_row(path, obj))
+    cols: dict[str, np.ndarray] = {}
+    for j, key in enumerate(SAMPLE_KEYS):
+        cols[key] = np.array([r[j] for r in rows], dtype=_dtype(key))
+    if len(rows) > 1 and (np.diff(cols["t"]) < 0).any():
+        order = np.argsort(cols["t"], kind="stable")
+        cols = {k: v[order] for k, v in cols.items()}
+    return cols
+
+
+def _dtype(key: str) -> Any:
+    if key == "phase":
+        return np.int8
+    return np.float64 if key in FLOAT_COLUMNS else np.int64
+
+
+def _sample_row(path: str, obj: dict[str, Any]) -> tuple:
+    row: list[Any] = []
+    for key in SAMPLE_KEYS:
+        v = obj.get(key, 0 if key != "phase" else None)
+        if key == "phase":
+            if v not in _PHASE_INDEX:
+                raise _bad(path, f"a sample names an unknown phase {v!r}")
+            row.append(_PHASE_INDEX[v])
+        elif isinstance(v, bool) or not isinstance(v, int | float):
+            raise _bad(path, f"a sample has a bad {key!r} value {v!r}")
+        elif key in FLOAT_COLUMNS:
+            row.append(float(v))
+        else:
+            if not math.isfinite(v):
+                raise _bad(path, f"a sample has a bad {key!r} value {v!r}")
+            row.append(int(v))
+    return tuple(row)
+
+
+def _fast_samples(lines: list[bytes]) -> dict[str, np.ndarray] | None:
+    """Parse sample lines in the writer's exact template with numpy, in bulk (a
+    json.loads per line costs ~7 µs here: 1.2 s for an hour). Returns None when any
+    line does not fit the template; the caller then takes the slow path."""
+    n = len(lines)
+    joined = b"\n".join(lines) + b"\n"
+    stripped = joined.translate(None, b"0123456789.")
+    if stripped.count(_SKELETON) != n:
+        return None
+    names = stripped.replace(_SKELETON, b"").split(b'"}\n')
+    if len(names) != n + 1 or names[-1] != b"":
+        return None
+    phase = np.array([_PHASE_INDEX_B.get(nm, -1) for nm in names[:-1]], dtype=np.int8)
+    if (phase < 0).any():
+        return None
+    buf = np.frombuffer(joined, dtype=np.uint8)
+    commas = np.flatnonzero(buf == ord(","))
+    ends = np.cumsum(np.fromiter((len(ln) + 1 for ln in lines), np.int64, n)) - 1
+    if commas.size != 13 * n:
+        return None
+    commas = commas.reshape(n, 13)
+    # every line holds its own 13 commas (a shape check the counts alone cannot make)
+    if (commas[:, 12] > ends).any() or (commas[1:, 0] < ends[:-1]).any():
+        return None
+    cols: dict[str, np.ndarray] = {}
+    for j, key in enumerate(SAMPLE_KEYS[:-1]):
+        # the value starts right after its key: `,"key":` follows the previous comma
+        start = commas[:, j] + len(f',"{key}":')
+        value = _digits(buf, start, commas[:, j + 1], key in FLOAT_COLUMNS)
+        if value is None:
+            return None
+        cols[key] = value
+    cols["phase"] = phase
+    return cols
+
+
+def _digits(buf: np.ndarray, start: np.ndarray, end: np.ndarray, real: bool) -> np.ndarray | None:
+    """The numbers in buf[start:end] (digits and, when `real`, at most one dot each)
+    as int64 or float64. A fixed-width, right-aligned gather per column keeps the
+    temporaries small; the place values come from one integer matrix product."""
+    length = end - start
+    if length.size == 0:
+        return np.zeros(0, np.float64 if real else np.int64)
+    width = int(length.max())
+    if int(length.min()) < 1 or width > 18:
+        return None
+    pos = np.arange(width)
+    ch = buf[end[:, None] - width + pos]
+    inside = pos >= (width - length)[:, None]
+    # left padding (the previous field's bytes) counts as leading zeros
+    digit = np.where(inside, ch, ord("0")).astype(np.int64) - ord("0")
+    if not real:
+        if (digit < 0).any():  # a dot in an integer field
+            return None
+        return digit @ _POW10[width - 1 :: -1]
+    is_dot = digit == ord(".") - ord("0")
+    ndots = is_dot.sum(axis=1)
+    if (ndots > 1).any():
+        return None
+    digit[is_dot] = 0
+    raw = digit @ _POW10[width - 1 :: -1]  # the dot counted as a 0 digit
+    frac = np.where(ndots > 0, width - 1 - is_dot.argmax(axis=1), 0)  # digits after it
+    scale = _POW10[frac]
+    mantissa = np.where(ndots > 0, raw // (scale * 10) * scale + raw % scale, raw)
+    return mantissa / scale
