@@ -1,0 +1,484 @@
+"""The hog: the allocator process the show confines and the kernel kills.
+
+Run as `python -m beep_av.hog --rate BYTES_PER_S --cache BYTES --report-fd FD ...`.
+It arms itself first (PR_SET_PDEATHSIG, oom_score_adj 1000, joins its cgroup) before it
+imports anything heavy or touches memory, warms the page cache with a private unlinked
+file, then waits for "start" on stdin and climbs: private anonymous mmap chunks, every
+page written with random bytes, paced to a rate. It reports the total bytes touched as
+"N\\n" lines on the report fd (~50 Hz and after every chunk).
+
+Control lines on stdin: start | rate N | pause | resume | stop. EOF on stdin: exit.
+
+`HogProcess` spawns it and is the `HogHandle` the sampler reads."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from beep_av.errors import CannotStage
+
+PR_SET_PDEATHSIG = 1
+MADV_POPULATE_WRITE = 23  # since Linux 5.14: fault pages in without one trap per page
+PAGE = os.sysconf("SC_PAGE_SIZE")
+CHUNK = 16 << 20  # bytes per mmap chunk
+STEP_MAX = 1 << 20  # bytes touched per step flat out (measured: larger steps gain nothing)
+STEP_MIN = 64 << 10  # smallest paced step
+REPORT_EVERY = 0.02  # s: ~50 Hz
+CACHE_DIR = "/var/tmp"  # a disk filesystem on Debian; /tmp may be tmpfs
+EXIT_SETUP = 3  # the hog could not arm itself or join its cgroup
+
+# ---------------------------------------------------------------- arming (no heavy imports)
+
+
+def _fail(msg: str) -> None:
+    os.write(2, f"beep-av hog: {msg}\n".encode())
+    os._exit(EXIT_SETUP)
+
+
+def _arm(parent: int) -> None:
+    """Die with the parent (SIGKILL), and refuse to run if the parent is already gone."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+        _fail(f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(ctypes.get_errno())}")
+    # the usual race: the parent may have died between fork and prctl
+    if parent and os.getppid() != parent:
+        os._exit(EXIT_SETUP)
+
+
+def _join_cgroup(procs: str) -> None:
+    """Move ourselves into the stage's cgroup before touching any memory."""
+    try:
+        fd = os.open(procs, os.O_WRONLY)
+        try:
+            os.write(fd, b"%d\n" % os.getpid())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        _fail(f"cannot join cgroup {procs}: {e.strerror}")
+
+
+def _set_oom_score_adj(value: int) -> None:
+    # os.write on an fd: a buffered write() can swallow EACCES (FIELD-NOTES)
+    path = "/proc/self/oom_score_adj"
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, str(value).encode())
+        finally:
+            os.close(fd)
+        with open(path, "rb") as f:
+            got = int(f.read().strip())
+    except (OSError, ValueError) as e:
+        _fail(f"cannot set oom_score_adj {value}: {e}")
+    if got != value:
+        _fail(f"oom_score_adj is {got}, wanted {value}")
+
+
+# ---------------------------------------------------------------- page cache warm-up
+
+
+def warm_cache(nbytes: int, directory: str = CACHE_DIR) -> int | None:
+    """Write then read back `nbytes` of a private file that has no name (O_TMPFILE, or
+    created and unlinked at once) on a disk filesystem; return its fd, to keep open."""
+    if nbytes <= 0:
+        return None
+    from beep_av.stages.swap import disk_fs_problem
+
+    problem = disk_fs_problem(directory)
+    if problem:
+        _fail(f"cache dir {directory}: {problem}")
+    try:
+        fd = os.open(directory, os.O_TMPFILE | os.O_RDWR, 0o600)
+    except OSError:
+        import tempfile
+
+        fd, name = tempfile.mkstemp(prefix="beep-av-cache-", dir=directory)
+        os.unlink(name)
+    block = os.urandom(1 << 20)
+    left = nbytes
+    while left > 0:
+        n = os.write(fd, block[: min(left, len(block))])
+        left -= n
+    # clean pages are evicted without writeback: the evicting act stays quick and smooth
+    os.fdatasync(fd)
+    os.lseek(fd, 0, os.SEEK_SET)
+    buf = bytearray(1 << 20)
+    while os.readv(fd, [buf]) > 0:
+        pass
+    return fd
+
+
+# ---------------------------------------------------------------- the climb
+
+
+class Hog:
+    """The climbing loop. `rate` bytes/s, 0 = flat out."""
+
+    def __init__(
+        self,
+        rate: int,
+        report_fd: int | None,
+        ctl_fd: int = 0,
+        chunk: int = CHUNK,
+        populate: bool = True,
+    ):
+        import numpy as np
+
+        self.np = np
+        self.rate = max(0, rate)
+        self.report_fd = report_fd
+        self.ctl_fd = ctl_fd
+        self.chunk = max(PAGE, chunk // PAGE * PAGE)
+        self.started = False
+        self.paused = False
+        self.touched = 0
+        self.maps: list = []
+        self.view = None
+        self.off = self.chunk  # forces a new chunk on the first step
+        self.populate = populate
+        self._ctl_buf = b""
+        self.gen = np.random.PCG64(int.from_bytes(os.getrandom(32), "little"))
+        # one random block tiled across the pages; the first 64 bytes of every page are
+        # overwritten with fresh words so no two pages are alike (KSM, same-filled pages)
+        self.block = self.gen.random_raw(STEP_MAX // 8).reshape(-1, PAGE // 8)
+        self._reset_bucket()
+
+    def _reset_bucket(self) -> None:
+        import time
+
+        self.base_t = time.monotonic()
+        self.base_bytes = self.touched
+
+    # ---- control
+
+    def _control(self, line: str) -> bool:
+        """Apply one control line; False means exit."""
+        words = line.split()
+        if not words:
+            return True
+        cmd = words[0]
+        if cmd == "stop":
+            return False
+        if cmd == "start":
+            if not self.started:
+                self.started = True
+                self._reset_bucket()
+        elif cmd == "pause":
+            self.paused = True
+        elif cmd == "resume":
+            if self.paused:
+                self.paused = False
+                self._reset_bucket()
+        elif cmd == "rate" and len(words) == 2:
+            try:
+                self.rate = max(0, int(words[1]))
+            except ValueError:
+                return True
+            self._reset_bucket()
+        return True
+
+    def _read_control(self) -> bool:
+        """Read what is waiting on the control fd; False on EOF or "stop"."""
+        try:
+            data = os.read(self.ctl_fd, 4096)
+        except BlockingIOError:
+            return True
+        if not data:
+            return False  # EOF: the show is gone
+        self._ctl_buf += data
+        *lines, self._ctl_buf = self._ctl_buf.split(b"\n")
+        return all(self._control(x.decode("ascii", "replace")) for x in lines)
+
+    def _report(self) -> None:
+        if self.report_fd is None:
+            return
+        try:
+            os.write(self.report_fd, b"%d\n" % self.touched)
+        except BlockingIOError:
+            pass  # the reader is behind; it only needs the latest figure
+        except BrokenPipeError:
+            os._exit(0)  # the show is gone
+
+    # ---- touching pages
+
+    def _new_chunk(self) -> None:
+        import mmap
+
+        if self.maps:
+            self._report()
+        m = mmap.mmap(-1, self.chunk, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        self.maps.append(m)
+        self.view = self.np.frombuffer(m, dtype=self.np.uint64).reshape(-1, PAGE // 8)
+        self.off = 0
+
+    def touch(self, n: int) -> int:
+        """Write random bytes into the next `n` bytes (rounded to pages, within one
+        chunk); return the bytes touched."""
+        if self.off >= self.chunk:
+            self._new_chunk()
+        n = max(PAGE, min(n, self.chunk - self.off, STEP_MAX) // PAGE * PAGE)
+        if self.populate:
+            try:
+                self.maps[-1].madvise(MADV_POPULATE_WRITE, self.off, n)
+            except OSError:
+                # EINVAL: kernel < 5.14; ENOMEM: let the ordinary faults below meet the limit
+                self.populate = False
+        npages = n // PAGE
+        pages = self.view[self.off // PAGE : self.off // PAGE + npages]
+        self.np.copyto(pages, self.block[:npages])
+        pages[:, :8] = self.gen.random_raw(npages * 8).reshape(npages, 8)
+        self.off += n
+        self.touched += n
+        return n
+
+    def step_bytes(self) -> int:
+        """Bytes per step: at least ~100 steps/s when paced, so pacing is smooth."""
+        if self.rate <= 0:
+            return STEP_MAX
+        return max(STEP_MIN, min(STEP_MAX, self.rate // 100 // PAGE * PAGE))
+
+    def run(self) -> int:
+        import select
+        import time
+
+        os.set_blocking(self.ctl_fd, False)
+        if self.report_fd is not None:
+            os.set_blocking(self.report_fd, False)
+        next_report = 0.0
+        while True:
+            now = time.monotonic()
+            if now >= next_report:
+                self._report()
+                next_report = now + REPORT_EVERY
+            wait = None
+            if not self.started or self.paused:
+                wait = next_report - now
+            elif self.rate > 0:
+                step = self.step_bytes()
+                allowed = self.base_bytes + self.rate * (now - self.base_t)
+                if allowed - self.touched > 4 * step:
+                    # no saved-up burst after a stall (e.g. reclaim): pace from now on
+                    self.base_t, self.base_bytes = now, self.touched
+                elif self.touched + step > allowed:
+                    wait = min(next_report - now, (self.touched + step - allowed) / self.rate)
+            ready, _, _ = select.select([self.ctl_fd], [], [], max(0.0, wait or 0.0))
+            if ready and not self._read_control():
+                self._report()
+                return 0
+            if wait is None:
+                self.touch(self.step_bytes())
+
+
+# ---------------------------------------------------------------- entry point
+
+
+def _parse(argv: list[str]) -> dict[str, str]:
+    """--key value pairs; kept minimal so nothing heavy is imported before arming."""
+    out: dict[str, str] = {}
+    it = iter(argv)
+    for key in it:
+        if not key.startswith("--"):
+            _fail(f"unexpected argument {key!r}")
+        try:
+            out[key[2:]] = next(it)
+        except StopIteration:
+            _fail(f"{key} needs a value")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Arm, join the cgroup, warm the cache, then climb under control of stdin."""
+    args = _parse(sys.argv[1:] if argv is None else argv)
+    _arm(int(args.get("parent", "0")))
+    if args.get("cgroup-procs"):
+        _join_cgroup(args["cgroup-procs"])
+    _set_oom_score_adj(1000)
+    # the show handles Ctrl-C and tears down; SIGTERM keeps its default (exit at once)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        rate = int(args.get("rate", "0"))
+        cache = int(args.get("cache", "0"))
+        report_fd = int(args["report-fd"]) if "report-fd" in args else None
+        chunk = int(args.get("chunk", str(CHUNK)))
+        populate = args.get("populate", "1") != "0"
+    except ValueError as e:
+        _fail(f"bad argument: {e}")
+    cache_fd = warm_cache(cache, args.get("cache-dir", CACHE_DIR))  # noqa: F841 (kept open)
+    hog = Hog(rate, report_fd, chunk=chunk, populate=populate)
+    return hog.run()
+
+
+# ---------------------------------------------------------------- the parent's handle
+
+
+class HogProcess:
+    """A spawned hog, as the stage and the sampler see it (the HogHandle protocol).
+
+    Spawn it from a thread that lives as long as the show: PR_SET_PDEATHSIG fires when
+    the spawning *thread* exits. `wrapper` prefixes the argv (e.g. systemd-run ...)."""
+
+    def __init__(
+        self,
+        *,
+        rate: int = 0,
+        cache: int = 0,
+        cgroup_procs: str | None = None,
+        cache_dir: str = CACHE_DIR,
+        chunk: int = CHUNK,
+        wrapper: list[str] | tuple[str, ...] = (),
+        populate: bool = True,
+    ) -> None:
+        r, w = os.pipe()
+        argv = [*wrapper, sys.executable, "-m", "beep_av.hog"]
+        argv += ["--rate", str(int(rate)), "--cache", str(int(cache)), "--cache-dir", cache_dir]
+        argv += ["--chunk", str(int(chunk)), "--report-fd", str(w), "--parent", str(os.getpid())]
+        if cgroup_procs:
+            argv += ["--cgroup-procs", cgroup_procs]
+        if not populate:
+            argv += ["--populate", "0"]
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        try:
+            self._proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                pass_fds=(w,),
+                start_new_session=True,  # the terminal's Ctrl-C goes to the show only
+                env=env,
+            )
+        except OSError as e:
+            os.close(r)
+            os.close(w)
+            raise CannotStage(f"cannot start the hog ({argv[0]}: {e.strerror})") from None
+        os.close(w)
+        os.set_blocking(r, False)
+        self.argv = argv
+        self.pid: int = self._proc.pid
+        self.report_fd: int = r
+        try:
+            self.pidfd: int | None = os.pidfd_open(self.pid)
+        except OSError:
+            self.pidfd = None
+        self.rate = int(rate)
+        self.stderr_text = ""
+        self._closed = False
+
+    # ---- HogHandle
+
+    def poll(self) -> int | None:
+        """Return code once exited (-9 for SIGKILL), else None. Reaps it."""
+        return self._proc.poll()
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode
+
+    # ---- control
+
+    def _send(self, line: str) -> None:
+        stdin = self._proc.stdin
+        if stdin is None or stdin.closed:
+            return
+        try:
+            stdin.write(line.encode() + b"\n")
+            stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the hog is gone; the sampler sees its exit
+
+    def start(self) -> None:
+        self._send("start")
+
+    def set_rate(self, bps: int) -> None:
+        """Bytes per second; 0 = flat out."""
+        self.rate = max(0, int(bps))
+        self._send(f"rate {self.rate}")
+
+    def pause(self) -> None:
+        self._send("pause")
+
+    def resume(self) -> None:
+        self._send("resume")
+
+    def stop(self) -> None:
+        """Ask the hog to exit 0."""
+        self._send("stop")
+
+    def kill(self) -> None:
+        """SIGKILL our own child (never reaped before, so the pid is still ours)."""
+        if self._proc.returncode is None:
+            try:
+                self._proc.send_signal(signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait up to `timeout` s for the exit; the return code, or None."""
+        try:
+            return self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        """Block until the hog's first report (armed, in its cgroup, cache warm).
+        Raises CannotStage when it exits or stays silent."""
+        import select
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.kill()
+                raise CannotStage(f"the hog did not get ready within {timeout:.0f} s")
+            ready, _, _ = select.select([self.report_fd], [], [], min(left, 0.2))
+            if ready:
+                try:
+                    data = os.read(self.report_fd, 4096)
+                except BlockingIOError:
+                    data = None
+                if data and b"\n" in data:
+                    return
+            if self.poll() is not None:
+                err = self._read_stderr().strip().splitlines()
+                why = err[-1] if err else f"exit {self._proc.returncode}"
+                raise CannotStage(f"the hog failed to start: {why}")
+
+    def _read_stderr(self) -> str:
+        if self._proc.stderr is not None and not self._proc.stderr.closed:
+            try:
+                os.set_blocking(self._proc.stderr.fileno(), False)
+                self.stderr_text += (self._proc.stderr.read() or b"").decode("utf-8", "replace")
+            except (OSError, ValueError):
+                pass
+        return self.stderr_text
+
+    def close(self) -> None:
+        """Close our ends (report pipe, pidfd, stdin, stderr). Does not kill."""
+        if self._closed:
+            return
+        self._closed = True
+        for fd in (self.report_fd, self.pidfd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        for f in (self._proc.stdin, self._proc.stderr):
+            if f is not None:
+                try:
+                    f.close()
+                except OSError:
+                    pass
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,468 @@
+"""The cgroup stage: the hog confined in a fresh memory cgroup.
+
+Routes, picked in this order:
+- v2: a child of our own cgroup in the unified tree (memory.max, memory.swap.max);
+- v1: a child of our own memory cgroup (memory.limit_in_bytes, then
+  memory.memsw.limit_in_bytes: the kernel wants memsw >= limit at every step);
+- systemd-run: an unprivileged systemd desktop, the hog in a transient user scope.
+Nothing writable: CannotStage with the fix. The cgroup root and /proc are constructor
+parameters so tests run on fake trees (earlyoom's procdir_path style)."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from beep_av.config import format_mib
+from beep_av.errors import BadInput, CannotStage
+from beep_av.stages.base import Say, Source, StageFiles
+from beep_av.stages.cleanup import StateFile, hog_value, rmdir_cgroup
+from beep_av.stages.swap import SWAP_DIR, Swapfile, choose_swap, free_swap, parse_swap_mode
+
+MiB = 1 << 20
+MIN_RAM = 32 * MiB  # below this the hog's own interpreter and numpy do not fit
+_counter = itertools.count()
+FIX = "run as root, or on a systemd desktop with user delegation"
+
+# ---------------------------------------------------------------- the filesystem adapter
+
+
+class CgroupFS:
+    """The one outside thing this module touches: cgroup directories and files."""
+
+    def mkdir(self, path: str) -> None:
+        os.mkdir(path, 0o755)
+
+    def write(self, path: str, text: str) -> None:
+        # os.write on an fd: the kernel's refusal (EINVAL, EBUSY) must not be swallowed
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
+    def read(self, path: str) -> str:
+        with open(path) as f:
+            return f.read()
+
+    def rmdir(self, path: str) -> bool:
+        """True when gone (retries while busy)."""
+        return rmdir_cgroup(path)
+
+
+# ---------------------------------------------------------------- pure helpers
+
+
+def parse_proc_cgroup(text: str) -> tuple[str | None, str | None]:
+    """/proc/<pid>/cgroup -> (v1 memory path, v2 unified path); None where absent."""
+    v1 = v2 = None
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hid, ctrls, path = parts
+        if hid == "0" and ctrls == "":
+            v2 = path
+        elif "memory" in ctrls.split(","):
+            v1 = path
+    return v1, v2
+
+
+def systemd_run_argv(unit: str, ram: int, swap: int, command: list[str]) -> list[str]:
+    """The argv that runs `command` in a transient user scope limited to `ram` bytes of
+    RAM and `swap` bytes of swap (MemoryHigh left unset, as with the other routes)."""
+    return [
+        "systemd-run",
+        "--user",
+        "--scope",
+        "--quiet",
+        "--collect",
+        f"--unit={unit}",
+        "-p",
+        f"MemoryMax={int(ram)}",
+        "-p",
+        f"MemorySwapMax={int(swap)}",
+        "--",
+        *command,
+    ]
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where the stage goes: "v1" | "v2" | "systemd-run", and the parent cgroup dir."""
+
+    kind: str
+    parent: str | None  # our own cgroup (v1/v2); None for systemd-run
+    unified_root: str | None = None
+
+
+def _readable(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def pick_route(cgroup_root: str, proc_root: str) -> Route:
+    """Choose v2, v1 or systemd-run, from what is there and writable. Raises CannotStage."""
+    text = _readable(f"{proc_root}/self/cgroup") or ""
+    v1_path, v2_path = parse_proc_cgroup(text)
+    root = Path(cgroup_root)
+    why = []
+    if v2_path is not None:
+        uni = root if (root / "cgroup.controllers").exists() else root / "unified"
+        own = uni / v2_path.lstrip("/")
+        ctrls = (_readable(str(own / "cgroup.controllers")) or "").split()
+        if "memory" in ctrls:
+            if os.access(own, os.W_OK):
+                return Route("v2", str(own), str(uni))
+            why.append(f"{own} is not writable")
+        elif (uni / "cgroup.controllers").exists():
+            why.append("the unified cgroup tree has no memory controller here")
+    if v1_path is not None:
+        mem = root / "memory"
+        if not mem.is_dir():
+            mem = next((d for d in root.iterdir() if "memory" in d.name.split(",")), mem)
+        own = mem / v1_path.lstrip("/")
+        if own.is_dir() and os.access(own, os.W_OK):
+            return Route("v1", str(own))
+        why.append(f"{own} is not writable")
+    if shutil.which("systemd-run"):
+        comm = (_readable(f"{proc_root}/1/comm") or "").strip()
+        if comm == "systemd":
+            return Route("systemd-run", None)
+        why.append(f"systemd-run is installed but PID 1 is {comm or 'unknown'}, not systemd")
+    else:
+        why.append("systemd-run is not installed")
+    raise CannotStage(f"no memory cgroup to stage in ({'; '.join(why)}): {FIX}")
+
+
+# ---------------------------------------------------------------- the stage
+
+
+class CgroupStage:
+    """The hog in a memory cgroup of `ram` bytes (+ `swap`: "auto", "off" or bytes),
+    `cache` bytes of page cache warmed inside, climbing at `rate` bytes/s (0 = flat out)."""
+
+    kind = "cgroup"
+
+    def __init__(
+        self,
+        ram: int,
+        swap: str | int = "auto",
+        cache: int = 0,
+        rate: int = 0,
+        seed: int | None = None,
+        *,
+        cgroup_root: str = "/sys/fs/cgroup",
+        proc_root: str = "/proc",
+        state_dir: str | None = None,
+        swap_dir: str = SWAP_DIR,
+        cache_dir: str = SWAP_DIR,
+        fs: CgroupFS | None = None,
+        is_root: bool | None = None,
+    ) -> None:
+        if ram < MIN_RAM:
+            raise BadInput(f"--ram {format_mib(ram)} is too small to stage (at least 32 MiB)")
+        if cache < 0 or cache >= ram:
+            raise BadInput(f"--cache {format_mib(cache)} must be less than --ram {format_mib(ram)}")
+        self.ram_limit = int(ram)
+        self.swap_mode = parse_swap_mode(swap)
+        self.swap_limit = 0
+        self.cache_bytes = int(cache)
+        self.rate = max(0, int(rate))
+        self.seed = seed  # the stage is real: nothing to seed; kept for a uniform signature
+        self.paused = False
+        self.cgroup_root = cgroup_root
+        self.proc_root = proc_root
+        self.swap_dir = swap_dir
+        self.cache_dir = cache_dir
+        self.fs = fs or CgroupFS()
+        self.is_root = os.geteuid() == 0 if is_root is None else is_root
+        self.state = StateFile(state_dir)
+        self.route: Route | None = None
+        self.cgroup_dir: str | None = None
+        self.name = f"beep-av-{os.getpid()}-{next(_counter)}"
+        self.hog = None  # HogProcess once spawned
+        self.swapfile: Swapfile | None = None
+        self._hog_value: str | None = None
+        self._started = False
+        self._v2_leaf: str | None = None  # where we moved ourselves (v2 internal-process rule)
+        self._v2_enabled: str | None = None  # the subtree_control we wrote +memory into
+
+    # ---- description
+
+    def describe(self) -> str:
+        """One line: route, name, limits, cache and rate."""
+        route = {"v1": "cgroup v1", "v2": "cgroup v2", "systemd-run": "systemd scope"}.get(
+            self.route.kind if self.route else "", "cgroup"
+        )
+        swap = f" + {format_mib(self.swap_limit)} swap" if self.swap_limit else ", no swap"
+        rate = f"{format_mib(self.rate)}/s" if self.rate else "flat out"
+        return (
+            f"{route} {self.name}: {format_mib(self.ram_limit)} RAM{swap},"
+            f" {format_mib(self.cache_bytes)} cache, hog at {rate}"
+        )
+
+    # ---- prepare
+
+    def prepare(self, say: Say) -> None:
+        """Create the cgroup, provision swap, spawn the hog and let it warm the cache."""
+        self.route = pick_route(self.cgroup_root, self.proc_root)
+        choice = choose_swap(
+            self.swap_mode, self.ram_limit, free_swap(self.proc_root), self.is_root
+        )
+        if choice.provision:
+            self.swapfile = Swapfile.create(
+                choice.provision, say, self.state.record, self.swap_dir, self.proc_root
+            )
+        else:
+            say(choice.note)
+        self.swap_limit = choice.limit
+        if self.route.kind == "v1":
+            self._make_v1()
+        elif self.route.kind == "v2":
+            self._make_v2(say)
+        self._spawn_hog()
+        say(f"stage: {self.describe()}")
+
+    def _write(self, name: str, value: int | str) -> None:
+        assert self.cgroup_dir
+        path = os.path.join(self.cgroup_dir, name)
+        try:
+            self.fs.write(path, f"{value}\n")
+        except OSError as e:
+            raise CannotStage(f"cannot write {value} to {path} ({e.strerror}): {FIX}") from None
+
+    def _mkdir(self, parent: str) -> None:
+        path = os.path.join(parent, self.name)
+        try:
+            self.fs.mkdir(path)
+        except OSError as e:
+            raise CannotStage(f"cannot create cgroup {path} ({e.strerror}): {FIX}") from None
+        self.cgroup_dir = path
+        self.state.record("cgroup", path)
+
+    def _make_v1(self) -> None:
+        assert self.route and self.route.parent
+        self._mkdir(self.route.parent)
+        # in this order: memsw must never be below limit_in_bytes
+        self._write("memory.limit_in_bytes", self.ram_limit)
+        self._write("memory.memsw.limit_in_bytes", self.ram_limit + self.swap_limit)
+        self._write("memory.swappiness", 60)
+
+    def _make_v2(self, say: Say) -> None:
+        assert self.route and self.route.parent
+        own = self.route.parent
+        control = os.path.join(own, "cgroup.subtree_control")
+        try:
+            enabled = self.fs.read(control).split()
+        except OSError:
+            enabled = []
+        if "memory" not in enabled:
+            try:
+                self.fs.write(control, "+memory\n")
+                self._v2_enabled = control
+            except OSError as e:
+                if e.errno != errno.EBUSY:
+                    raise CannotStage(
+                        f"cannot enable +memory in {control} ({e.strerror}): {FIX}"
+                    ) from None
+                self._leave_own_cgroup(own, control, say)
+        self._mkdir(own)
+        self._write("memory.max", self.ram_limit)
+        self._write("memory.swap.max", self.swap_limit)
+
+    def _leave_own_cgroup(self, own: str, control: str, say: Say) -> None:
+        """v2's no-internal-process rule: a cgroup with processes cannot hand controllers
+        to children. Move ourselves to a leaf, then enable +memory."""
+        leaf = os.path.join(own, f"beep-av-{os.getpid()}-show")
+        say(f"cgroup v2: moving beep-av (pid {os.getpid()}) to {leaf} so {own} can enable memory")
+        try:
+            self.fs.mkdir(leaf)
+            self._v2_leaf = leaf
+            self.state.record("cgroup", leaf)
+            self.fs.write(os.path.join(leaf, "cgroup.procs"), f"{os.getpid()}\n")
+            self.fs.write(control, "+memory\n")
+            self._v2_enabled = control
+        except OSError as e:
+            raise CannotStage(
+                f"cannot enable +memory in {control} ({e.strerror}): other processes share"
+                f" our cgroup; start beep-av in a cgroup of its own, or {FIX}"
+            ) from None
+
+    def _spawn_hog(self) -> None:
+        from beep_av.hog import HogProcess
+
+        wrapper: list[str] = []
+        procs = None
+        if self.route and self.route.kind == "systemd-run":
+            wrapper = systemd_run_argv(self.name, self.ram_limit, self.swap_limit, [])[:-1] + ["--"]
+        else:
+            assert self.cgroup_dir
+            procs = os.path.join(self.cgroup_dir, "cgroup.procs")
+        self.hog = HogProcess(
+            rate=self.rate,
+            cache=self.cache_bytes,
+            cgroup_procs=procs,
+            cache_dir=self.cache_dir,
+            wrapper=wrapper,
+        )
+        self._hog_value = hog_value(self.hog.pid, self.proc_root)
+        self.state.record("hog", self._hog_value)
+        try:
+            self.hog.wait_ready()
+        except CannotStage as e:
+            if self.route and self.route.kind == "systemd-run":
+                raise CannotStage(f"{e.message}; systemd-run --user failed: {FIX}") from None
+            raise
+        self._check_membership()
+
+    def _check_membership(self) -> None:
+        """The hog moved itself; make sure it is where the limits are."""
+        assert self.hog and self.route
+        text = _readable(f"{self.proc_root}/{self.hog.pid}/cgroup") or ""
+        v1, v2 = parse_proc_cgroup(text)
+        if self.route.kind == "systemd-run":
+            if not v2 or not self.route_unified():
+                raise CannotStage(f"cannot find the hog's scope cgroup: {FIX}")
+            self.cgroup_dir = os.path.join(self.route_unified(), v2.lstrip("/"))
+            return
+        assert self.cgroup_dir and self.route.parent
+        want = "/" + os.path.relpath(self.cgroup_dir, self._mount_root())
+        got = v1 if self.route.kind == "v1" else v2
+        if got is None or os.path.normpath(got) != os.path.normpath(want):
+            raise CannotStage(f"the hog is in cgroup {got}, not {want}: {FIX}")
+
+    def route_unified(self) -> str | None:
+        root = Path(self.cgroup_root)
+        uni = root if (root / "cgroup.controllers").exists() else root / "unified"
+        return str(uni) if uni.is_dir() else None
+
+    def _mount_root(self) -> str:
+        """The cgroup mount our route lives in (relative paths in /proc/<pid>/cgroup)."""
+        assert self.route and self.route.parent
+        own_rel = self._own_rel()
+        parent = self.route.parent
+        return parent[: len(parent) - len(own_rel)] if own_rel else parent
+
+    def _own_rel(self) -> str:
+        v1, v2 = parse_proc_cgroup(_readable(f"{self.proc_root}/self/cgroup") or "")
+        rel = (v1 if self.route and self.route.kind == "v1" else v2) or "/"
+        return rel.rstrip("/") if rel != "/" else ""
+
+    # ---- readings and controls
+
+    def files(self) -> StageFiles:
+        """Where the sampler reads this stage."""
+        if not self.cgroup_dir or not self.route:
+            raise CannotStage("the stage is not prepared")
+        d = self.cgroup_dir
+        j = os.path.join
+        if self.route.kind == "v1":
+            return StageFiles(
+                cgroup_version=1,
+                cgroup_dir=d,
+                memory_stat=j(d, "memory.stat"),
+                usage=j(d, "memory.usage_in_bytes"),
+                memsw_usage=j(d, "memory.memsw.usage_in_bytes"),
+                swap_current=None,
+                oom_events=j(d, "memory.oom_control"),
+                event_control=j(d, "cgroup.event_control"),
+                psi=j(self.proc_root, "pressure", "memory"),
+                meminfo=j(self.proc_root, "meminfo"),
+                vmstat=j(self.proc_root, "vmstat"),
+            )
+        return StageFiles(
+            cgroup_version=2,
+            cgroup_dir=d,
+            memory_stat=j(d, "memory.stat"),
+            usage=j(d, "memory.current"),
+            memsw_usage=None,
+            swap_current=j(d, "memory.swap.current"),
+            oom_events=j(d, "memory.events"),
+            event_control=None,
+            psi=j(d, "memory.pressure"),
+            meminfo=j(self.proc_root, "meminfo"),
+            vmstat=j(self.proc_root, "vmstat"),
+        )
+
+    def source(self) -> Source:
+        """The sampler over this stage's files and hog."""
+        from beep_av.sampler import Sampler  # written in parallel; imported when used
+
+        return Sampler(self.files(), self.hog)
+
+    def start(self) -> None:
+        if self.hog:
+            self.hog.start()
+            self._started = True
+
+    def pause(self) -> None:
+        self.paused = True
+        if self.hog:
+            self.hog.pause()
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.hog:
+            self.hog.resume()
+
+    def set_rate(self, rate: int) -> None:
+        """Bytes per second; 0 = flat out."""
+        self.rate = max(0, int(rate))
+        if self.hog:
+            self.hog.set_rate(self.rate)
+
+    def release(self) -> None:
+        """Kill the hog now. Safe twice."""
+        if self.hog:
+            self.hog.kill()
+
+    # ---- teardown
+
+    def teardown(self) -> None:
+        """Kill the hog, rmdir the cgroup, swapoff and delete the swapfile, forget them in
+        the state file. Idempotent; fine after a failed prepare."""
+        errors = []
+        if self.hog is not None:
+            self.hog.kill()
+            self.hog.wait(10)
+            self.hog.close()
+            if self._hog_value:
+                self.state.forget("hog", self._hog_value)
+        if self.cgroup_dir and self.route and self.route.kind != "systemd-run":
+            if self.fs.rmdir(self.cgroup_dir):
+                self.state.forget("cgroup", self.cgroup_dir)
+            else:
+                errors.append(f"cgroup {self.cgroup_dir}")
+        if self._v2_leaf:
+            self._undo_leaf()
+        if self.swapfile is not None:
+            try:
+                self.swapfile.remove()
+                self.state.forget("swapfile", self.swapfile.path)
+                self.state.forget("swapdir", self.swapfile.dir)
+            except OSError:
+                errors.append(f"swapfile {self.swapfile.path}")
+        if errors:
+            # the state file keeps them: `beep-av cleanup` retries
+            raise CannotStage(f"could not remove {', '.join(errors)}; run `beep-av cleanup`")
+
+    def _undo_leaf(self) -> None:
+        assert self._v2_leaf and self.route and self.route.parent
+        try:
+            if self._v2_enabled:
+                self.fs.write(self._v2_enabled, "-memory\n")
+                self._v2_enabled = None
+            self.fs.write(os.path.join(self.route.parent, "cgroup.procs"), f"{os.getpid()}\n")
+        except OSError:
+            return  # the leaf stays recorded; cleanup removes it once we are gone
+        if self.fs.rmdir(self._v2_leaf):
+            self.state.forget("cgroup", self._v2_leaf)
+            self._v2_leaf = None

@@ -1,0 +1,255 @@
+"""Swap for a stage: `--swap auto|off|SIZE`.
+
+auto: use existing swap when enough is free; else, as root, provision a temporary
+swapfile (private mkdtemp dir on a disk filesystem, 0600, mkswap, swapon); else no swap.
+A provisioned swapfile is always swapoff'ed, then deleted with its dir."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from beep_av.config import format_mib
+from beep_av.errors import CannotStage
+from beep_av.stages.base import Say
+
+MiB = 1 << 20
+SWAP_DIR = "/var/tmp"
+MIN_AUTO_SWAP = 64 * MiB
+DISK_MARGIN = 256 * MiB  # leave this much free disk after the swapfile
+
+# statfs f_type magics (linux/magic.h) of filesystems a swapfile or cache file must avoid
+_MEMORY_FS = {
+    0x01021994: "tmpfs",
+    0x858458F6: "ramfs",
+    0x794C7630: "overlayfs",  # often over tmpfs in containers; no swapfile support anyway
+    0x73717368: "squashfs",
+}
+
+# ---------------------------------------------------------------- filesystem checks
+
+
+def statfs_type(path: str) -> int:
+    """The statfs(2) f_type of the filesystem holding `path` (os.statvfs lacks it)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86_64/arm64
+    if libc.statfs(os.fsencode(path), buf) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), path)
+    # f_type is the first member, a long (__fsword_t)
+    return ctypes.c_long.from_buffer(buf).value
+
+
+def disk_fs_problem(path: str) -> str | None:
+    """None when `path` is on a disk filesystem; else a short reason."""
+    try:
+        ftype = statfs_type(path)
+    except OSError as e:
+        return f"cannot check the filesystem ({e.strerror})"
+    name = _MEMORY_FS.get(ftype & 0xFFFFFFFF)
+    if name:
+        return f"{name} is memory, not disk"
+    return None
+
+
+def free_disk(path: str) -> int:
+    """Bytes an unprivileged user may still write under `path`."""
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+# ---------------------------------------------------------------- existing swap
+
+
+def parse_swaps(text: str) -> list[tuple[str, int, int]]:
+    """/proc/swaps text -> [(filename, size_bytes, used_bytes)]. Skips bad lines."""
+    out = []
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) < 4:
+            continue
+        try:
+            out.append((parts[0].replace("\\040", " "), int(parts[2]) * 1024, int(parts[3]) * 1024))
+        except ValueError:
+            continue
+    return out
+
+
+def free_swap(proc_root: str = "/proc") -> int:
+    """Free swap on the machine, bytes (SwapFree of meminfo)."""
+    try:
+        with open(os.path.join(proc_root, "meminfo")) as f:
+            for line in f:
+                if line.startswith("SwapFree:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def swap_active(path: str, proc_root: str = "/proc") -> bool:
+    """Is `path` listed in /proc/swaps?"""
+    try:
+        with open(os.path.join(proc_root, "swaps")) as f:
+            text = f.read()
+    except OSError:
+        return False
+    real = os.path.realpath(path)
+    return any(name in (path, real) for name, _, _ in parse_swaps(text))
+
+
+# ---------------------------------------------------------------- the swapfile
+
+Run = Callable[..., subprocess.CompletedProcess]
+
+
+def _run(argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120)
+
+
+class Swapfile:
+    """A temporary swapfile in its own private dir. `record(kind, path)` is called as
+    each thing is created (the state file), before anything can fail after it."""
+
+    def __init__(self, path: str, dir: str, proc_root: str = "/proc", run: Run = _run):
+        self.path = path
+        self.dir = dir
+        self.proc_root = proc_root
+        self.run = run
+        self.active = False
+
+    @classmethod
+    def create(
+        cls,
+        size: int,
+        say: Say,
+        record: Callable[[str, str], None] = lambda kind, value: None,
+        base_dir: str = SWAP_DIR,
+        proc_root: str = "/proc",
+        run: Run = _run,
+    ) -> Swapfile:
+        """Provision, format and enable a swapfile of `size` bytes. Raises CannotStage."""
+        size = max(MiB, size // MiB * MiB)
+        problem = disk_fs_problem(base_dir)
+        if problem:
+            raise CannotStage(f"swapfile: {base_dir} is not on disk ({problem}); use --swap off")
+        for tool in ("mkswap", "swapon", "swapoff"):
+            if not shutil.which(tool, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin"):
+                raise CannotStage(
+                    f"swapfile: {tool} not found; install util-linux or use --swap off"
+                )
+        avail = free_disk(base_dir)
+        if avail < size + DISK_MARGIN:
+            raise CannotStage(
+                f"swapfile: {base_dir} has {format_mib(avail)} free, {format_mib(size + DISK_MARGIN)}"
+                " needed; free disk space or use a smaller --swap (or --swap off)"
+            )
+        d = tempfile.mkdtemp(prefix="beep-av-swap-", dir=base_dir)  # 0700
+        record("swapdir", d)
+        self = cls(os.path.join(d, "swapfile"), d, proc_root, run)
+        record("swapfile", self.path)
+        try:
+            self._provision(size)
+        except BaseException:
+            self.remove()
+            raise
+        say(f"swap: {format_mib(size)} swapfile {self.path} enabled (removed at exit)")
+        return self
+
+    def _provision(self, size: int) -> None:
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # before mkswap: swapon warns about (and leaks) other modes
+            try:
+                os.posix_fallocate(fd, 0, size)
+            except OSError:
+                # some filesystems refuse fallocate (or give holes swapon rejects): zeros
+                os.ftruncate(fd, 0)
+                zeros = bytes(MiB)
+                for _ in range(size // MiB):
+                    os.write(fd, zeros)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        for argv in (["mkswap", self.path], ["swapon", self.path]):
+            r = self.run(argv)
+            if r.returncode != 0:
+                msg = (r.stderr or r.stdout or "").strip().splitlines()
+                raise CannotStage(
+                    f"swapfile: {' '.join(argv)} failed ({msg[-1] if msg else r.returncode});"
+                    " run as root on a disk filesystem, or use --swap off"
+                )
+            if argv[0] == "swapon":
+                self.active = True
+
+    def remove(self) -> None:
+        """swapoff (when listed in /proc/swaps), delete the file, then its dir. Idempotent."""
+        if self.active or swap_active(self.path, self.proc_root):
+            r = self.run(["swapoff", self.path])
+            if r.returncode != 0 and swap_active(self.path, self.proc_root):
+                # never delete an active swapfile: its blocks are still the kernel's
+                raise OSError(f"swapoff {self.path} failed: {(r.stderr or '').strip()}")
+            self.active = False
+        for fn in (os.unlink, os.rmdir):
+            target = self.path if fn is os.unlink else self.dir
+            try:
+                fn(target)
+            except FileNotFoundError:
+                pass
+
+
+# ---------------------------------------------------------------- the policy
+
+
+@dataclass(frozen=True)
+class SwapChoice:
+    """What a stage gets: `limit` bytes of swap (0: none), maybe a swapfile to make."""
+
+    limit: int
+    provision: int  # bytes of swapfile to create (0: none)
+    note: str  # one line for the user
+
+
+def auto_size(ram: int) -> int:
+    """Swap an `auto` stage wants: half its RAM, at least 64 MiB."""
+    return max(MIN_AUTO_SWAP, ram // 2 // MiB * MiB)
+
+
+def choose_swap(mode: str | int, ram: int, free: int, is_root: bool) -> SwapChoice:
+    """Pure policy. `mode`: "auto", "off", or bytes; `free`: free swap on the machine."""
+    if mode == "off" or mode == 0:
+        return SwapChoice(0, 0, "swap: off (no swapping act)")
+    if mode == "auto":
+        want = auto_size(ram)
+        if free >= want:
+            return SwapChoice(want, 0, f"swap: using {format_mib(want)} of the existing swap")
+        if is_root:
+            return SwapChoice(want, want, f"swap: provisioning a {format_mib(want)} swapfile")
+        return SwapChoice(0, 0, "swap: none free and not root, so no swapping act (--swap off)")
+    if not isinstance(mode, int) or mode < 0:
+        raise ValueError(f"bad swap mode {mode!r}")
+    if free >= mode:
+        return SwapChoice(mode, 0, f"swap: using {format_mib(mode)} of the existing swap")
+    if is_root:
+        return SwapChoice(mode, mode, f"swap: provisioning a {format_mib(mode)} swapfile")
+    raise CannotStage(
+        f"--swap {format_mib(mode)}: only {format_mib(free)} of swap is free and creating a"
+        " swapfile needs root; run as root, add swap, or use --swap auto/off"
+    )
+
+
+def parse_swap_mode(text: str | int) -> str | int:
+    """ "auto" | "off" | SIZE -> "auto" | "off" | bytes."""
+    if isinstance(text, int):
+        return text
+    t = text.strip().lower()
+    if t in ("auto", "off"):
+        return t
+    from beep_av.config import parse_size
+
+    return parse_size(text, None, "--swap")
