@@ -68,7 +68,7 @@ SEG_SWAP_FREE: RGB = (32, 26, 44)
 
 def grain_for(height: int, intensity: float) -> int:
     """Size of one static grain in output pixels: coarse when calm, fine under pressure."""
-    x = min(1.0, max(0.0, intensity))
+    x = min(1.0, max(0.0, intensity)) if math.isfinite(intensity) else 0.0
     rows = ROWS_CALM + (ROWS_MAX - ROWS_CALM) * x
     return max(MIN_GRAIN, round(height / rows))
 
