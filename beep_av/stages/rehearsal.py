@@ -23,16 +23,17 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from beep_av.errors import BadInput
-from beep_av.model import MiB, KmsgKill, Snapshot
+from beep_av.model import KmsgKill, MiB, Phase, ShowState, Snapshot
 from beep_av.stages.base import Say
 
-# Hog speed (touched bytes per byte of effort) in each region; calibrated by eye against
-# a 192M/128M cgroup v1 stage of this machine: swap-out bounds the hog to about a third.
+# Hog speed (touched bytes per byte of effort) in each region: swap-out, not the page
+# faults, bounds the hog once it swaps (FIELD-NOTES: ~2 GiB/s of faults; swap is slower).
 SPEED_FILL = 1.0
 SPEED_EVICT = 0.85
 SPEED_SWAP = 0.35
@@ -384,3 +385,25 @@ class RehearsalStage:
 
     def teardown(self) -> None:
         pass
+
+
+def offline_states(
+    model: RehearsalModel, calm: float = 1.0, hz: float = 50.0, limit: float = 3600.0
+) -> Iterator[ShowState]:
+    """Drive the model through the story without a clock: start after `calm` s, one
+    ShowState every 1/hz s until finale (or `limit` s). For tests, benchmarks, and
+    writing a rehearsal recording fast."""
+    from beep_av import story  # the story is pure; imported here to keep stages light
+
+    cfg = story.StoryConfig(ram_limit=model.ram, swap_limit=model.swap, cache_bytes=model.cache)
+    state = ShowState(stage="rehearsal")
+    i = 0
+    while True:
+        t = i / hz
+        if model.started_at is None and t >= calm:
+            model.start(calm)
+        state = story.advance(cfg, state, model.read(t))
+        yield state
+        if state.phase is Phase.FINALE or t >= limit:
+            return
+        i += 1

@@ -1,0 +1,169 @@
+"""Replay: re-perform a recording through the outputs.
+
+`ReplayDriver` turns each recorded sample back into a ShowState (snapshot fields,
+phase, entered, skipped, kill, oom_t, intensity, stall) and publishes it at its
+recorded time divided by `speed`. The conductor calls `run()` in its engine thread in
+place of a live stage; `beep` and `end` records are in `driver.events` for it."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from beep_av.errors import BadInput
+from beep_av.model import PHASES, KillRecord, KmsgKill, Phase, ShowState, Snapshot
+from beep_av.recording import Recording
+
+# Sleep in the kernel until this close to the target, then spin: time.sleep overshoots
+# by ~0.06-0.1 ms on these machines, so spinning is a safety net, not the plan.
+SPIN_S = 0.001
+
+
+def kill_record(e: dict) -> KillRecord:
+    """A `kill` line back as a KillRecord (missing fields become None / 0)."""
+
+    def _int(v: object) -> int | None:
+        return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+    detected = e.get("detected_by") or []
+    return KillRecord(
+        pid=_int(e.get("pid")) or 0,
+        name=str(e.get("name") or "?"),
+        exit=_int(e.get("exit")),
+        signal=_int(e.get("signal")),
+        oom_kill_count=_int(e.get("oom_kill_count")) or 0,
+        kmsg=e.get("kmsg") if isinstance(e.get("kmsg"), str) else None,
+        anon_rss_kib=_int(e.get("anon_rss_kib")),
+        detected_by=tuple(str(x) for x in detected) if isinstance(detected, list) else (),
+        latency_ms=float(e.get("latency_ms") or 0.0),
+        t=float(e["t"]),
+    )
+
+
+class ReplayDriver:
+    """Re-performs `rec` at `speed` (2.0: twice as fast). Times in seconds."""
+
+    def __init__(self, rec: Recording, speed: float = 1.0) -> None:
+        if (
+            isinstance(speed, bool)
+            or not isinstance(speed, int | float)
+            or not math.isfinite(speed)
+            or speed <= 0
+        ):
+            raise BadInput(f"--speed: {speed!r} must be a number above 0")
+        self.rec = rec
+        self.speed = float(speed)
+        self.stage = str(rec.header.get("stage", "replay"))
+        kills = rec.events_of("kill")
+        self.kill = kill_record(kills[0]) if kills else None
+        # the conductor's share: beeps to sound and the recorded end
+        self.events = [e for e in rec.events if e["type"] in ("beep", "end")]
+        self._phase_events = [(Phase(e["phase"]), float(e["t"])) for e in rec.events_of("phase")]
+        self._skip_events = [
+            (float(e["t"]), Phase(e["phase"]), str(e.get("reason", "")))
+            for e in rec.events_of("skip")
+        ]
+
+    @property
+    def duration(self) -> float:
+        """Recorded seconds from show start to the last record (wall time: / speed)."""
+        return self.rec.duration
+
+    def states(self) -> Iterator[ShowState]:
+        """Every sample as a ShowState, in order (no clock involved)."""
+        s = self.rec.samples
+        cols = {k: v.tolist() for k, v in s.items()}  # Python numbers, not numpy scalars
+        kill = self.kill
+        kill_snap: dict = {}
+        if kill is not None:
+            kmsg = None
+            if kill.kmsg:
+                kmsg = KmsgKill(
+                    pid=kill.pid,
+                    name=kill.name,
+                    anon_rss_kib=kill.anon_rss_kib,
+                    cgroup_oom="cgroup" in kill.kmsg,
+                    text=kill.kmsg,
+                )
+            kill_snap = {
+                "hog_exit": -kill.signal if kill.signal else kill.exit,
+                "hog_exit_t": kill.t,
+                "oom_kill_count": kill.oom_kill_count,
+                "oom_kill_t": kill.t if kill.oom_kill_count else None,
+                "kmsg_kill": kmsg,
+                "kmsg_t": kill.t if kmsg else None,
+            }
+        entered: tuple[tuple[Phase, float], ...] = ()
+        skipped: tuple[tuple[Phase, str], ...] = ()
+        pi = si = 0
+        oom_t = None
+        for i in range(len(cols["t"])):
+            t = cols["t"][i]
+            phase = PHASES[cols["phase"][i]]
+            while pi < len(self._phase_events) and self._phase_events[pi][1] <= t + 1e-9:
+                p, pt = self._phase_events[pi]
+                if p not in dict(entered):
+                    entered += ((p, pt),)
+                pi += 1
+            if phase not in dict(entered):  # a recording without phase lines
+                entered += ((phase, t),)
+            while si < len(self._skip_events) and self._skip_events[si][0] <= t + 1e-9:
+                skipped += ((self._skip_events[si][1], self._skip_events[si][2]),)
+                si += 1
+            if oom_t is None and phase.index >= Phase.OOM.index:
+                oom_t = dict(entered).get(Phase.OOM, kill.t if kill else t)
+            killed = kill is not None and (phase.index >= Phase.OOM.index or t >= kill.t)
+            snap = Snapshot(
+                t=t,
+                anon_bytes=cols["ram"][i],
+                cache_bytes=cols["cache"][i],
+                swap_bytes=cols["swap"][i],
+                usage_bytes=cols["usage"][i],
+                ram_limit=cols["ram_limit"][i],
+                swap_limit=cols["swap_limit"][i],
+                psi_some_us=cols["psi_some_us"][i],
+                psi_full_us=cols["psi_full_us"][i],
+                hog_bytes=cols["hog"][i],
+                hog_pid=kill.pid if kill else None,
+                hog_running=phase is not Phase.CALM and not killed,
+                **(kill_snap if killed else {}),
+            )
+            yield ShowState(
+                t=t,
+                phase=phase,
+                intensity=cols["intensity"][i],
+                stall=cols["stall"][i],
+                snapshot=snap,
+                entered=entered,
+                skipped=skipped,
+                kill=kill if killed else None,
+                oom_t=oom_t,
+                stage=self.stage,
+            )
+
+    def run(self, publish: Callable[[ShowState], None], stop: threading.Event, t0: float) -> bool:
+        """Publish every state at t0 + recorded_t / speed (time.monotonic() seconds).
+        Returns True when the recording played to its end, False when `stop` was set."""
+        for state in self.states():
+            target = t0 + state.t / self.speed
+            if not _sleep_until(target, stop):
+                return False
+            publish(state)
+        # hold until the last record (an `end` may come after the last sample)
+        return _sleep_until(t0 + self.duration / self.speed, stop)
+
+
+def _sleep_until(target: float, stop: threading.Event) -> bool:
+    """Sleep until time.monotonic() >= target; False as soon as `stop` is set."""
+    while True:
+        left = target - time.monotonic()
+        if stop.is_set():
+            return False
+        if left <= 0:
+            return True
+        if left > SPIN_S:
+            # Event.wait wakes at once on stop.set(); it overshoots ~0.1 ms at most here
+            stop.wait(left - SPIN_S)
+        # else: spin the last millisecond (the loop re-reads the clock)
