@@ -1,0 +1,374 @@
+"""A recording as one PNG timeline, drawn with pygame (no display needed).
+
+Stacked areas over time (hog anon in RAM, page cache, swap) against the stage limits,
+the PSI stall share on a second axis, phase bands with their names, the kill marked
+with the victim and the detection latency, a title with stage, kernel and date.
+Many samples are reduced to one value per pixel column (max of each stacked layer,
+min/max of the stall) so an hour at 50 Hz draws as fast as ten seconds."""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from beep_av.errors import BadInput
+from beep_av.model import MiB, Phase
+from beep_av.recording import Recording
+
+# Phase band colours (RGB). Tests find band edges by these exact pixels.
+PHASE_COLOURS: dict[Phase, tuple[int, int, int]] = {
+    Phase.CALM: (86, 150, 96),
+    Phase.FILLING: (70, 120, 190),
+    Phase.EVICTING: (226, 178, 52),
+    Phase.SWAPPING: (222, 110, 44),
+    Phase.OOM: (205, 38, 38),
+    Phase.FINALE: (128, 70, 170),
+}
+BACKGROUND = (18, 18, 22)
+PLOT_BG = (28, 29, 34)
+GRID = (52, 54, 62)
+TEXT = (225, 225, 230)
+BAND_TEXT = (16, 16, 20)
+ANON_COLOUR = (214, 64, 64)  # hog anonymous memory in RAM
+CACHE_COLOUR = (64, 140, 210)  # page cache
+SWAP_COLOUR = (160, 100, 210)  # anonymous memory in swap
+RAM_LIMIT_COLOUR = (240, 240, 240)
+TOTAL_LIMIT_COLOUR = (150, 150, 160)
+STALL_COLOUR = (250, 220, 60)
+KILL_COLOUR = (255, 40, 200)  # the kill marker: a colour no area or band uses
+
+MIN_SIZE = (320, 240)
+MAX_SIZE = (8192, 8192)
+_SIZE_RE = re.compile(r"^\s*([0-9]{1,6})\s*[xX]\s*([0-9]{1,6})\s*$")
+
+
+def parse_size_arg(text: str) -> tuple[int, int]:
+    """`1600x900` -> (1600, 900) pixels. Raises BadInput for anything else."""
+    m = _SIZE_RE.match(text) if isinstance(text, str) else None
+    if not m:
+        raise BadInput(f"--size: {text!r} is not a picture size (use e.g. 1600x900)")
+    return _check_size((int(m.group(1)), int(m.group(2))))
+
+
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in size)
+    except (TypeError, ValueError):
+        raise BadInput(f"--size: {size!r} is not a picture size (use e.g. 1600x900)") from None
+    if not (MIN_SIZE[0] <= w <= MAX_SIZE[0] and MIN_SIZE[1] <= h <= MAX_SIZE[1]):
+        raise BadInput(
+            f"--size: {w}x{h} is outside {MIN_SIZE[0]}x{MIN_SIZE[1]}..{MAX_SIZE[0]}x{MAX_SIZE[1]}"
+        )
+    return w, h
+
+
+# ---------------------------------------------------------------- layout
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where things go on the picture (pixels) and the time/byte scales."""
+
+    width: int
+    height: int
+    left: int  # plot area
+    right: int
+    top: int
+    bottom: int
+    band_top: int  # phase band strip, just above the plot
+    band_bottom: int
+    t_min: float  # seconds at the left edge
+    t_max: float  # seconds at the right edge
+    y_max: float  # bytes at the top of the plot
+
+    def x_of(self, t: float) -> float:
+        """Picture x (pixels, fractional) of show time `t` (s)."""
+        return self.left + (t - self.t_min) / (self.t_max - self.t_min) * (self.right - self.left)
+
+    def y_of(self, nbytes: float) -> float:
+        """Picture y of a byte count on the left axis."""
+        return self.bottom - nbytes / self.y_max * (self.bottom - self.top)
+
+    def y_of_share(self, share: float) -> float:
+        """Picture y of a share in [0, 1] on the right (stall) axis."""
+        return self.bottom - share * (self.bottom - self.top)
+
+
+def layout(rec: Recording, size: tuple[int, int] = (1600, 900)) -> Layout:
+    """The layout `render_report` uses for `rec` at `size` (for tests and tools)."""
+    w, h = _check_size(size)
+    s = rec.samples
+    scale = max(h / 900, 0.5)
+    t_max = max(rec.duration, float(s["t"].max()))
+    t_min = min(0.0, float(s["t"].min()))
+    if t_max - t_min < 1e-6:
+        t_max = t_min + 1.0
+    limits = s["ram_limit"] + s["swap_limit"]
+    stacked = s["ram"] + s["cache"] + s["swap"]
+    y_max = float(max(int(limits.max()), int(stacked.max()), int(s["usage"].max()), MiB)) * 1.08
+    band_top = int(56 * scale)
+    band_h = max(14, int(26 * scale))
+    return Layout(
+        width=w,
+        height=h,
+        left=int(max(64, 90 * scale)),
+        right=w - int(max(56, 80 * scale)),
+        top=band_top + band_h + 4,
+        bottom=h - int(max(44, 70 * scale)),
+        band_top=band_top,
+        band_bottom=band_top + band_h,
+        t_min=t_min,
+        t_max=t_max,
+        y_max=y_max,
+    )
+
+
+def _nice_step(span: float, ticks: int) -> float:
+    raw = span / max(1, ticks)
+    mag = 10 ** math.floor(math.log10(raw)) if raw > 0 else 1.0
+    for m in (1, 2, 5, 10):
+        if m * mag >= raw:
+            return m * mag
+    return 10 * mag
+
+
+# ---------------------------------------------------------------- reduction
+
+
+def _columns(lay: Layout, t: np.ndarray, values: list[np.ndarray]) -> tuple:
+    """Per pixel column of the plot: max of each array in `values` (samples falling in
+    the column, or interpolated where a column has none), and the column's x."""
+    n_cols = lay.right - lay.left
+    xs = np.arange(n_cols)
+    col_t = lay.t_min + (xs + 0.5) / n_cols * (lay.t_max - lay.t_min)
+    col = ((t - lay.t_min) / (lay.t_max - lay.t_min) * n_cols).astype(np.int64)
+    col = np.clip(col, 0, n_cols - 1)
+    order_ok = t.size < 2 or bool((np.diff(t) >= 0).all())
+    if not order_ok:
+        idx = np.argsort(t, kind="stable")
+        t, col = t[idx], col[idx]
+        values = [v[idx] for v in values]
+    starts = np.flatnonzero(np.diff(col, prepend=-1))
+    present = col[starts]
+    out = []
+    for v in values:
+        v = v.astype(np.float64)
+        # between samples the stage holds its last value (step), not a ramp
+        at = np.searchsorted(t, col_t, side="right") - 1
+        y = np.where(at >= 0, v[np.clip(at, 0, None)], 0.0)
+        y[col_t > t[-1]] = np.nan  # after the last sample: nothing drawn
+        y[present] = np.maximum.reduceat(v, starts)
+        out.append(y)
+    return out
+
+
+def _stall_share(t: np.ndarray, psi_us: np.ndarray) -> np.ndarray:
+    """PSI "some" stall share of each sample interval, from the total counter's deltas."""
+    share = np.zeros(t.size)
+    if t.size > 1:
+        dt = np.diff(t)
+        d = np.diff(psi_us.astype(np.float64)) / 1e6
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s = np.where(dt > 0, d / dt, 0.0)
+        share[1:] = np.clip(np.nan_to_num(s), 0.0, 1.0)  # counter resets: 0, not negative
+    return share
+
+
+# ---------------------------------------------------------------- drawing
+
+
+def render_report(rec: Recording, out: str, size: tuple[int, int] = (1600, 900)) -> None:
+    """Draw `rec` as a PNG picture of `size` pixels at path `out`. Raises BadInput for a
+    bad size or an unwritable path."""
+    w, h = _check_size(size)
+    parent = Path(out).parent if str(Path(out).parent) else Path(".")
+    if not parent.is_dir():
+        raise BadInput(f"-o {out}: directory {str(parent)!r} does not exist")
+    if Path(out).is_dir():
+        raise BadInput(f"-o {out}: is a directory")
+    surf = draw(rec, (w, h))
+    import pygame
+
+    try:
+        with open(out, "wb") as f:
+            pygame.image.save(surf, f, "report.png")  # the namehint forces PNG
+    except (OSError, pygame.error) as e:
+        raise BadInput(f"-o {out}: cannot write ({getattr(e, 'strerror', None) or e})") from None
+
+
+def draw(rec: Recording, size: tuple[int, int] = (1600, 900)):
+    """The report as a pygame.Surface (see render_report)."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # no banner on stdout
+    import pygame
+
+    if not pygame.font.get_init():
+        pygame.font.init()
+    lay = layout(rec, size)
+    scale = max(lay.height / 900, 0.5)
+    font = pygame.font.Font(None, max(12, int(22 * scale)))
+    small = pygame.font.Font(None, max(11, int(18 * scale)))
+    big = pygame.font.Font(None, max(14, int(32 * scale)))
+
+    surf = pygame.Surface((lay.width, lay.height))
+    surf.fill(BACKGROUND)
+    pw, ph = lay.right - lay.left, lay.bottom - lay.top
+    s = rec.samples
+    t = s["t"]
+    ram = s["ram"].astype(np.float64)
+    cache_top = ram + s["cache"]
+    total = cache_top + s["swap"]
+    stall = _stall_share(t, s["psi_some_us"])
+    c_ram, c_cache, c_total, c_stall, c_ramlim, c_totlim = _columns(
+        lay, t, [ram, cache_top, total, stall, s["ram_limit"], s["ram_limit"] + s["swap_limit"]]
+    )
+    c_stall_min = -_columns(lay, t, [-stall])[0]
+
+    # Stacked areas, column by column in one numpy pass: y grows downwards, an area
+    # covers the rows below its top.
+    rows = np.arange(ph)[None, :]
+
+    def top_row(v: np.ndarray) -> np.ndarray:
+        y = (lay.bottom - np.nan_to_num(v, nan=0.0) / lay.y_max * ph) - lay.top
+        return np.where(np.isnan(v), ph, np.clip(np.round(y), 0, ph))[:, None]
+
+    img = np.empty((pw, ph, 3), np.uint8)
+    img[:] = PLOT_BG
+    for v, colour in ((c_total, SWAP_COLOUR), (c_cache, CACHE_COLOUR), (c_ram, ANON_COLOUR)):
+        img[rows >= top_row(v)] = colour
+    # grid lines under nothing: drawn into the background rows only
+    plot = pygame.surfarray.make_surface(img)
+    surf.blit(plot, (lay.left, lay.top))
+
+    # axes and grid
+    step_mib = _nice_step(lay.y_max / MiB, 8)
+    v = 0.0
+    while v * MiB <= lay.y_max:
+        y = round(lay.y_of(v * MiB))
+        pygame.draw.line(surf, GRID, (lay.left - 5, y), (lay.left - 1, y))
+        lab = small.render(f"{v:g}", True, TEXT)
+        surf.blit(lab, (lay.left - 8 - lab.get_width(), y - lab.get_height() // 2))
+        v += step_mib
+    step_t = _nice_step(lay.t_max - lay.t_min, 12)
+    v = math.ceil(lay.t_min / step_t) * step_t
+    while v <= lay.t_max + 1e-9:
+        x = round(lay.x_of(v))
+        pygame.draw.line(surf, GRID, (x, lay.bottom + 1), (x, lay.bottom + 5))
+        lab = small.render(f"{v:g}", True, TEXT)
+        surf.blit(lab, (x - lab.get_width() // 2, lay.bottom + 7))
+        v += step_t
+    for pct in (0, 25, 50, 75, 100):
+        y = round(lay.y_of_share(pct / 100))
+        pygame.draw.line(surf, STALL_COLOUR, (lay.right + 1, y), (lay.right + 5, y))
+        lab = small.render(f"{pct}%", True, STALL_COLOUR)
+        surf.blit(lab, (lay.right + 8, y - lab.get_height() // 2))
+    pygame.draw.rect(surf, GRID, (lay.left - 1, lay.top - 1, pw + 2, ph + 2), 1)
+    ax = small.render("MiB", True, TEXT)
+    surf.blit(ax, (lay.left - 8 - ax.get_width(), lay.top - ax.get_height() - 2))
+    ax = small.render("time (s)", True, TEXT)
+    surf.blit(ax, (lay.right - ax.get_width(), lay.bottom + 7 + ax.get_height()))
+    ax = small.render("PSI stall", True, STALL_COLOUR)
+    surf.blit(ax, (lay.right + 8, lay.top - ax.get_height() - 2))
+
+    # the stage limits (they may change if the presenter re-staged: drawn per column)
+    for lim, colour in ((c_totlim, TOTAL_LIMIT_COLOUR), (c_ramlim, RAM_LIMIT_COLOUR)):
+        _polyline(surf, lay, lim, lambda b: lay.y_of(b), colour, dashed=True)
+
+    # stall share: min..max per column, as a thin band
+    for x in range(pw):
+        hi, lo = c_stall[x], c_stall_min[x]
+        if math.isnan(hi):
+            continue
+        y0, y1 = round(lay.y_of_share(hi)) - 1, round(lay.y_of_share(lo))  # 2 px at least
+        pygame.draw.line(surf, STALL_COLOUR, (lay.left + x, y0), (lay.left + x, y1))
+
+    _draw_bands(surf, lay, rec, small)
+    _draw_kill(surf, lay, rec, font)
+
+    # title and legend
+    hdr = rec.header
+    title = f"beep-av  |  {hdr.get('stage', '?')} stage"
+    lims = f"{int(s['ram_limit'].max()) // MiB} MiB RAM"
+    lims += (
+        f" + {int(s['swap_limit'].max()) // MiB} MiB swap" if s["swap_limit"].max() else ", no swap"
+    )
+    title += f"  |  {lims}  |  kernel {hdr.get('kernel', '?')}  |  {hdr.get('date', '?')}"
+    surf.blit(big.render(title, True, TEXT), (lay.left, int(14 * scale)))
+    x = lay.left
+    y = lay.height - font.get_height() - int(6 * scale)
+    for name, colour in (
+        ("hog anon in RAM", ANON_COLOUR),
+        ("page cache", CACHE_COLOUR),
+        ("swap", SWAP_COLOUR),
+        ("RAM limit", RAM_LIMIT_COLOUR),
+        ("RAM + swap limit", TOTAL_LIMIT_COLOUR),
+        ("PSI some stall", STALL_COLOUR),
+        ("kill", KILL_COLOUR),
+    ):
+        pygame.draw.rect(surf, colour, (x, y + 3, 14, font.get_height() - 8))
+        lab = font.render(name, True, TEXT)
+        surf.blit(lab, (x + 20, y))
+        x += 20 + lab.get_width() + 24
+    return surf
+
+
+def _polyline(surf, lay: Layout, v: np.ndarray, y_of, colour, dashed: bool = False) -> None:
+    import pygame
+
+    for x in range(len(v)):
+        if math.isnan(v[x]) or v[x] <= 0 or (dashed and (x // 6) % 2):
+            continue
+        y = round(y_of(v[x]))
+        if lay.top <= y <= lay.bottom:
+            pygame.draw.line(surf, colour, (lay.left + x, y), (lay.left + x + 1, y))
+
+
+def _draw_bands(surf, lay: Layout, rec: Recording, font) -> None:
+    """One coloured band per entered phase, from its start to the next phase's."""
+    import pygame
+
+    phases = rec.phases()
+    if not phases:  # a recording without phase lines: derive them from the samples
+        seen: dict[Phase, float] = {}
+        for i, tt in enumerate(rec.samples["t"].tolist()):
+            seen.setdefault(rec.phase_at(i), tt)
+        phases = sorted(seen.items(), key=lambda pt: pt[1])
+    h = lay.band_bottom - lay.band_top
+    for k, (phase, t0) in enumerate(phases):
+        t1 = phases[k + 1][1] if k + 1 < len(phases) else lay.t_max
+        x0 = math.ceil(lay.x_of(t0)) if k else lay.left
+        x1 = math.ceil(lay.x_of(t1))
+        if x1 <= x0:
+            x1 = x0 + 1  # a phase shorter than a pixel still shows
+        x1 = min(x1, lay.right)
+        pygame.draw.rect(surf, PHASE_COLOURS[phase], (x0, lay.band_top, x1 - x0, h))
+        lab = font.render(phase.value, True, BAND_TEXT)
+        if lab.get_width() + 8 <= x1 - x0:
+            surf.blit(lab, (x0 + 4, lay.band_top + (h - lab.get_height()) // 2 + 1))
+
+
+def _draw_kill(surf, lay: Layout, rec: Recording, font) -> None:
+    import pygame
+
+    kill = rec.kill
+    if kill is None:
+        return
+    x = round(lay.x_of(float(kill["t"])))
+    pygame.draw.line(surf, KILL_COLOUR, (x, lay.top), (x, lay.bottom), 3)
+    by = kill.get("detected_by") or []
+    lat = kill.get("latency_ms")
+    text = f"killed: pid {kill.get('pid', '?')} ({kill.get('name', '?')})"
+    if isinstance(lat, int | float):
+        text += f", detected in {lat:.1f} ms"
+    if by:
+        text += f" by {' + '.join(str(b) for b in by)}"
+    lab = font.render(text, True, KILL_COLOUR)
+    bx = x - lab.get_width() - 8 if x + 8 + lab.get_width() > lay.right else x + 8
+    box = pygame.Rect(bx - 4, lay.top + 6, lab.get_width() + 8, lab.get_height() + 6)
+    pygame.draw.rect(surf, BACKGROUND, box)
+    surf.blit(lab, (bx, lay.top + 9))
