@@ -27,6 +27,7 @@ from beep_av.video.scene import Scene
 # SDL uses the X shared-memory path: 0.18 ms and 0.82 ms (benchmarks/bench_video.py).
 # kmsdrm has no native framebuffer, so the hint would break it: left alone there.
 ACCEL_HINT = "SDL_FRAMEBUFFER_ACCELERATION"
+DEFAULT_SIZE = (1280, 720)  # windowed; fullscreen takes the desktop's size
 
 KEY_COMMANDS: dict[int, str] = {
     pygame.K_SPACE: "toggle_pause",
@@ -119,7 +120,7 @@ class WindowOutput:
     def __init__(
         self,
         fullscreen: bool = False,
-        size: tuple[int, int] = (1280, 720),
+        size: tuple[int, int] | None = (1280, 720),
         driver: str | None = None,
         frames_dir: str | Path | None = None,
         frames_every: int = 1,
@@ -127,6 +128,8 @@ class WindowOutput:
         captions: str | Captions | None = "en",
         noise: Noise | None = None,
     ) -> None:
+        if size is None:  # the caller has no preference
+            size = DEFAULT_SIZE
         if len(size) != 2 or min(size) < 1:
             raise BadInput(f"window size {size!r} must be two positive numbers")
         self.fullscreen = fullscreen
@@ -150,7 +153,8 @@ class WindowOutput:
         self.scene: Scene | None = None
         self.last_frame_ms = 0.0  # draw + flip time of the last frame
         self._hint_set = False
-        self._driver_set: str | None = None
+        self._driver_before: str | None = None  # the user's SDL_VIDEODRIVER, restored
+        self._driver_swapped = False
         self._help_cache: (
             tuple[tuple[int, int], list[tuple[pygame.Surface, pygame.Surface]]] | None
         ) = None
@@ -162,7 +166,8 @@ class WindowOutput:
         if self.screen is not None:
             return
         if self.driver:
-            self._driver_set = os.environ.get("SDL_VIDEODRIVER")
+            self._driver_before = os.environ.get("SDL_VIDEODRIVER")
+            self._driver_swapped = True
             os.environ["SDL_VIDEODRIVER"] = self.driver
         if self.driver != "kmsdrm" and ACCEL_HINT not in os.environ:
             os.environ[ACCEL_HINT] = "0"
@@ -204,12 +209,12 @@ class WindowOutput:
         if self._hint_set:
             os.environ.pop(ACCEL_HINT, None)
             self._hint_set = False
-        if self.driver:
-            if self._driver_set is None:
+        if self._driver_swapped:
+            if self._driver_before is None:
                 os.environ.pop("SDL_VIDEODRIVER", None)
             else:
-                os.environ["SDL_VIDEODRIVER"] = self._driver_set
-            self._driver_set = None
+                os.environ["SDL_VIDEODRIVER"] = self._driver_before
+            self._driver_swapped = False
 
     # ------------------------------------------------------------ frames
 
