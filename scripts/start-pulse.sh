@@ -16,6 +16,9 @@ say() { echo "start-pulse: $*" >&2; }
 print_env() {
     echo "export XDG_RUNTIME_DIR='$RUNDIR'"
     echo "export PULSE_SERVER='unix:$SOCKET'"
+    # pids for a caller that stops things itself (or: start-pulse.sh --stop)
+    echo "export BEEP_PULSE_PID='$(cat "$RUNDIR/pulse/pid" 2>/dev/null || true)'"
+    echo "export BEEP_PAREC_PID='$(cat "$RUNDIR/parec.pid" 2>/dev/null || true)'"
 }
 
 server_up() {

@@ -81,13 +81,18 @@ def voice_params(state: ShowState, muted: bool = False) -> VoiceParams:
             0.10 + 0.05 * i, 2000.0 + 6000.0 * i, 10 - round(2 * i), 1 + round(2 * i), 0.0, 0.0
         )
     elif phase is Phase.SWAPPING:
+        drop = 0.05 + 0.25 * stall
+        chop = 0.1 + 0.2 * stall
+        # dropped and chopped segments take power away: give it back on average, so
+        # stalls make the noise broken, not quieter
+        kept = 1.0 - drop - 0.5 * chop
         p = VoiceParams(
-            0.22 + 0.08 * i,
+            (0.26 + 0.08 * i) / math.sqrt(kept),
             min(16000.0, 8000.0 + 8000.0 * i),
             8 - round(4 * stall),
             2 + round(6 * stall),
-            0.1 + 0.3 * stall,
-            0.1 + 0.3 * stall,
+            drop,
+            chop,
         )
     else:  # oom, finale: the noise stops dead
         p = VoiceParams(0.0, 250.0, 16, 1, 0.0, 0.0)
