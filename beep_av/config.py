@@ -188,16 +188,41 @@ def load_preset(name: str) -> dict[str, Any]:
     return load_config(str(path))
 
 
+OUTPUTS = ("auto", "window", "fullscreen", "kms", "framebuffer", "terminal", "headless")
+OUTPUT_CHOICES = "auto, window, fullscreen, kms, framebuffer[:DEV], terminal, headless"
+AUDIO_CHOICES = "auto, device[:NAME], wav:PATH, off"
+
+
+def _output_ok(value: str) -> bool:
+    name, sep, dev = value.partition(":")
+    return name in OUTPUTS and (not sep or (name == "framebuffer" and bool(dev)))
+
+
+def _audio_ok(value: str) -> bool:
+    name, sep, rest = value.partition(":")
+    if name in ("auto", "off"):
+        return not sep
+    if name == "device":
+        return not sep or bool(rest)
+    return name == "wav" and bool(rest)
+
+
 def validate_values(values: dict[str, Any], source: str) -> None:
     """Check the values that can be checked without the machine. Raises BadInput."""
     for key, value in values.items():
         if value is None:
             continue
         flag = f"{source}: {key}" if source != "flags" else "--" + key.replace("_", "-")
-        if key in ("ram", "cache") and value != "auto":
+        if key == "ram" and value != "auto":
             n = parse_size(value, available=1 << 40, what=flag)
             if n <= 0:
                 raise BadInput(f"{flag}: {value!r} must be more than 0")
+        elif key == "cache" and value != "auto":
+            parse_size(value, available=1 << 40, what=flag)  # 0: nothing to evict
+        elif key == "output" and not _output_ok(value):
+            raise BadInput(f"{flag}: {value!r} is not one of {OUTPUT_CHOICES}")
+        elif key == "audio" and not _audio_ok(value):
+            raise BadInput(f"{flag}: {value!r} is not one of {AUDIO_CHOICES}")
         elif key == "swap" and value not in ("auto", "off"):
             parse_size(value, available=1 << 40, what=flag)
         elif key == "rate" and value != "auto":
