@@ -1,0 +1,427 @@
+"""The sampler: reads a live stage on kept file descriptors and returns Snapshots.
+
+An adapter over one outside thing, the kernel's view of the stage: the cgroup (or host)
+memory files, PSI, /dev/kmsg, the v1 OOM eventfd, and the hog's pidfd and report pipe.
+Every file is opened once; each sample is a `pread(fd, n, 0)` (kernfs and procfs
+regenerate the text on a read at offset 0), so a sample costs a few syscalls and no
+allocation-heavy parsing. Parsing itself is procfs's (pure).
+
+Times: `read(t)` takes the show time t (seconds since show start). Evidence times are
+the earliest each was seen: the hog's exit and the oom_kill counter carry the `t` of the
+read that first saw them (the thread wakes on the event fds, so that read is prompt);
+a kmsg record carries its own kernel timestamp converted to show time,
+`ts_us / 1e6 - t0`, where t0 is `time.monotonic()` at show start (the kmsg clock and
+CLOCK_MONOTONIC agree to within ~1 ms on these machines: kmsg is ~0.75 ms behind)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import time
+
+from beep_av.model import KmsgKill, Snapshot
+from beep_av.procfs import (
+    ParseError,
+    parse_kmsg_record,
+    parse_limit,
+    parse_meminfo,
+    parse_oom_kill,
+    pick_fields,
+    psi_some_total,
+)
+from beep_av.stages.base import HogHandle, StageFiles
+
+BUF = 16384  # memory.stat v1 is ~1.2 KiB, v2 ~1.5 KiB; /proc/meminfo ~1.5 KiB
+KMSG_READ = 8192  # /dev/kmsg rejects reads shorter than a record with EINVAL
+RECHECK = 0.002  # s: wait after an OOM eventfd wake-up whose kill is not counted yet
+KMSG_MAX_RECORDS = 4096  # per drain: a flood of kernel messages must not stall a sample
+
+_V1_KEYS = ("total_rss", "total_cache", "total_swap", "rss", "cache", "swap")
+_V2_KEYS = ("anon", "file")
+
+
+class Sampler:
+    """Source over a live stage (the Source protocol of stages/base.py).
+
+    `t0`: time.monotonic() at show start, used to turn kmsg timestamps into show time;
+    None: derived from the first read(t) as time.monotonic() - t.
+    `ram_limit`/`swap_limit` (bytes): None reads them from the cgroup (or the host).
+    Sources that cannot be opened are absent; `notes` says which and why."""
+
+    def __init__(
+        self,
+        files: StageFiles,
+        hog: HogHandle | None,
+        t0: float | None = None,
+        hz: float = 50.0,
+        *,
+        ram_limit: int | None = None,
+        swap_limit: int | None = None,
+    ) -> None:
+        self.files = files
+        self.hog = hog
+        self.t0 = t0
+        self.hz = hz
+        self.notes: list[str] = []  # one line per absent source
+        self.errors = 0  # reads that failed (file gone, garbage); last values are kept
+        self.kills: list[KmsgKill] = []  # every OOM kill record seen, any pid (watch mode)
+        self._fds: list[int] = []
+        self._closed = False
+        v = files.cgroup_version
+        self._mem_fd = self._open(files.memory_stat if v else None, "memory.stat")
+        self._usage_fd = self._open(files.usage if v else None, "usage")
+        self._swap_fd = self._open(files.swap_current if v == 2 else None, "memory.swap.current")
+        self._oom_fd = self._open(files.oom_events if v else None, "oom events")
+        self._psi_fd = self._open(files.psi, "PSI")
+        self._meminfo_fd = self._open(files.meminfo if v == 0 else None, "meminfo")
+        self._vmstat_fd = self._open(files.vmstat if v == 0 else None, "vmstat")
+
+        self._poll = select.poll()
+        self._efd = self._register_oom_eventfd()
+        self._kmsg_fd = self._open_kmsg()
+        self._pidfd = hog.pidfd if hog is not None else None
+        self._report_fd = hog.report_fd if hog is not None else None
+        if self._pidfd is not None:
+            self._poll.register(self._pidfd, select.POLLIN)
+        if self._report_fd is not None:
+            # Wake when the pipe closes (POLLHUP: the hog is gone), not on every report:
+            # the hog reports at ~50 Hz, out of step with our tick, which would double
+            # the sample rate. Reports are drained on each tick instead.
+            self._poll.register(self._report_fd, 0)
+
+        self.ram_limit, self.swap_limit = self._limits(ram_limit, swap_limit)
+        self._oom_start = self._oom_counter() or 0
+
+        # sticky state: the latest readings and the earliest evidence
+        self._anon = self._cache = self._swap = self._usage = 0
+        self._psi_some = self._psi_full = 0
+        self._hog_bytes = 0
+        self._report_tail = b""
+        self._hog_exit: int | None = None
+        self._hog_exit_t: float | None = None
+        self._oom_count = 0
+        self._oom_t: float | None = None
+        self._kmsg_kill: KmsgKill | None = None
+        self._kmsg_t_us: int | None = None  # earliest kmsg timestamp naming the hog
+        self._recheck = 0  # short waits left after an OOM eventfd without a counted kill
+
+    # ------------------------------------------------------------ opening
+
+    def _open(self, path: str | None, what: str, flags: int = os.O_RDONLY) -> int | None:
+        if not path:
+            return None
+        try:
+            fd = os.open(path, flags | os.O_CLOEXEC)
+        except OSError as e:
+            self.notes.append(f"{what} unreadable ({path}: {e.strerror}); that reading is absent")
+            return None
+        self._fds.append(fd)
+        return fd
+
+    def _open_kmsg(self) -> int | None:
+        fd = self._open(self.files.kmsg, "kmsg", os.O_RDONLY | os.O_NONBLOCK)
+        if fd is None:
+            return None
+        try:
+            os.lseek(fd, 0, os.SEEK_END)  # only records from now on
+        except OSError as e:
+            self.notes.append(f"kmsg cannot seek ({e.strerror}); that reading is absent")
+            self._fds.remove(fd)
+            os.close(fd)
+            return None
+        self._poll.register(fd, select.POLLIN)
+        return fd
+
+    def _register_oom_eventfd(self) -> int | None:
+        """v1: an eventfd that the kernel signals on OOM in the stage cgroup."""
+        if self.files.cgroup_version != 1 or not self.files.event_control or self._oom_fd is None:
+            return None
+        efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._fds.append(efd)
+        ctl = self._open(self.files.event_control, "cgroup.event_control", os.O_WRONLY)
+        try:
+            if ctl is None:
+                raise OSError(errno.ENOENT, "cannot open")
+            os.write(ctl, f"{efd} {self._oom_fd}".encode())
+        except OSError as e:
+            self.notes.append(f"OOM eventfd not registered ({e.strerror}); the 50 Hz tick remains")
+            self._fds.remove(efd)
+            os.close(efd)
+            return None
+        finally:
+            if ctl is not None:
+                self._fds.remove(ctl)
+                os.close(ctl)  # the registration lives as long as the eventfd
+        self._poll.register(efd, select.POLLIN)
+        return efd
+
+    def _limits(self, ram: int | None, swap: int | None) -> tuple[int, int]:
+        """Stage limits in bytes: given, else from the cgroup, else the host's totals."""
+        host_ram = host_swap = 0
+        try:
+            with open(self.files.meminfo) as f:
+                mi = parse_meminfo(f.read())
+            host_ram, host_swap = mi.MemTotal_bytes, mi.SwapTotal_bytes
+        except (OSError, ParseError):
+            pass
+        d = self.files.cgroup_dir
+        v = self.files.cgroup_version
+
+        def limit(name: str) -> int | None:
+            try:
+                with open(os.path.join(d or "", name)) as f:
+                    return parse_limit(f.read())
+            except (OSError, ParseError):
+                return None
+
+        if ram is None:
+            r = limit("memory.limit_in_bytes" if v == 1 else "memory.max") if d and v else None
+            ram = min(r, host_ram) if r is not None and host_ram else (r or host_ram)
+        if swap is None:
+            if d and v == 1:
+                memsw = limit("memory.memsw.limit_in_bytes")
+                swap = max(0, memsw - ram) if memsw is not None else host_swap
+            elif d and v == 2:
+                s = limit("memory.swap.max")
+                swap = host_swap if s is None else s
+            else:
+                swap = host_swap
+            swap = min(swap, host_swap)  # a swap limit without swap devices is no swap
+        return int(ram), int(swap)
+
+    # ------------------------------------------------------------ reading
+
+    def _pread(self, fd: int | None) -> str | None:
+        if fd is None:
+            return None
+        try:
+            return os.pread(fd, BUF, 0).decode("ascii", "replace")
+        except OSError:
+            self.errors += 1
+            return None
+
+    def _oom_counter(self) -> int | None:
+        """The stage's oom_kill counter (v1 oom_control, v2 memory.events, host vmstat)."""
+        fd = self._oom_fd if self.files.cgroup_version else self._vmstat_fd
+        text = self._pread(fd)
+        if text is None:
+            return None
+        try:
+            return pick_fields(text, ("oom_kill",)).get("oom_kill")
+        except ParseError:
+            self.errors += 1
+            return None
+
+    def _read_memory(self) -> None:
+        v = self.files.cgroup_version
+        try:
+            if v == 1:
+                text = self._pread(self._mem_fd)
+                if text is not None:
+                    d = pick_fields(text, _V1_KEYS)
+                    # hierarchical totals when present; rss already counts THP (rss_huge)
+                    self._anon = d.get("total_rss", d.get("rss", self._anon))
+                    self._cache = d.get("total_cache", d.get("cache", self._cache))
+                    self._swap = d.get("total_swap", d.get("swap", 0))
+            elif v == 2:
+                text = self._pread(self._mem_fd)
+                if text is not None:
+                    d = pick_fields(text, _V2_KEYS)
+                    self._anon = d.get("anon", self._anon)
+                    self._cache = d.get("file", self._cache)
+                text = self._pread(self._swap_fd)
+                if text is not None:
+                    self._swap = int(text.strip() or 0)
+            else:
+                text = self._pread(self._meminfo_fd)
+                if text is not None:
+                    mi = parse_meminfo(text)
+                    self._anon = mi.AnonPages_bytes
+                    self._cache = mi.Cached_bytes
+                    self._swap = mi.SwapTotal_bytes - mi.SwapFree_bytes
+                    avail = (
+                        mi.MemAvailable_bytes
+                        if mi.MemAvailable_bytes is not None
+                        else mi.MemFree_bytes
+                    )
+                    self._usage = mi.MemTotal_bytes - avail
+            if v:
+                text = self._pread(self._usage_fd)
+                if text is not None:
+                    self._usage = int(text.strip())
+        except (ParseError, ValueError):
+            self.errors += 1
+
+    def _read_psi(self) -> None:
+        text = self._pread(self._psi_fd)
+        if text is None:
+            return
+        try:
+            self._psi_some = psi_some_total(text)
+            i = text.find("full ")
+            if i >= 0:
+                self._psi_full = psi_some_total(text[i + 1 :].replace("ull ", "some ", 1))
+        except ParseError:
+            self.errors += 1
+
+    def _read_hog(self, t: float) -> None:
+        fd = self._report_fd
+        if fd is not None:
+            data = b""
+            while True:
+                try:
+                    chunk = os.read(fd, 65536)
+                except BlockingIOError:
+                    break
+                except OSError:
+                    chunk = b""
+                if not chunk:  # EOF: the hog is gone; stop polling the pipe
+                    self._unpoll(fd)
+                    self._report_fd = None
+                    break
+                data += chunk
+            if data:
+                buf = self._report_tail + data
+                end = buf.rfind(b"\n")
+                if end >= 0:
+                    start = buf.rfind(b"\n", 0, end) + 1
+                    line = buf[start:end].strip()
+                    if line.isdigit():
+                        self._hog_bytes = int(line)
+                    self._report_tail = buf[end + 1 :][-64:]
+                else:
+                    self._report_tail = buf[-64:]
+        if self.hog is not None and self._hog_exit is None:
+            code = self.hog.poll()
+            if code is not None:
+                self._hog_exit, self._hog_exit_t = code, t
+                if self._pidfd is not None:
+                    self._unpoll(self._pidfd)  # stays readable forever once exited
+
+    def _read_oom(self, t: float) -> None:
+        fired = False
+        if self._efd is not None:
+            try:
+                fired = os.eventfd_read(self._efd) > 0  # also re-arms the wake-up
+            except BlockingIOError:
+                pass
+            except OSError:
+                self.errors += 1
+        n = self._oom_counter()
+        if n is not None:
+            count = max(0, n - self._oom_start)
+            if count > 0 and self._oom_t is None:
+                self._oom_t = t
+            self._oom_count = max(self._oom_count, count)
+        # The eventfd fires when the cgroup goes under OOM, before the kill is counted
+        # (measured here: the counter follows within ~1 ms). Look again soon, not a
+        # whole tick later.
+        if fired and self._oom_t is None:
+            self._recheck = 25  # at most 25 short waits (~50 ms)
+        elif self._oom_t is not None:
+            self._recheck = 0
+
+    def _drain_kmsg(self) -> None:
+        fd = self._kmsg_fd
+        if fd is None:
+            return
+        pid = self.hog.pid if self.hog is not None else None
+        for _ in range(KMSG_MAX_RECORDS):
+            try:
+                raw = os.read(fd, KMSG_READ)
+            except BlockingIOError:
+                return
+            except OSError as e:
+                if e.errno == errno.EPIPE:  # we fell behind and records were overwritten
+                    continue
+                self.notes.append(f"kmsg read failed ({e.strerror}); that reading is now absent")
+                self._unpoll(fd)
+                self._kmsg_fd = None
+                return
+            if not raw:
+                return
+            # cheap filter first: nearly every record is not about an OOM kill
+            if b"Killed process" not in raw and b"oom-kill:" not in raw:
+                continue
+            try:
+                rec = parse_kmsg_record(raw.decode("utf-8", "replace"))
+                kill = parse_oom_kill(rec.message, rec.timestamp_us) if rec else None
+            except ParseError:
+                self.errors += 1
+                continue
+            if kill is None:
+                continue
+            self.kills.append(kill)
+            if pid is None or kill.pid != pid:
+                continue
+            if self._kmsg_t_us is None or rec.timestamp_us < self._kmsg_t_us:
+                self._kmsg_t_us = rec.timestamp_us
+            # the "Killed process" record carries anon-rss; the earlier oom-kill: line
+            # only stands in until it arrives
+            if self._kmsg_kill is None or kill.anon_rss_kib is not None:
+                self._kmsg_kill = kill
+
+    def _unpoll(self, fd: int) -> None:
+        try:
+            self._poll.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+
+    def read(self, t: float) -> Snapshot:
+        """Read everything now; `t` is the show time in seconds."""
+        if self.t0 is None:
+            self.t0 = time.monotonic() - t
+        self._read_memory()
+        self._read_psi()
+        self._read_hog(t)
+        self._read_oom(t)
+        self._drain_kmsg()
+        kmsg_t = self._kmsg_t_us / 1e6 - self.t0 if self._kmsg_t_us is not None else None
+        return Snapshot(
+            t=t,
+            anon_bytes=self._anon,
+            cache_bytes=self._cache,
+            swap_bytes=self._swap,
+            usage_bytes=self._usage,
+            ram_limit=self.ram_limit,
+            swap_limit=self.swap_limit,
+            psi_some_us=self._psi_some,
+            psi_full_us=self._psi_full,
+            hog_bytes=self._hog_bytes,
+            hog_pid=self.hog.pid if self.hog is not None else None,
+            hog_running=self.hog is not None and self._hog_exit is None,
+            hog_exit=self._hog_exit,
+            hog_exit_t=self._hog_exit_t,
+            oom_kill_count=self._oom_count,
+            oom_kill_t=self._oom_t,
+            kmsg_kill=self._kmsg_kill,
+            kmsg_t=kmsg_t,
+        )
+
+    def wait(self, timeout: float) -> None:
+        """Sleep up to `timeout` s; return early when the hog exits (pidfd, or its
+        report pipe closing), a kmsg record arrives, or the v1 OOM eventfd fires."""
+        if self._closed:
+            time.sleep(max(0.0, timeout))
+            return
+        if self._recheck > 0:
+            self._recheck -= 1
+            timeout = min(timeout, RECHECK)
+        try:
+            self._poll.poll(max(0, int(timeout * 1000 + 0.999)))
+        except InterruptedError:
+            pass
+
+    def close(self) -> None:
+        """Close every fd the sampler opened (the hog's pipe and pidfd stay the hog's).
+        Safe twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for fd in self._fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
