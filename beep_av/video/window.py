@@ -23,8 +23,8 @@ from beep_av.video.frames import FrameSaver
 from beep_av.video.scene import Scene
 
 # Under Xvfb (and plain X11 without a GPU) SDL's default window framebuffer goes
-# through software GL: 3.8 ms a flip at 720p, 8.3 ms at 1080p here. With the hint at 0,
-# SDL uses the X shared-memory path: 0.18 ms and 0.82 ms (benchmarks/bench_video.py).
+# through software GL: 3.8 ms a flip at 720p, 8-16 ms at 1080p here. With the hint at 0,
+# SDL uses the X shared-memory path: 0.18 ms and 0.4-0.8 ms (benchmarks/bench_video.py).
 # kmsdrm has no native framebuffer, so the hint would break it: left alone there.
 ACCEL_HINT = "SDL_FRAMEBUFFER_ACCELERATION"
 DEFAULT_SIZE = (1280, 720)  # windowed; fullscreen takes the desktop's size
