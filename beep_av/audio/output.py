@@ -321,15 +321,18 @@ def open_audio(
     seed: int | None = None,
     say: Say = print,
     *,
+    look: str = "static",
     raw: bool = False,
     rate: int = RATE,
     blocksize: int = BLOCK,
 ) -> AudioOut:
     """Build the show's audio output for `--audio SPEC` (auto | device | device:NAME |
-    device:INDEX | wav:PATH | off). `t0` is time.monotonic() at show start. Raises
-    BadInput (bad spec, unwritable WAV) or CannotStage (asked-for device missing)."""
+    device:INDEX | wav:PATH | off). `t0` is time.monotonic() at show start; `look`
+    "raw" (or `raw`) plays kernel bytes straight from getrandom. Raises BadInput (bad
+    spec, unwritable WAV) or CannotStage (asked-for device missing)."""
     if not isinstance(spec, str):
         raise BadInput(f"--audio: expected a string, got {spec!r}")
+    raw = raw or look == "raw"
 
     def build(
         device: str, factory: Any = None, wav: str | None = None, notes: tuple = ()
