@@ -291,10 +291,10 @@ def load(path: str) -> Recording:
     body = lines[1:]
     sample_lines = [ln for ln in body if ln.startswith(_SAMPLE_PREFIX)]
     other = [ln for ln in body if not ln.startswith(_SAMPLE_PREFIX) and ln.strip()]
-    cols = _fast_samples(sample_lines) if sample_lines else None
+    events, foreign = _events(path, other)
+    cols = _fast_samples(sample_lines) if sample_lines and not foreign else None
     if cols is None:
-        cols = _slow_samples(path, sample_lines)
-    events = _events(path, other)
+        cols = _slow_samples(path, sample_lines + foreign)
     if len(cols["t"]) == 0:
         raise _bad(path, "no samples (header only), nothing to replay")
     if not np.isfinite(cols["t"]).all():
@@ -302,8 +302,11 @@ def load(path: str) -> Recording:
     return Recording(path=path, header=header, samples=cols, events=events, truncated=truncated)
 
 
-def _events(path: str, lines: list[bytes]) -> list[dict[str, Any]]:
+def _events(path: str, lines: list[bytes]) -> tuple[list[dict[str, Any]], list[bytes]]:
+    """The event records in time order, and the sample lines written in a foreign form
+    (other key order, spaces) that the caller must read the slow way."""
     events: list[dict[str, Any]] = []
+    foreign: list[bytes] = []
     for line in lines:
         try:
             obj = json.loads(line)
@@ -312,6 +315,9 @@ def _events(path: str, lines: list[bytes]) -> list[dict[str, Any]]:
         if not isinstance(obj, dict):
             continue
         kind = obj.get("type")
+        if kind == "sample":
+            foreign.append(line)
+            continue
         if kind not in EVENT_TYPES:
             continue  # unknown record types (and a second header) are ignored
         t = obj.get("t")
@@ -323,7 +329,7 @@ def _events(path: str, lines: list[bytes]) -> list[dict[str, Any]]:
             obj.setdefault("detected_by", [])
         events.append(obj)
     events.sort(key=lambda e: float(e["t"]))  # stable: same-t records keep file order
-    return events
+    return events, foreign
 
 
 def _slow_samples(path: str, lines: list[bytes]) -> dict[str, np.ndarray]:
