@@ -1,0 +1,186 @@
+"""A show's sound through the real stack: sounddevice -> PortAudio -> ALSA `default`/`pulse`
+-> a real PulseAudio server's null sink, recorded from its monitor into a file by
+`parec`. First driven by a scripted ShowState sequence, then by `beep-av show` itself
+on a cgroup stage (root)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from beep_av.audio.output import open_audio
+from beep_av.audio.synth import RATE, BeepSpec, scripted_timeline
+from tests.conftest import ROOT, beep, require
+
+pytestmark = pytest.mark.real
+
+FREQ = 1234.0
+MS = RATE // 1000  # frames per millisecond
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
+
+
+def last_tonal_event(rec: np.ndarray) -> tuple[int, int]:
+    """(first, end) frames of the last sounding stretch: the beep, which follows the
+    cut's silence and is followed by silence. Found on 1 ms envelope windows (a 1234 Hz
+    period fits in one, so a window inside the tone is never silent)."""
+    x = rec[:, 0]
+    env = np.abs(x[: len(x) // MS * MS]).reshape(-1, MS).max(axis=1)
+    loud = np.flatnonzero(env > 1e-3)
+    assert loud.size, "the recording is silent"
+    last = loud[-1]
+    quiet = np.flatnonzero(env[:last] <= 1e-3)
+    assert quiet.size, "no silence before the last sound"
+    return (quiet[-1] + 1) * MS, (last + 1) * MS
+
+
+def peak_hz(x: np.ndarray) -> float:
+    n = 1 << 20
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x)), n))
+    k = int(np.argmax(spec[1:-1])) + 1
+    a, b, c = np.log(spec[k - 1 : k + 2] + 1e-30)
+    return (k + 0.5 * (a - c) / (a - 2 * b + c)) * RATE / n
+
+
+def check_show_sound(rec: np.ndarray, beep_t: float, calm: tuple, swapping: tuple) -> dict:
+    """The assertions both forms share. `calm`/`swapping`: (start, end) show times (s);
+    the recording is aligned on the beep (its onset in the file is `beep_t`)."""
+    first, end = last_tonal_event(rec)
+    tone = rec[first:end, 0]
+    length_ms = len(tone) / MS
+    assert 350 <= length_ms <= 450, f"last sound is {length_ms:.0f} ms long, not the 400 ms beep"
+    freq = peak_hz(tone)
+    assert abs(freq - FREQ) <= 2.0, f"the beep peaks at {freq:.1f} Hz"
+
+    def window(t1: float, t2: float) -> np.ndarray:
+        a = first + round((t1 - beep_t) * RATE)
+        b = first + round((t2 - beep_t) * RATE)
+        assert 0 <= a < b <= len(rec), f"window {t1:.2f}..{t2:.2f} s is outside the recording"
+        return rec[a:b]
+
+    calm_rms, swap_rms = rms(window(*calm)), rms(window(*swapping))
+    assert calm_rms > 0, "no sound at all in the calm window"
+    assert swap_rms > 2 * calm_rms, (calm_rms, swap_rms)
+    return {"freq": freq, "calm_rms": calm_rms, "swap_rms": swap_rms, "beep_ms": length_ms}
+
+
+def test_scripted_show_through_pulseaudio(pulse_server, monitor_recording):
+    tl = scripted_timeline(1.2, 1.2, 1.2, stall=0.6)
+    said = []
+    t0 = time.monotonic()
+    current = [tl[0][1]]
+    audio = open_audio(
+        "device", lambda: current[0], t0, BeepSpec(freq=FREQ), seed=8, say=said.append
+    )
+    audio.start()
+    try:
+        for t, state in tl:
+            while time.monotonic() - t0 < t:
+                time.sleep(0.002)
+            current[0] = state
+        deadline = time.monotonic() + 15
+        while not audio.finished:
+            assert time.monotonic() < deadline, "the beep never finished"
+            time.sleep(0.01)
+    finally:
+        report = audio.close()
+    time.sleep(0.3)  # the server's own buffer reaches the monitor a little later
+    rec = monitor_recording.stop()
+    print(f"audio report: {report}")
+    assert said == []
+    assert isinstance(report.underflows, int) and report.underflows >= 0
+    assert report.beep_t is not None and report.beep_t >= tl[-1][0]
+    figures = check_show_sound(rec, report.beep_t, calm=(0.2, 1.1), swapping=(2.6, 3.5))
+    print(f"underflows {report.underflows}, {figures}")
+
+
+def test_wav_and_device_together(pulse_server, monitor_recording, tmp_path):
+    path = tmp_path / "show.wav"
+    tl = scripted_timeline(0.5, 0.3, 0.5)
+    t0 = time.monotonic()
+    current = [tl[0][1]]
+    audio = open_audio(f"wav:{path}", lambda: current[0], t0, BeepSpec(freq=FREQ), seed=2)
+    assert audio.device.startswith(f"wav:{path} + ")  # it plays as well
+    audio.start()
+    for t, state in tl:
+        while time.monotonic() - t0 < t:
+            time.sleep(0.002)
+        current[0] = state
+    while not audio.finished:
+        assert time.monotonic() - t0 < 15
+        time.sleep(0.01)
+    report = audio.close()
+    rec = monitor_recording.stop()
+    from beep_av.audio.wav import read_wav
+
+    data, rate = read_wav(str(path))
+    assert rate == RATE and abs(len(data) / RATE - (time.monotonic() - t0)) < 1.0
+    for x in (data, rec):
+        first, end = last_tonal_event(x)
+        assert abs(peak_hz(x[first:end, 0]) - FREQ) <= 2.0
+    assert report.underflows >= 0
+
+
+def _cli_ready() -> bool:
+    r = subprocess.run(
+        [sys.executable, "-m", "beep_av", "show", "--help"], cwd=ROOT, capture_output=True
+    )
+    return r.returncode == 0
+
+
+@pytest.mark.slow
+def test_cli_show_on_a_cgroup_stage_through_pulseaudio(pulse_server, monitor_recording, tmp_path):
+    require(_cli_ready(), "beep-av show is not there yet")
+    require(os.geteuid() == 0, "a cgroup stage needs root")
+    from tests.fx_cgroup import can_v1
+
+    ok, why = can_v1()
+    require(ok, why)
+    record = tmp_path / "R.jsonl"
+    r = beep(
+        "show",
+        "--stage",
+        "cgroup",
+        "--ram",
+        "160M",
+        "--swap",
+        "96M",
+        "--cache",
+        "32M",
+        "--rate",
+        "96M/s",
+        "--output",
+        "headless",
+        "--audio",
+        "device",
+        "--beep-freq",
+        "1234",
+        "--record",
+        str(record),
+        timeout=180,
+        env=pulse_server,
+    )
+    time.sleep(0.3)
+    rec = monitor_recording.stop()
+    assert r.returncode == 0, r.stderr
+    events = [json.loads(line) for line in record.read_text().splitlines() if line.strip()]
+    phases = {e["phase"]: e["t"] for e in events if e.get("type") == "phase"}
+    beeps = [e for e in events if e.get("type") == "beep"]
+    assert beeps and beeps[0]["freq"] == FREQ
+    assert "swapping" in phases, f"no swapping phase: {phases}"
+    after_calm = min(t for p, t in phases.items() if p != "calm")
+    calm = (phases["calm"] + 0.2, after_calm - 0.1)
+    swapping = (phases["swapping"] + 0.1, phases["oom"] - 0.05)
+    assert calm[1] - calm[0] > 0.3 and swapping[1] - swapping[0] > 0.2, phases
+    figures = check_show_sound(rec, beeps[0]["t"], calm=calm, swapping=swapping)
+    underflows = [e.get("underflows") for e in events if e.get("type") == "end"]
+    print(f"phases {phases}, underflows {underflows}, {figures}")
+    assert "underflow" in r.stdout + r.stderr  # the show reports the count
