@@ -12,6 +12,8 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 
+import numpy as np
+
 from beep_av.errors import BadInput
 from beep_av.model import PHASES, KillRecord, KmsgKill, Phase, ShowState, Snapshot
 from beep_av.recording import Recording
@@ -75,6 +77,7 @@ class ReplayDriver:
         """Every sample as a ShowState, in order (no clock involved)."""
         s = self.rec.samples
         cols = {k: v.tolist() for k, v in s.items()}  # Python numbers, not numpy scalars
+        cols["fill_rate"] = _fill_rate(s["t"], s["hog"]).tolist()
         kill = self.kill
         kill_snap: dict = {}
         if kill is not None:
@@ -134,6 +137,7 @@ class ReplayDriver:
                 t=t,
                 phase=phase,
                 intensity=cols["intensity"][i],
+                fill_rate=cols["fill_rate"][i],
                 stall=cols["stall"][i],
                 snapshot=snap,
                 entered=entered,
@@ -153,6 +157,18 @@ class ReplayDriver:
             publish(state)
         # hold until the last record (an `end` may come after the last sample)
         return _sleep_until(t0 + self.duration / self.speed, stop)
+
+
+def _fill_rate(t: np.ndarray, hog: np.ndarray, window: float = 0.5) -> np.ndarray:
+    """Hog bytes per second over the last `window` seconds (the recording does not keep
+    the story's smoothed rate; this is close enough for the HUD)."""
+    if t.size < 2:
+        return np.zeros(t.size)
+    back = np.clip(np.searchsorted(t, t - window, side="left"), 0, t.size - 1)
+    dt = t - t[back]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = np.where(dt > 0, (hog - hog[back]) / dt, 0.0)
+    return np.clip(np.nan_to_num(rate), 0.0, None)
 
 
 def _sleep_until(target: float, stop: threading.Event) -> bool:
