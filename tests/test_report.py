@@ -1,0 +1,164 @@
+"""The PNG report: the requested size, phase bands starting where the recording's phase
+times say (pixel checks on the band colours), the kill marker drawn, bad sizes and
+paths refused with one line."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pygame
+import pytest
+
+from beep_av.errors import BadInput
+from beep_av.model import Phase
+from beep_av.recording import load
+from beep_av.report import (
+    ANON_COLOUR,
+    CACHE_COLOUR,
+    KILL_COLOUR,
+    PHASE_COLOURS,
+    SWAP_COLOUR,
+    layout,
+    parse_size_arg,
+    render_report,
+)
+from tests.conftest import beep
+
+FIXTURE = Path(__file__).parent / "fixtures" / "recordings" / "rehearsal-192M-128M-seed1.jsonl"
+
+
+@pytest.fixture(scope="module")
+def rec():
+    return load(str(FIXTURE))
+
+
+def _pixels(path) -> np.ndarray:
+    return pygame.surfarray.array3d(pygame.image.load(str(path)))  # (w, h, 3)
+
+
+@pytest.mark.parametrize("size", [(1600, 900), (800, 600), (1920, 1080), (320, 240)])
+def test_png_of_the_requested_size(tmp_path, rec, size):
+    out = tmp_path / "r.png"
+    render_report(rec, str(out), size=size)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert pygame.image.load(str(out)).get_size() == size
+
+
+def test_png_even_when_named_otherwise(tmp_path, rec):
+    out = tmp_path / "report.jpg"
+    render_report(rec, str(out), size=(640, 360))
+    assert out.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("size", [(1600, 900), (900, 500)])
+def test_phase_bands_begin_at_the_phase_times(tmp_path, rec, size):
+    out = tmp_path / "r.png"
+    render_report(rec, str(out), size=size)
+    px = _pixels(out)
+    lay = layout(rec, size)
+    y = lay.band_top + 1  # above the band's label text
+    phases = rec.phases()
+    checked = 0
+    for k, (phase, t) in enumerate(phases):
+        x = math.ceil(lay.x_of(t))
+        colour = tuple(px[x, y])
+        assert colour == PHASE_COLOURS[phase], (phase, x, colour)
+        if k:
+            prev = phases[k - 1][0]
+            if lay.x_of(t) - lay.x_of(phases[k - 1][1]) >= 3:
+                assert tuple(px[x - 2, y]) == PHASE_COLOURS[prev], (prev, x - 2)
+                checked += 1
+    assert checked >= 3
+    # every band colour appears, in phase order from left to right
+    row = [tuple(c) for c in px[lay.left : lay.right, y]]
+    firsts = [row.index(PHASE_COLOURS[p]) for p, _ in phases]
+    assert firsts == sorted(firsts)
+
+
+def test_kill_marker_and_areas_are_drawn(tmp_path, rec):
+    out = tmp_path / "r.png"
+    render_report(rec, str(out))
+    px = _pixels(out)
+    lay = layout(rec, (1600, 900))
+    x = round(lay.x_of(rec.kill["t"]))
+    column = [tuple(c) for c in px[x, lay.top : lay.bottom]]
+    assert column.count(KILL_COLOUR) > 0.5 * (lay.bottom - lay.top)
+    # elsewhere the kill colour is only in the label and the legend
+    assert tuple(px[lay.left + 5, (lay.top + lay.bottom) // 2]) != KILL_COLOUR
+    # the areas: just above the bottom, the hog while filling; cache in calm; swap late
+    t_fill = dict(rec.phases())[Phase.EVICTING] - 0.1
+    assert tuple(px[round(lay.x_of(t_fill)), lay.bottom - 3]) == ANON_COLOUR
+    assert tuple(px[round(lay.x_of(0.5)), lay.bottom - 3]) == CACHE_COLOUR
+    t_swap = rec.kill["t"] - 0.2
+    i = int(np.searchsorted(rec.samples["t"], t_swap))
+    top = rec.samples["ram"][i] + rec.samples["swap"][i]
+    assert tuple(px[round(lay.x_of(t_swap)), round(lay.y_of(top)) + 3]) == SWAP_COLOUR
+
+
+def test_a_recording_without_phase_lines_still_gets_bands(tmp_path):
+    lines = [x for x in FIXTURE.read_text().splitlines() if '"type":"phase"' not in x]
+    src = tmp_path / "nophase.jsonl"
+    src.write_text("\n".join(lines) + "\n")
+    rec = load(str(src))
+    out = tmp_path / "r.png"
+    render_report(rec, str(out), size=(800, 450))
+    px = _pixels(out)
+    lay = layout(rec, (800, 450))
+    row = {tuple(c) for c in px[lay.left : lay.right, lay.band_top + 1]}
+    assert {PHASE_COLOURS[Phase.CALM], PHASE_COLOURS[Phase.SWAPPING]} <= row
+
+
+@pytest.mark.parametrize(
+    "text, size",
+    [("1600x900", (1600, 900)), (" 800X600 ", (800, 600)), ("320x240", (320, 240))],
+)
+def test_size_arg(text, size):
+    assert parse_size_arg(text) == size
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "0x0",
+        "-5x3",
+        "abc",
+        "",
+        "1600",
+        "1600x",
+        "x900",
+        "1e3x900",
+        "99999x99999",
+        "1600x900x3",
+        "16OOx900",
+        "100x100",
+    ],
+)
+def test_bad_size_arg(text):
+    with pytest.raises(BadInput) as e:
+        parse_size_arg(text)
+    assert "--size" in e.value.message
+
+
+@pytest.mark.parametrize("size", [(0, 0), (-5, 3), ("a", 3), None, (10**6, 900)])
+def test_bad_size_to_render(tmp_path, rec, size):
+    with pytest.raises(BadInput):
+        render_report(rec, str(tmp_path / "r.png"), size=size)
+    assert not (tmp_path / "r.png").exists()
+
+
+def test_bad_output_paths(tmp_path, rec):
+    for out in (str(tmp_path / "no" / "r.png"), str(tmp_path)):
+        with pytest.raises(BadInput) as e:
+            render_report(rec, out)
+        assert out in e.value.message
+
+
+def test_report_through_the_command_line(tmp_path):
+    out = tmp_path / "cli.png"
+    r = beep("report", str(FIXTURE), "-o", str(out), "--size", "1200x700", timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert pygame.image.load(str(out)).get_size() == (1200, 700)
+    r = beep("report", str(FIXTURE), "-o", str(out), "--size", "0x0", timeout=60)
+    assert r.returncode == 2 and "--size" in r.stderr and "Traceback" not in r.stderr
