@@ -146,7 +146,7 @@ def test_brightness_rises_from_calm_to_swapping() -> None:
     assert means[-1] > 3 * means[0]
 
 
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=25, deadline=None, derandomize=True)
 @given(
     phase=st.sampled_from([Phase.CALM, Phase.FILLING, Phase.EVICTING, Phase.SWAPPING]),
     lo=st.floats(0, 1),
@@ -266,6 +266,13 @@ def test_hostile_states_draw_without_error(phase: Phase, change: dict, caps: Cap
     for size in (SIZE, (1, 1), (7, 3)):
         frame = Scene(size, caps).render(make_state(phase, **change), Noise(1))
         assert frame.get_size() == size
+
+
+@pytest.mark.parametrize("depth", [8, 16, 24, 32])
+def test_draws_into_any_pixel_depth(depth: int) -> None:
+    surf = pygame.Surface(SIZE, depth=depth)
+    Scene(SIZE, None).draw(make_state(Phase.SWAPPING), Noise(1), surf)
+    assert pixels(surf).std() > 20
 
 
 def test_resize_and_draw_into_other_sizes(caps: Captions) -> None:

@@ -158,6 +158,7 @@ class Scene:
         self._fonts: dict[int, pygame.font.Font] = {}
         self._texts: dict[tuple[str, int, RGB], pygame.Surface] = {}
         self._wraps: dict[tuple[str, int, int], list[str]] = {}
+        self._wide: pygame.Surface | None = None  # full-size 32-bit staging for other depths
 
     def render(self, state: ShowState, noise: Noise) -> pygame.Surface:
         """A new off-screen surface of `size` holding the frame of `state`."""
@@ -259,7 +260,15 @@ class Scene:
             rows[...] = np.take(lut, noise.u8(n).reshape(rows.shape[0], lw))
         if state.phase is Phase.SWAPPING:
             self._tear(state, noise, arr)
-        pygame.transform.scale(low, self.size, surface)
+        if surface.get_bytesize() == 4:
+            pygame.transform.scale(low, self.size, surface)
+        else:
+            # scale only writes into a 32-bit target; other depths (16-bit consoles,
+            # 24-bit windows) take one extra converting blit
+            if self._wide is None or self._wide.get_size() != self.size:
+                self._wide = pygame.Surface(self.size, depth=32)
+            pygame.transform.scale(low, self.size, self._wide)
+            surface.blit(self._wide, (0, 0))
 
     def _tear(self, state: ShowState, noise: Noise, arr: np.ndarray) -> None:
         """Tear horizontal bands: each is one scanline smeared sideways and displaced,
