@@ -333,10 +333,8 @@ def surface_pixels(surface: Any) -> np.ndarray:
 
 
 def _default_painter(size: tuple[int, int], lang: str) -> Painter:
-    try:
-        from beep_av.video.captions import load_captions
-        from beep_av.video.scene import Scene
-    except ImportError as e:  # the scene is another part of the package
-        raise CannotStage(f"framebuffer: the scene is not available ({e})") from None
-    captions = load_captions(lang) if lang != "off" else {}
-    return Scene(size, captions, lang)
+    from beep_av.video.captions import Captions
+    from beep_av.video.scene import Scene
+
+    # every language is loaded: the presenter cycles captions en -> fr -> off live
+    return Scene(size, Captions.load(), lang if lang != "off" else "en")

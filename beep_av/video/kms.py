@@ -1,0 +1,62 @@
+"""`--output kms`: the window output on SDL's kmsdrm driver, fullscreen, for a bare
+console with DRM (no X, no Wayland). pygame-ce bundles SDL with kmsdrm (FIELD-NOTES)."""
+
+from __future__ import annotations
+
+import glob
+import os
+from typing import Any
+
+from beep_av.errors import CannotStage
+from beep_av.model import ShowState
+
+FIX = (
+    "run on a text console of a machine with a DRM GPU driver (/dev/dri/card*) and join "
+    "the `video` group; or use --output framebuffer, terminal or window"
+)
+
+
+def dri_cards(dri: str = "/dev/dri") -> list[str]:
+    """The DRM card nodes under `dri` (e.g. ['/dev/dri/card0'])."""
+    return sorted(glob.glob(os.path.join(dri, "card[0-9]*")))
+
+
+def check_kms(dri: str = "/dev/dri") -> str:
+    """The card to use; CannotStage with the fix when there is none or no permission."""
+    cards = dri_cards(dri)
+    if not cards:
+        raise CannotStage(f"kms: no {dri}/card* on this machine (no DRM driver); {FIX}")
+    usable = [c for c in cards if os.access(c, os.R_OK | os.W_OK)]
+    if not usable:
+        raise CannotStage(f"kms: no permission to open {cards[0]}; {FIX}")
+    return usable[0]
+
+
+class KmsOutput:
+    """WindowOutput(fullscreen=True, driver="kmsdrm") behind a DRM check."""
+
+    def __init__(self, dri: str = "/dev/dri", **window_args: Any) -> None:
+        self.dri = dri
+        self.window_args = window_args
+        self.fps = float(window_args.get("fps", 30.0))
+        self._window: Any = None
+
+    def check(self) -> None:
+        """Raise CannotStage (with the fix) unless a usable DRM card exists."""
+        check_kms(self.dri)
+
+    def open(self) -> None:
+        self.check()
+        from beep_av.video.window import WindowOutput
+
+        self._window = WindowOutput(fullscreen=True, driver="kmsdrm", **self.window_args)
+        self._window.open()
+        self.fps = self._window.fps
+
+    def frame(self, state: ShowState) -> list[str]:
+        return self._window.frame(state) if self._window is not None else []
+
+    def close(self) -> None:
+        window, self._window = self._window, None
+        if window is not None:
+            window.close()
