@@ -181,8 +181,10 @@ def load_config(path: str) -> dict[str, Any]:
 
 
 def load_preset(name: str) -> dict[str, Any]:
+    """A preset's checked settings fields, from assets/presets/NAME.toml."""
     path = ASSETS / "presets" / f"{name}.toml"
-    if not path.is_file():
+    # a name, never a path: "../x" must not reach outside the presets folder
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name or "") or not path.is_file():
         known = sorted(p.stem for p in (ASSETS / "presets").glob("*.toml"))
         raise BadInput(f"--preset: unknown preset {name!r} (known: {', '.join(known) or 'none'})")
     return load_config(str(path))
