@@ -164,7 +164,7 @@ def test_eof_on_stdin_ends_the_hog(spawn):
 
 @pytest.mark.real
 def test_sigterm_ends_the_hog_promptly(spawn):
-    h, _ = spawn(rate=0)
+    h, _ = spawn(rate=64 * MiB)  # flat out it would meet the limit (and the OOM killer) first
     h.start()
     time.sleep(0.2)
     h._proc.terminate()
