@@ -314,3 +314,21 @@ def test_v1_stage_with_swapfile_swaps_before_the_kill(state_dir):
         assert not os.path.exists(swapfile) and not os.path.exists(os.path.dirname(swapfile))
         assert swapfile not in Path("/proc/swaps").read_text()
     assert not list(state_dir.glob("*.json"))
+
+
+@pytest.mark.real
+def test_v1_stage_source_is_a_sampler_over_its_files(state_dir):
+    ok, why = can_v1()
+    require(ok, why)
+    stage = CgroupStage(
+        ram=64 * MiB, swap="off", cache=8 * MiB, rate=8 * MiB, state_dir=str(state_dir)
+    )
+    try:
+        stage.prepare(lambda s: None)
+        src = stage.source()
+        snap = src.read(0.0)
+        assert snap.ram_limit == 64 * MiB and snap.hog_pid == stage.hog.pid
+        assert snap.cache_bytes >= 7 * MiB
+        src.close()
+    finally:
+        stage.teardown()

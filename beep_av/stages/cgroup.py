@@ -396,7 +396,7 @@ class CgroupStage:
         """The sampler over this stage's files and hog."""
         from beep_av.sampler import Sampler  # written in parallel; imported when used
 
-        return Sampler(self.files(), self.hog)
+        return Sampler(self.files(), self.hog, ram_limit=self.ram_limit, swap_limit=self.swap_limit)
 
     def start(self) -> None:
         if self.hog:
