@@ -151,6 +151,8 @@ class Synth:
         self._iota = np.arange(n, dtype=np.int64)
         self._idx = np.empty(n, dtype=np.int64)
         self._ramp = np.empty(n, dtype=np.float32)
+        self._unit = np.empty(n, dtype=np.float32)  # k/n for the last block size
+        self._unit_n = 0
         self._f64 = np.empty(n, dtype=np.float64)
         self._e64 = np.empty(n, dtype=np.float64)
         self._iota64 = np.arange(n, dtype=np.float64)
@@ -200,9 +202,11 @@ class Synth:
         b = 1.0 - a
         np.multiply(x, np.float32(a), out=y)
         y[0] += np.float32(b) * self._z
-        # log-step scan: after the step of size s, y[k] sums the last 2s inputs
+        # log-step scan: after the step of size s, y[k] sums the last 2s inputs; once
+        # b**s is below float32 resolution the older inputs no longer count (bright
+        # cutoffs need 4-5 steps, not 9)
         s, bs = 1, b
-        while s < n:
+        while s < n and bs > 1e-8:
             # through a second buffer: an in-place overlapping add would copy
             np.multiply(y[: n - s], np.float32(bs), out=t[: n - s])
             y[s:n] += t[: n - s]
@@ -225,23 +229,25 @@ class Synth:
             k = (h - self._frame % h) % h  # frames still holding the last block's value
             if k:
                 t[: min(k, n)] = self._held
-            y[:] = t
+            y, t = t, y  # the held signal is in t now: swap roles rather than copy
         self._held[:] = y[n - 1]
         self._frame += n
-        # grain, bit-depth crush
+        # grain, bit-depth crush; the final scale folds into the gain ramp below
         if p.bits < 16:
             q = float(2 ** (max(2, p.bits) - 1))
             np.multiply(y, np.float32(norm * q), out=y)
             np.rint(y, out=y)
-            np.multiply(y, np.float32(1.0 / q), out=y)
+            scale = 1.0 / q
         else:
-            np.multiply(y, np.float32(norm), out=y)
+            scale = norm
         # loudness: a linear ramp from the last block's gain to this one's
+        if n != self._unit_n:
+            np.multiply(self._iota64[:n], 1.0 / n, out=self._f64[:n])
+            self._unit[:n] = self._f64[:n]
+            self._unit_n = n
         ramp = self._ramp[:n]
-        np.multiply(self._iota64[:n], 1.0 / n, out=self._f64[:n])
-        np.multiply(self._f64[:n], p.gain - self._gain, out=self._f64[:n])
-        np.add(self._f64[:n], self._gain, out=self._f64[:n])
-        ramp[:] = self._f64[:n]
+        np.multiply(self._unit[:n], np.float32(scale * (p.gain - self._gain)), out=ramp)
+        ramp += np.float32(scale * self._gain)
         np.multiply(y, ramp[:, None], out=out)
         self._gain = p.gain
         # stutter: 21 ms segments that play, drop out, or chop, as often as PSI stalls
