@@ -142,7 +142,6 @@ def run_live(settings: Settings, keys: str | None = None, say: Say = print) -> i
         conductor.t0 = t0
         output.frame(conductor.state)
         stage.prepare(say)
-        say(f"stage: {stage.describe()}")
         from beep_av.story import StoryConfig
 
         conductor.story_cfg = StoryConfig(
@@ -155,7 +154,12 @@ def run_live(settings: Settings, keys: str | None = None, say: Say = print) -> i
         conductor.publish(
             ShowState(
                 stage=stage.kind,
-                snapshot=Snapshot(t=0.0, ram_limit=stage.ram_limit, swap_limit=stage.swap_limit),
+                snapshot=Snapshot(
+                    t=conductor.now(),
+                    ram_limit=stage.ram_limit,
+                    swap_limit=stage.swap_limit,
+                    cache_bytes=stage.cache_bytes,
+                ),
             )
         )
         audio = _open_audio(settings, conductor.get_state, t0, say)
@@ -229,12 +233,13 @@ def _auto_stage(settings: Settings, say: Say) -> Settings:
     """auto: the cgroup stage where this machine can make one, else a rehearsal."""
     from dataclasses import replace
 
-    try:
-        from beep_av.stages.cgroup import can_stage
+    from beep_av.stages.cgroup import pick_route
 
-        ok, why = can_stage()
-    except ImportError:
-        ok, why = False, "the cgroup stage is not available"
+    try:
+        pick_route("/sys/fs/cgroup", "/proc")
+        ok, why = True, ""
+    except CannotStage as e:
+        ok, why = False, e.message
     if ok:
         return replace(settings, stage="cgroup")
     say(f"note: {why}; rehearsing instead (nothing is allocated)")

@@ -18,12 +18,15 @@ def _line(say: Say, ok: bool | None, what: str, detail: str) -> None:
 
 
 def check_cgroup() -> tuple[bool, str]:
-    try:
-        from beep_av.stages.cgroup import can_stage
+    from beep_av.errors import CannotStage
+    from beep_av.stages.cgroup import pick_route
 
-        return can_stage()
-    except ImportError as e:
-        return False, f"cgroup stage unavailable ({e})"
+    try:
+        route = pick_route("/sys/fs/cgroup", "/proc")
+    except CannotStage as e:
+        return False, e.message
+    where = f" under {route.parent}" if getattr(route, "parent", None) else ""
+    return True, f"cgroup {route.kind}{where} is writable: the real show can be staged"
 
 
 def check_swap() -> tuple[bool | None, str]:

@@ -157,6 +157,11 @@ class Conductor:
                     self.stage.start()
                     self.started = True
                 snap = src.read(t)
+                if snap.hog_exit not in (None, -9, 137) and not self.released:
+                    raise CannotStage(
+                        f"the hog ended on its own (exit {snap.hog_exit}) before the kernel "
+                        "killed it; run `beep-av doctor`"
+                    )
                 state = advance(self.story_cfg, state, snap)
                 self.publish(state)
                 if state.phase is Phase.FINALE or self.released:
@@ -346,7 +351,11 @@ def finish(
         t = conductor.now() if conductor is not None else 0.0
         step("recording", lambda: recorder.end(t, reason, **fields))
         step("recording", recorder.close)
-    if report is not None and getattr(report, "underflows", None) is not None:
+    if (
+        report is not None
+        and getattr(report, "underflows", None) is not None
+        and getattr(report, "device", "off") != "off"
+    ):
         say(f"audio: {report.underflows} underflow(s) on {getattr(report, 'device', 'the device')}")
     for e in errors:
         say(f"warning: cleanup {e}")

@@ -34,6 +34,8 @@ class HeadlessOutput:
         self.stream.flush()
 
     def frame(self, state: ShowState) -> list[str]:
+        if state.snapshot.ram_limit <= 0 and state.phase is Phase.CALM:
+            return []  # the stage is still being prepared: nothing to say yet
         self._cache_peak = max(self._cache_peak, state.snapshot.cache_bytes)
         skipped = dict(state.skipped)
         for phase, t in state.entered:
