@@ -332,3 +332,33 @@ def test_wav_only_show_writes_the_show_in_real_time(tmp_path, monkeypatch):
     spec = np.abs(np.fft.rfft(last_tone * np.hanning(len(last_tone)), 1 << 20))
     assert np.argmax(spec) * RATE / (1 << 20) == pytest.approx(1234.0, abs=2.0)
     assert report.beep_t is not None and report.beep_t >= pub
+
+
+class BrokenStream(FakeStream):
+    def start(self):
+        raise RuntimeError("Error opening OutputStream: Device unavailable [PaErrorCode -9985]")
+
+
+def _broken_sd(monkeypatch):
+    monkeypatch.setattr(out_mod, "_import_sounddevice", lambda: (FakeSD(("pulse",)), ""))
+    monkeypatch.setattr(out_mod, "_stream_factory", lambda *a: BrokenStream)
+
+
+def test_auto_falls_back_to_silence_when_the_device_will_not_open(monkeypatch):
+    _broken_sd(monkeypatch)
+    said = []
+    audio = open_audio("auto", ShowState, time.monotonic(), BeepSpec(), say=said.append)
+    audio.start()
+    report = audio.close()
+    assert said == [
+        "audio: silent — cannot open pulse (Error opening OutputStream: Device unavailable [PaErrorCode -9985])"
+    ]
+    assert "could not open pulse" in report.note
+
+
+def test_a_named_device_that_will_not_open_cannot_stage(monkeypatch):
+    _broken_sd(monkeypatch)
+    audio = open_audio("device:pulse", ShowState, time.monotonic(), BeepSpec())
+    with pytest.raises(CannotStage, match="cannot open pulse"):
+        audio.start()
+    audio.close()

@@ -63,6 +63,8 @@ class AudioOut:
         wav_path: str | None = None,
         blocksize: int = BLOCK,
         notes: tuple[str, ...] = (),
+        required: bool = False,
+        say: Say = print,
     ) -> None:
         self.synth = synth
         self.noise = noise
@@ -72,6 +74,8 @@ class AudioOut:
         self.errors = 0
         self.wav_dropped = 0
         self._notes = list(notes)
+        self._required = required  # a device the user named: failing to open is fatal
+        self._say = say
         self._get_state = get_state
         self._t0 = t0
         self._last_state = ShowState()
@@ -196,10 +200,24 @@ class AudioOut:
             self._writer = threading.Thread(target=self._run_writer, name="beep-wav", daemon=True)
             self._writer.start()
         if self._stream_factory is not None:
-            self._stream = self._stream_factory(self.callback)
-            self._latency = float(getattr(self._stream, "latency", 0.0) or 0.0)
-            self._stream.start()
-        else:
+            try:
+                self._stream = self._stream_factory(self.callback)
+                self._latency = float(getattr(self._stream, "latency", 0.0) or 0.0)
+                self._stream.start()
+            except Exception as e:  # sounddevice.PortAudioError and friends
+                if self._stream is not None:
+                    self._stream.close()
+                self._stream = None
+                why = str(e).splitlines()[0] if str(e) else type(e).__name__
+                if self._required:
+                    self._stop.set()
+                    raise CannotStage(
+                        f"--audio: cannot open {self.device} ({why}); {FIX}"
+                    ) from None
+                self._say(f"audio: silent — cannot open {self.device} ({why})")
+                self._notes.append(f"could not open {self.device}: {why}")
+                self._stream_factory = None
+        if self._stream_factory is None:
             self._clock = threading.Thread(target=self._run_clock, name="beep-clock", daemon=True)
             self._clock.start()
 
@@ -335,7 +353,11 @@ def open_audio(
     raw = raw or look == "raw"
 
     def build(
-        device: str, factory: Any = None, wav: str | None = None, notes: tuple = ()
+        device: str,
+        factory: Any = None,
+        wav: str | None = None,
+        notes: tuple = (),
+        required: bool = False,
     ) -> AudioOut:
         return AudioOut(
             Synth(rate, beep, max_block=max(blocksize, 4096)),
@@ -347,6 +369,8 @@ def open_audio(
             wav_path=wav,
             blocksize=blocksize,
             notes=notes,
+            required=required,
+            say=say,
         )
 
     if spec == "off":
@@ -387,6 +411,6 @@ def open_audio(
             what = "no output device" if which is None else f"no output device {which!r}"
             raise CannotStage(f"--audio {spec}: {what}{listing}; {FIX}")
         index, name = found
-        return build(name, _stream_factory(sd, index, rate, blocksize))
+        return build(name, _stream_factory(sd, index, rate, blocksize), required=True)
 
     raise BadInput(f"--audio: unknown output {spec!r} (use auto, device[:NAME], wav:PATH or off)")
