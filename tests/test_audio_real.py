@@ -175,7 +175,10 @@ def test_cli_show_on_a_cgroup_stage_through_pulseaudio(pulse_server, monitor_rec
     phases = {e["phase"]: e["t"] for e in events if e.get("type") == "phase"}
     beeps = [e for e in events if e.get("type") == "beep"]
     assert beeps and beeps[0]["freq"] == FREQ
-    assert "swapping" in phases, f"no swapping phase: {phases}"
+    skips = [e for e in events if e.get("type") == "skip"]
+    # a show on a 96M swap stage that never swaps is the story's or the stage's defect,
+    # not the sound's; say everything that helps find it
+    assert "swapping" in phases, f"no swapping phase: {phases}, skips {skips}, stdout {r.stdout}"
     after_calm = min(t for p, t in phases.items() if p != "calm")
     calm = (phases["calm"] + 0.2, after_calm - 0.1)
     swapping = (phases["swapping"] + 0.1, phases["oom"] - 0.05)
