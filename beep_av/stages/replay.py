@@ -18,9 +18,9 @@ from beep_av.errors import BadInput
 from beep_av.model import PHASES, KillRecord, KmsgKill, Phase, ShowState, Snapshot
 from beep_av.recording import Recording
 
-# Sleep in the kernel until this close to the target, then spin: time.sleep overshoots
-# by ~0.06-0.1 ms on these machines, so spinning is a safety net, not the plan.
-SPIN_S = 0.001
+# No spinning: measured on this 2-core machine under load, Event.wait overshoots by
+# ~0.1 ms (max ~0.5 ms), while a 1 ms spin got preempted and came out up to 3 ms late
+# (benchmarks/bench_report.py).
 
 
 def kill_record(e: dict) -> KillRecord:
@@ -174,12 +174,9 @@ def _fill_rate(t: np.ndarray, hog: np.ndarray, window: float = 0.5) -> np.ndarra
 def _sleep_until(target: float, stop: threading.Event) -> bool:
     """Sleep until time.monotonic() >= target; False as soon as `stop` is set."""
     while True:
-        left = target - time.monotonic()
         if stop.is_set():
             return False
+        left = target - time.monotonic()
         if left <= 0:
             return True
-        if left > SPIN_S:
-            # Event.wait wakes at once on stop.set(); it overshoots ~0.1 ms at most here
-            stop.wait(left - SPIN_S)
-        # else: spin the last millisecond (the loop re-reads the clock)
+        stop.wait(left)  # wakes at once on stop.set()
