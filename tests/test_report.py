@@ -90,7 +90,9 @@ def test_kill_marker_and_areas_are_drawn(tmp_path, rec):
     # the areas: just above the bottom, the hog while filling; cache in calm; swap late
     t_fill = dict(rec.phases())[Phase.EVICTING] - 0.1
     assert tuple(px[round(lay.x_of(t_fill)), lay.bottom - 3]) == ANON_COLOUR
-    assert tuple(px[round(lay.x_of(0.5)), lay.bottom - 3]) == CACHE_COLOUR
+    i = int(np.searchsorted(rec.samples["t"], 0.5))
+    mid_cache = rec.samples["ram"][i] + rec.samples["cache"][i] / 2
+    assert tuple(px[round(lay.x_of(0.5)), round(lay.y_of(mid_cache))]) == CACHE_COLOUR
     t_swap = rec.kill["t"] - 0.2
     i = int(np.searchsorted(rec.samples["t"], t_swap))
     top = rec.samples["ram"][i] + rec.samples["swap"][i]
