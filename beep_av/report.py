@@ -175,7 +175,11 @@ def _stall_share(t: np.ndarray, psi_us: np.ndarray) -> np.ndarray:
         d = np.diff(psi_us.astype(np.float64)) / 1e6
         with np.errstate(divide="ignore", invalid="ignore"):
             s = np.where(dt > 0, d / dt, 0.0)
-        share[1:] = np.clip(np.nan_to_num(s), 0.0, 1.0)  # counter resets: 0, not negative
+        s = np.nan_to_num(s)
+        # a share above 1 is impossible (stall time <= wall time): the counter was first
+        # read then (it starts at 0 in the first sample), or it was reset; so is one below 0
+        s[(s > 1.5) | (s < 0)] = 0.0
+        share[1:] = np.clip(s, 0.0, 1.0)
     return share
 
 
@@ -279,13 +283,19 @@ def draw(rec: Recording, size: tuple[int, int] = (1600, 900)):
     for lim, colour in ((c_totlim, TOTAL_LIMIT_COLOUR), (c_ramlim, RAM_LIMIT_COLOUR)):
         _polyline(surf, lay, lim, lambda b: lay.y_of(b), colour, dashed=True)
 
-    # stall share: min..max per column, as a thin band
+    # stall share: min..max per column, joined to the neighbour so bursts read as a trace
+    prev_hi = prev_lo = math.nan
     for x in range(pw):
         hi, lo = c_stall[x], c_stall_min[x]
         if math.isnan(hi):
+            prev_hi = prev_lo = math.nan
             continue
-        y0, y1 = round(lay.y_of_share(hi)) - 1, round(lay.y_of_share(lo))  # 2 px at least
+        top, low = hi, lo
+        if not math.isnan(prev_hi):
+            top, low = max(hi, prev_lo), min(lo, prev_hi)
+        y0, y1 = round(lay.y_of_share(top)) - 1, round(lay.y_of_share(low))  # 2 px at least
         pygame.draw.line(surf, STALL_COLOUR, (lay.left + x, y0), (lay.left + x, y1))
+        prev_hi, prev_lo = hi, lo
 
     _draw_bands(surf, lay, rec, small)
     _draw_kill(surf, lay, rec, font)

@@ -225,3 +225,18 @@ def test_stage_protocol_and_wait_wakes_for_the_kill():
 def test_seed_none_picks_one():
     a = RehearsalStage(32 * MiB, 0, 0, MiB, None, 0.0)
     assert isinstance(a.seed, int)
+
+
+def test_the_real_example_show_passes_the_same_checks():
+    """assets/example-show.jsonl is a real cgroup show of this machine: the rehearsal
+    is held to the checks it passes, and it is close to it in time."""
+    real = Path(__file__).resolve().parent.parent / "assets" / "example-show.jsonl"
+    check_recording(str(real))
+    rec = load(str(real))
+    h = rec.header
+    model = RehearsalModel(h["ram_limit"], h["swap_limit"], h["cache_bytes"], h["rate"], seed=1)
+    model_states = list(offline_states(model, calm=dict(rec.phases())[Phase.FILLING]))
+    modelled = dict(model_states[-1].entered)
+    for phase, t in rec.phases():
+        if phase is not Phase.CALM:
+            assert modelled[phase] == pytest.approx(t, abs=0.5), phase

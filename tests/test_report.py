@@ -164,3 +164,13 @@ def test_report_through_the_command_line(tmp_path):
     assert pygame.image.load(str(out)).get_size() == (1200, 700)
     r = beep("report", str(FIXTURE), "-o", str(out), "--size", "0x0", timeout=60)
     assert r.returncode == 2 and "--size" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_stall_share_from_counter_deltas():
+    from beep_av.report import _stall_share
+
+    t = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.4, 0.5])
+    psi = np.array([0, 5_000_000, 5_050_000, 5_050_000, 4_000_000, 4_000_000, 4_100_000])
+    share = _stall_share(t, psi)
+    # first read of a running counter, 50%, nothing, a reset, no time, 100%
+    assert share.tolist() == pytest.approx([0, 0, 0.5, 0, 0, 0, 1.0])
