@@ -13,6 +13,7 @@ from beep_av.errors import BadInput
 from beep_av.model import MiB, Phase
 from beep_av.recording import Recorder, load
 from beep_av.stages.rehearsal import RehearsalModel, RehearsalStage, offline_states
+from tests.conftest import beep
 
 FIXTURE = Path(__file__).parent / "fixtures" / "recordings" / "rehearsal-192M-128M-seed1.jsonl"
 FIXTURE_ARGS = dict(ram=192 * MiB, swap=128 * MiB, cache=48 * MiB, rate=96 * MiB, seed=1)
@@ -240,3 +241,37 @@ def test_the_real_example_show_passes_the_same_checks():
     for phase, t in rec.phases():
         if phase is not Phase.CALM:
             assert modelled[phase] == pytest.approx(t, abs=0.5), phase
+
+
+def test_rehearse_through_the_command_line(tmp_path):
+    """The live path: conductor, engine thread, wait() waking for the evidence."""
+    cfg = tmp_path / "quick.toml"
+    cfg.write_text("calm = 0.5\n")
+    out = tmp_path / "reh.jsonl"
+    r = beep(
+        "rehearse",
+        "--ram",
+        "96M",
+        "--swap",
+        "64M",
+        "--cache",
+        "24M",
+        "--rate",
+        "256M/s",
+        "--output",
+        "headless",
+        "--audio",
+        "off",
+        "--seed",
+        "1",
+        "--config",
+        str(cfg),
+        "--record",
+        str(out),
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    check_recording(str(out))
+    kill = load(str(out)).kill
+    assert kill["detected_by"] == ["exit", "oom_kill", "kmsg"]
+    assert kill["latency_ms"] < 15  # wait() woke for the counter, not the 20 ms waitpid

@@ -237,7 +237,7 @@ class RehearsalModel:
                 times.append(ts)
         plan = self.kill_plan(math.inf)
         if plan is not None:
-            times += [plan.t, plan.oom_kill_t, plan.kmsg_t, plan.exit_t]
+            times += [plan.oom_kill_t, plan.kmsg_t, plan.exit_t]  # what a read can see
         later = [x for x in times if x > t and math.isfinite(x)]
         return min(later) if later else None
 
@@ -311,15 +311,20 @@ class RehearsalSource:
     def __init__(self, model: RehearsalModel, t0: float) -> None:
         self.model = model
         self.t0 = t0
+        self._last_read = -math.inf
 
     def read(self, t: float) -> Snapshot:
+        self._last_read = t
         return self.model.read(t)
 
     def wait(self, timeout: float) -> None:
         now = time.monotonic() - self.t0
-        nxt = self.model.next_event(now)
+        # an event since the last read is pending: like a readable eventfd, return now
+        nxt = self.model.next_event(self._last_read)
+        if nxt is not None and nxt <= now:
+            return
         if nxt is not None and nxt < now + timeout:
-            timeout = max(0.0, nxt - now) + 0.0002  # land just after the event
+            timeout = nxt - now + 0.0002  # land just after the event
         if timeout > 0:
             time.sleep(timeout)
 
