@@ -279,7 +279,5 @@ def test_fixture_copy_survives_a_crash_cut(tmp_path):
 
 def test_example_show_in_assets_loads():
     example = Path(__file__).resolve().parent.parent / "assets" / "example-show.jsonl"
-    if not example.exists():
-        pytest.skip("assets/example-show.jsonl not recorded yet")
     rec = load(str(example))
     assert rec.kill is not None and [p for p, _ in rec.phases()][-1] is Phase.FINALE
