@@ -81,7 +81,17 @@ def _make_stage(settings: Settings, plan: Plan, t0: float, say: Say):
             ram=plan.ram, swap=swap, cache=plan.cache, rate=plan.rate, seed=settings.seed, t0=t0
         )
     if kind == "host":
-        raise CannotStage("--stage host is not available yet; use --stage cgroup (the default)")
+        from beep_av.stages.host import HostStage
+
+        # the domain is what it is: --ram and --swap do not apply; auto cache and rate
+        # follow the domain's size
+        stage = HostStage(
+            cache=None if settings.cache == "auto" else plan.cache,
+            rate=None if settings.rate == "auto" else plan.rate,
+            seed=settings.seed,
+        )
+        stage.confirm(say, yes=bool(settings.yes))  # BadInput before anything is allocated
+        return stage
     from beep_av.stages.cgroup import CgroupStage
 
     swap = "auto" if plan.swap is None else plan.swap

@@ -1,0 +1,383 @@
+"""The host stage: no sandbox. The hog fills the memory domain beep-av itself lives in,
+exactly like the original TTY demo.
+
+The domain is the tightest memory limit of beep-av's own cgroup and its ancestors (a
+container, a pod, a systemd slice; v1 `memory.limit_in_bytes` + `memory.memsw.*`, v2
+`memory.max` + `memory.swap.max`), otherwise the whole machine (MemTotal, SwapTotal).
+Nothing is created: no cgroup, no swapfile (the domain's swap is what it is). The hog
+runs with oom_score_adj 1000 so the kernel's choice falls on it; the show tries to lower
+its own score and says so when it cannot. Because it fills a real domain, the stage
+states the domain and its size and needs `--yes` or an interactive yes first.
+
+/proc and the cgroup root are constructor parameters so tests run on fake trees."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from beep_av.config import format_mib
+from beep_av.errors import BadInput, CannotStage
+from beep_av.procfs import ParseError, parse_limit, parse_meminfo
+from beep_av.stages.base import Say, Source, StageFiles
+from beep_av.stages.cgroup import parse_proc_cgroup
+from beep_av.stages.swap import SWAP_DIR
+
+MiB = 1 << 20
+UNLIMITED = 1 << 62  # v1 reports "no limit" as PAGE_COUNTER_MAX pages (~2^63 bytes)
+MIN_RAM = 64 * MiB  # a smaller domain is all interpreter: the show itself would not fit
+AUTO_CACHE_MAX = 256 * MiB  # auto cache: a quarter of the domain, at most this
+STORY_SECONDS = 50.0  # auto rate: RAM + swap in about this long (as plan.py)
+MIN_AUTO_RATE = 8 * MiB
+SHOW_OOM_SCORE_ADJ = -500  # what the show asks for itself (earlyoom asks -100)
+
+# ---------------------------------------------------------------- the domain
+
+
+@dataclass(frozen=True)
+class Domain:
+    """The memory domain the hog will fill. Bytes."""
+
+    version: int  # 1 or 2: a cgroup limit; 0: the whole machine
+    cgroup_dir: str | None  # the limiting cgroup's directory (version 1 or 2)
+    cgroup_path: str | None  # its path inside the hierarchy, e.g. "/kubepods/pod1"
+    ram_limit: int
+    swap_limit: int
+
+    def describe(self) -> str:
+        """'cgroup /x/y (256 MiB + 128 MiB swap)' or 'the whole machine (24576 MiB, no swap)'."""
+        swap = f" + {format_mib(self.swap_limit)} swap" if self.swap_limit else ", no swap"
+        where = f"cgroup {self.cgroup_path}" if self.version else "the whole machine"
+        return f"{where} ({format_mib(self.ram_limit)}{swap})"
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except OSError:
+        return None
+
+
+def _limit(path: Path) -> int | None:
+    """A limit file in bytes; None when absent, unreadable or unlimited."""
+    text = _read(path)
+    if text is None:
+        return None
+    try:
+        value = parse_limit(text)  # "max" -> None
+    except ParseError:
+        return None
+    return value if value is not None and value < UNLIMITED else None
+
+
+def _ancestors(mount: Path, rel: str) -> list[tuple[Path, str]]:
+    """(dir, hierarchy path) from our own cgroup up to, not including, the root."""
+    parts = [p for p in rel.split("/") if p]
+    out = []
+    while parts:
+        out.append((mount.joinpath(*parts), "/" + "/".join(parts)))
+        parts.pop()
+    return out
+
+
+def _v1_mount(root: Path) -> Path | None:
+    mem = root / "memory"
+    if mem.is_dir():
+        return mem
+    try:
+        return next((d for d in root.iterdir() if "memory" in d.name.split(",")), None)
+    except OSError:
+        return None
+
+
+def _v2_mount(root: Path) -> Path | None:
+    if (root / "cgroup.controllers").exists():
+        return root
+    uni = root / "unified"
+    return uni if (uni / "cgroup.controllers").exists() else None
+
+
+def find_domain(proc_root: str = "/proc", cgroup_root: str = "/sys/fs/cgroup") -> Domain:
+    """The memory domain of this process: the tightest cgroup memory limit of our own
+    cgroup and its ancestors (v1 memory controller first, then v2), else the machine.
+    A limit at or above MemTotal is the machine. Swap is capped by the host's SwapTotal."""
+    mi_text = _read(Path(proc_root, "meminfo"))
+    try:
+        mi = parse_meminfo(mi_text or "")
+    except ParseError:
+        raise CannotStage(f"cannot read {proc_root}/meminfo: is /proc mounted?") from None
+    host_ram, host_swap = mi.MemTotal_bytes, mi.SwapTotal_bytes
+    v1_rel, v2_rel = parse_proc_cgroup(_read(Path(proc_root, "self", "cgroup")) or "")
+    root = Path(cgroup_root)
+    candidates: list[tuple[int, Path | None, str]] = []
+    if v1_rel is not None:
+        candidates.append((1, _v1_mount(root), v1_rel))
+    if v2_rel is not None:
+        candidates.append((2, _v2_mount(root), v2_rel))
+    for version, mount, rel in candidates:
+        if mount is None:
+            continue
+        ram_name = "memory.limit_in_bytes" if version == 1 else "memory.max"
+        best: tuple[int, Path, str] | None = None
+        swap_caps: list[int] = []
+        for d, path in _ancestors(mount, rel):
+            ram = _limit(d / ram_name)
+            if ram is not None and (best is None or ram < best[0]):
+                best = (ram, d, path)
+            if version == 1:
+                memsw = _limit(d / "memory.memsw.limit_in_bytes")
+                if memsw is not None:
+                    swap_caps.append(memsw)  # RAM + swap together, subtracted below
+            else:
+                swap = _limit(d / "memory.swap.max")
+                if swap is not None:
+                    swap_caps.append(swap)
+        if best is None or best[0] >= host_ram:
+            continue
+        ram, d, path = best
+        if version == 1:
+            swap = min((max(0, m - ram) for m in swap_caps), default=host_swap)
+        else:
+            swap = min(swap_caps, default=host_swap)
+        return Domain(version, str(d), path, ram, min(swap, host_swap))
+    return Domain(0, None, None, host_ram, host_swap)
+
+
+def domain_files(domain: Domain, proc_root: str = "/proc") -> StageFiles:
+    """Where the sampler reads the domain: the limiting cgroup's files, or the host's."""
+    j = os.path.join
+    psi = j(proc_root, "pressure", "memory")
+    meminfo, vmstat = j(proc_root, "meminfo"), j(proc_root, "vmstat")
+    d = domain.cgroup_dir
+    if domain.version == 1 and d:
+        return StageFiles(
+            cgroup_version=1,
+            cgroup_dir=d,
+            memory_stat=j(d, "memory.stat"),
+            usage=j(d, "memory.usage_in_bytes"),
+            memsw_usage=j(d, "memory.memsw.usage_in_bytes"),
+            swap_current=None,
+            oom_events=j(d, "memory.oom_control"),
+            event_control=j(d, "cgroup.event_control"),
+            psi=psi,
+            meminfo=meminfo,
+            vmstat=vmstat,
+        )
+    if domain.version == 2 and d:
+        return StageFiles(
+            cgroup_version=2,
+            cgroup_dir=d,
+            memory_stat=j(d, "memory.stat"),
+            usage=j(d, "memory.current"),
+            memsw_usage=None,
+            swap_current=j(d, "memory.swap.current"),
+            oom_events=j(d, "memory.events"),
+            event_control=None,
+            psi=j(d, "memory.pressure"),
+            meminfo=meminfo,
+            vmstat=vmstat,
+        )
+    return StageFiles(
+        cgroup_version=0,
+        cgroup_dir=None,
+        memory_stat=None,
+        usage=None,
+        memsw_usage=None,
+        swap_current=None,
+        oom_events=None,
+        event_control=None,
+        psi=psi,
+        meminfo=meminfo,
+        vmstat=vmstat,
+    )
+
+
+# ---------------------------------------------------------------- protecting the show
+
+
+def lower_oom_score_adj(value: int = SHOW_OOM_SCORE_ADJ, proc_root: str = "/proc") -> str | None:
+    """Ask the kernel to spare the show: write `value` to our oom_score_adj. Returns None
+    when it took, else why not. os.write on an fd: a buffered write() can swallow EACCES
+    (FIELD-NOTES: negative values fail with EACCES on these machines)."""
+    path = os.path.join(proc_root, "self", "oom_score_adj")
+    try:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, str(value).encode())
+        finally:
+            os.close(fd)
+        got = int(Path(path).read_text().strip())
+    except OSError as e:
+        return e.strerror or str(e)
+    except ValueError:
+        return "unreadable"
+    return None if got == value else f"it stayed at {got}"
+
+
+# ---------------------------------------------------------------- the stage
+
+
+class HostStage:
+    """The hog in the domain beep-av lives in. `cache` bytes of page cache (None: a
+    quarter of the domain, at most 256 MiB), `rate` bytes/s (None: RAM + swap in about
+    50 s; 0: flat out). The domain is found at construction; nothing runs until
+    `confirm` and `prepare`."""
+
+    kind = "host"
+
+    def __init__(
+        self,
+        cache: int | None = None,
+        rate: int | None = None,
+        seed: int | None = None,
+        *,
+        proc_root: str = "/proc",
+        cgroup_root: str = "/sys/fs/cgroup",
+        cache_dir: str = SWAP_DIR,
+    ) -> None:
+        self.proc_root = proc_root
+        self.cgroup_root = cgroup_root
+        self.cache_dir = cache_dir
+        self.seed = seed  # nothing to seed on a real stage; kept for a uniform signature
+        self.domain = find_domain(proc_root, cgroup_root)
+        self.ram_limit = self.domain.ram_limit
+        self.swap_limit = self.domain.swap_limit
+        if self.ram_limit < MIN_RAM:
+            raise CannotStage(
+                f"the host domain ({self.domain.describe()}) is too small for a show "
+                f"(at least {format_mib(MIN_RAM)}); use --stage rehearsal"
+            )
+        if cache is None:
+            cache = min(AUTO_CACHE_MAX, self.ram_limit // 4 // MiB * MiB)
+        if cache < 0 or cache >= self.ram_limit:
+            raise BadInput(
+                f"--cache {format_mib(cache)} must be less than the host domain's "
+                f"{format_mib(self.ram_limit)}"
+            )
+        self.cache_bytes = int(cache)
+        if rate is None:
+            rate = max(MIN_AUTO_RATE, int((self.ram_limit + self.swap_limit) / STORY_SECONDS))
+        self.rate = max(0, int(rate))
+        self.paused = False
+        self.confirmed = False
+        self.hog = None  # HogProcess once spawned
+
+    def describe(self) -> str:
+        """One line: the domain, the cache and the rate."""
+        rate = f"{format_mib(self.rate)}/s" if self.rate else "flat out"
+        return f"host {self.domain.describe()}, {format_mib(self.cache_bytes)} cache, hog at {rate}"
+
+    def statement(self) -> str:
+        """What the user confirms."""
+        return (
+            f"host stage: the hog will fill {self.domain.describe()} until the kernel's "
+            "OOM killer ends it (oom_score_adj 1000 makes the hog its choice)"
+        )
+
+    def confirm(
+        self,
+        say: Say,
+        yes: bool,
+        *,
+        tty: bool | None = None,
+        ask: Callable[[str], str] | None = None,
+        protect: Callable[[], list[str]] | None = None,
+    ) -> None:
+        """State the domain and what the show cannot protect, then need `yes` or an
+        interactive yes (asked only when stdin is a terminal). Raises BadInput (exit 2)
+        otherwise; nothing is allocated before this returns."""
+        for gap in (protect or self.protect)():
+            say(f"warning: {gap}")
+        say(self.statement())
+        if not yes:
+            interactive = sys.stdin.isatty() if tty is None else tty
+            if not interactive:
+                raise BadInput(
+                    "--stage host needs --yes (no terminal to ask on); nothing was allocated"
+                )
+            answer = (ask or _ask_terminal)("fill it? type yes to go on: ")
+            if answer.strip().lower() not in ("y", "yes"):
+                raise BadInput("--stage host was not confirmed; nothing was allocated")
+        self.confirmed = True
+
+    def protect(self) -> list[str]:
+        """Lock the show in RAM and lower its OOM score; one line per protection that
+        failed (the show carries on without it)."""
+        from beep_av.show import lock_memory
+
+        gaps = []
+        why = lock_memory()
+        if why:
+            gaps.append(
+                f"cannot lock beep-av in memory ({why}): sound and picture may stall "
+                "while the domain swaps"
+            )
+        why = lower_oom_score_adj(SHOW_OOM_SCORE_ADJ, self.proc_root)
+        if why:
+            gaps.append(
+                f"cannot lower beep-av's oom_score_adj to {SHOW_OOM_SCORE_ADJ} ({why}; "
+                "negative values need CAP_SYS_RESOURCE): only the hog's 1000 steers "
+                "the kernel away from the show"
+            )
+        return gaps
+
+    def prepare(self, say: Say) -> None:
+        """Spawn the hog (oom_score_adj 1000, no cgroup move) and let it warm the cache."""
+        if not self.confirmed:
+            raise BadInput("--stage host was not confirmed; nothing was allocated")
+        from beep_av.hog import HogProcess
+
+        self.hog = HogProcess(rate=self.rate, cache=self.cache_bytes, cache_dir=self.cache_dir)
+        self.hog.wait_ready()
+        say(f"stage: {self.describe()}")
+
+    def files(self) -> StageFiles:
+        """Where the sampler reads this stage."""
+        return domain_files(self.domain, self.proc_root)
+
+    def source(self) -> Source:
+        """The sampler over the domain's files and the hog."""
+        from beep_av.sampler import Sampler
+
+        return Sampler(self.files(), self.hog, ram_limit=self.ram_limit, swap_limit=self.swap_limit)
+
+    def start(self) -> None:
+        if self.hog:
+            self.hog.start()
+
+    def pause(self) -> None:
+        self.paused = True
+        if self.hog:
+            self.hog.pause()
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.hog:
+            self.hog.resume()
+
+    def set_rate(self, rate: int) -> None:
+        """Bytes per second; 0 = flat out."""
+        self.rate = max(0, int(rate))
+        if self.hog:
+            self.hog.set_rate(self.rate)
+
+    def release(self) -> None:
+        """Kill the hog now. Safe twice."""
+        if self.hog:
+            self.hog.kill()
+
+    def teardown(self) -> None:
+        """Kill the hog if it is alive and close our ends. Idempotent."""
+        if self.hog is not None:
+            self.hog.kill()
+            self.hog.wait(10)
+            self.hog.close()
+
+
+def _ask_terminal(prompt: str) -> str:
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    return sys.stdin.readline()
