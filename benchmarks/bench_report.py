@@ -26,7 +26,9 @@ HOUR_SAMPLES = 180_000
 
 def _hour_recording(path: str) -> int:
     """A rehearsal paced to last about an hour at 50 Hz; returns the sample count."""
-    model = RehearsalModel(192 * MiB, 128 * MiB, 48 * MiB, 150 * 1024, seed=1)
+    probe = RehearsalModel(192 * MiB, 128 * MiB, 48 * MiB, MiB, seed=1)
+    rate = int(probe.bytes_to_effort(probe.h_kill) / (HOUR_SAMPLES / 50 - 10))  # kill at ~1 h
+    model = RehearsalModel(192 * MiB, 128 * MiB, 48 * MiB, rate, seed=1)
     n = 0
     with Recorder(path, {"stage": "rehearsal", "kernel": "bench", "hz": 50}) as rec:
         for state in offline_states(model, calm=5.0, limit=HOUR_SAMPLES / 50):
@@ -77,7 +79,7 @@ def _report_rows(tmp: Path) -> list[Row]:
 
 def _replay_rows(tmp: Path, events: int = 200) -> list[Row]:
     src = str(tmp / "short.jsonl")
-    model = RehearsalModel(192 * MiB, 128 * MiB, 48 * MiB, 96 * MiB, seed=1)
+    model = RehearsalModel(192 * MiB, 128 * MiB, 48 * MiB, 48 * MiB, seed=1)  # > 200 states
     with Recorder(src, {"stage": "rehearsal"}) as rec:
         for i, state in enumerate(offline_states(model, calm=0.5)):
             if i >= events:
