@@ -127,6 +127,7 @@ class Synth:
         self._seg_pos = 0
         self._seg_mode = 0  # 0 play, 1 drop, 2 chop
         self._beep_pos = -1  # frames since the cut; -1 before the kill
+        self._beep_oom_t: float | None = None  # the kill (state.oom_t) last beeped for
         self.cut_t: float | None = None  # show time of the first silent (kill) frame
         self.beep_t: float | None = None  # show time the first beep sample was rendered
         self.finished = False  # beep(s) and the tail silence are rendered
@@ -180,8 +181,15 @@ class Synth:
     def _render_block(self, state: ShowState, out: np.ndarray, noise: Noise, now: float) -> None:
         n = out.shape[0]
         killed = state.phase in (Phase.OOM, Phase.FINALE)
-        if killed and self._beep_pos < 0:
+        if not killed and self.finished:
+            self._beep_pos = -1  # watch mode: back to watching after a kill's beep
+        # a new oom_t is a new kill (watch mode beeps at every one; a show has one)
+        again = state.oom_t is not None and state.oom_t != self._beep_oom_t
+        if killed and (self._beep_pos < 0 or again):
             self._beep_pos = 0
+            self._beep_oom_t = state.oom_t
+            self.beep_t = None
+            self.finished = False
             self.cut_t = now
             self._gain = 0.0  # a hard cut, no fade: the noise stops dead
         if self._beep_pos < 0:
