@@ -98,9 +98,13 @@ class Recorder:
     rate, kernel, date, seed, hz (free-form: readers keep every key).
 
     Thread-safe (one lock) so the engine thread and the conductor may both write; never
-    call it from the audio callback."""
+    call it from the audio callback.
 
-    def __init__(self, path: str, header: dict[str, Any]) -> None:
+    `every_kill` (watch mode): a `kill` line for each distinct kill reaching finale, and
+    a `phase` line for each new (phase, t) in `entered` (a watch's phase may fall back
+    and enter a phase again). A show keeps one kill line and one line per phase."""
+
+    def __init__(self, path: str, header: dict[str, Any], every_kill: bool = False) -> None:
         self.path = path
         try:
             # buffering=1: line-buffered text, one write(2) per line, no fsync
@@ -111,6 +115,8 @@ class Recorder:
         self._prev: ShowState | None = None
         self._kill_written = False
         self._last_kill: KillRecord | None = None
+        self.every_kill = every_kill
+        self._kills_written: set[tuple[float, int]] = set()  # (t, pid) of kill lines
         head = {"type": "header", "format": FORMAT, "version": __version__}
         head.update({k: v for k, v in header.items() if k not in ("type", "format")})
         self._line(head)
@@ -126,9 +132,11 @@ class Recorder:
         s = state.snapshot
         with self._lock:
             prev = self._prev
-            seen = {p for p, _ in prev.entered} if prev is not None else set()
+            seen: set = set(prev.entered) if prev is not None else set()
+            if not self.every_kill:
+                seen = {p for p, _ in seen}
             for p, t in state.entered:
-                if p not in seen:
+                if (p if not self.every_kill else (p, t)) not in seen:
                     self._line({"type": "phase", "t": _r(t, 4), "phase": p.value})
             seen_skips = set(prev.skipped) if prev is not None else set()
             for p, reason in state.skipped:
@@ -158,13 +166,27 @@ class Recorder:
             )
             if state.kill is not None:
                 self._last_kill = state.kill
-                if state.phase is Phase.FINALE and not self._kill_written:
+                if state.phase is Phase.FINALE and (
+                    not self._kill_written
+                    or (
+                        self.every_kill
+                        and (state.kill.t, state.kill.pid) not in self._kills_written
+                    )
+                ):
                     self._write_kill(state.kill)
             self._prev = state
 
     def _write_kill(self, kill: KillRecord) -> None:
         self._line({"type": "kill", "t": _r(kill.t, 4), **kill_fields(kill)})
         self._kill_written = True
+        self._kills_written.add((kill.t, kill.pid))
+
+    def kill(self, kill: KillRecord) -> None:
+        """A `kill` line for `kill` unless one was written already (watch mode: kills
+        still waiting for the stage when the watch ends)."""
+        with self._lock:
+            if (kill.t, kill.pid) not in self._kills_written:
+                self._write_kill(kill)
 
     def beep(self, t: float, **fields: Any) -> None:
         """A `beep` line: pass freq (Hz) and length_ms, and anything else worth keeping."""
@@ -182,8 +204,12 @@ class Recorder:
         with self._lock:
             if self._f.closed:
                 return
-            if self._last_kill is not None and not self._kill_written:
-                self._write_kill(self._last_kill)
+            last = self._last_kill
+            if last is not None and (
+                not self._kill_written
+                or (self.every_kill and (last.t, last.pid) not in self._kills_written)
+            ):
+                self._write_kill(last)
             self._f.close()
 
     def __enter__(self) -> Recorder:
