@@ -595,10 +595,10 @@ class TerminalOutput:
             target = getattr(stream, "buffer", None)
             if target is not None:
                 target.write(data)
-            elif isinstance(getattr(stream, "mode", ""), str) and "b" in stream.mode:
-                stream.write(data)
-            else:
+            elif isinstance(stream, io.TextIOBase):
                 stream.write(data.decode())
+            else:
+                stream.write(data)
             stream.flush()
         else:
             stream.flush()  # anything print()ed before must come first
