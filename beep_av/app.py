@@ -308,7 +308,85 @@ def run_replay(settings: Settings, path: str, keys: str | None = None, say: Say 
 def run_watch(
     settings: Settings, cgroup: str | None, keys: str | None = None, say: Say = print
 ) -> int:
-    raise CannotStage("watch mode is not available yet")
+    """`beep-av watch [--cgroup PATH]`: no hog; follow the host or a cgroup and beep at
+    every OOM kill until interrupted (SIGINT, SIGTERM, SIGHUP or q: the normal end, exit
+    0), then print one line per kill seen and the total on stdout."""
+    import signal
+
+    from beep_av.show import Conductor, Interrupted, header_for, install_signal_handlers
+    from beep_av.watch import WatchDriver, resolve_target, summary_lines
+
+    key_plan = parse_key_plan(keys)
+    check_record_path(settings.record)
+    target = resolve_target(cgroup)  # BadInput before anything is opened
+    driver = WatchDriver(target, hz=settings.sample_hz)
+    output = audio = conductor = recorder = None
+    old_handlers = install_signal_handlers()
+    code = 1
+    try:
+        ram, swap = driver.open()
+        for note in driver.notes:
+            say(f"note: {note}")
+        say(f"watching {target.describe()} ({ram // MiB} MiB RAM + {swap // MiB} MiB swap)")
+        output, output_name = _open_outputs(settings, key_plan, say)
+        output.open()
+        conductor = Conductor(
+            settings,
+            output,
+            None,
+            None,
+            say,
+            output_name,
+            replay=driver,
+            initial=ShowState(
+                stage="watch",
+                captions=settings.captions,
+                snapshot=Snapshot(t=0.0, ram_limit=ram, swap_limit=swap),
+            ),
+        )
+        t0 = time.monotonic()
+        conductor.t0 = t0
+        if settings.record:
+            from beep_av.recording import Recorder
+
+            header = header_for(settings, "watch", ram, swap, 0, 0)
+            header["watch"] = target.describe()
+            header["t0_monotonic"] = t0  # kernel (kmsg) times = t + t0_monotonic
+            recorder = Recorder(settings.record, header, every_kill=True)
+            conductor.recorder = recorder
+        audio = _open_audio(settings, conductor.get_state, t0, say)
+        conductor.audio = audio
+        audio.start()
+        code = conductor.run()
+        conductor.end_reason = "quit" if conductor.end_reason == "finale" else conductor.end_reason
+    except KeyboardInterrupt:
+        code = 0
+        if conductor is not None:
+            conductor.end_reason = "interrupted"
+    except BaseException as e:
+        if not isinstance(e, Interrupted):
+            driver.close()
+            _finish_and_restore(conductor, None, audio, output, recorder, 1, say, old_handlers)
+            raise
+        code = 0  # SIGTERM or SIGHUP: a watch's normal end, like Ctrl-C
+        if conductor is not None:
+            conductor.end_reason = "interrupted"
+    prev_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the summary must get out
+    try:
+        if conductor is not None:
+            conductor.shutdown()
+        driver.close()
+        kills = driver.kills()
+        if recorder is not None:
+            for k in kills:
+                recorder.kill(k)
+        seconds = conductor.now() if conductor is not None else 0.0
+        _finish_and_restore(conductor, None, audio, output, recorder, code, say, old_handlers)
+        for line in summary_lines(kills, seconds, target.describe()):
+            print(line, flush=True)
+    finally:
+        signal.signal(signal.SIGINT, prev_int)
+    return code
 
 
 __all__ = ["run_live", "run_replay", "run_watch", "check_record_path", "sys"]
