@@ -118,9 +118,19 @@ def build_parser() -> Parser:
     _add_outputs(rep)
 
     watch = sub.add_parser(
-        "watch", help="no hog: follow a live machine or cgroup, beep at every OOM kill"
+        "watch",
+        help="no hog: follow a live machine or cgroup, beep at every OOM kill",
+        description="Follow the memory pressure of this machine (or of one memory cgroup) "
+        "and show the victim card and beep at every kernel OOM kill seen there. Nothing "
+        "is allocated. Watch has no finale: Ctrl-C (or SIGTERM, or q) is its normal end, "
+        "exit 0, after a summary of the kills seen (one line each and a total, on stdout).",
     )
-    watch.add_argument("--cgroup", metavar="PATH", help="watch this cgroup instead of the host")
+    watch.add_argument(
+        "--cgroup",
+        metavar="PATH",
+        help="watch this memory cgroup (a directory, or a path like /system.slice) "
+        "instead of the host",
+    )
     _add_outputs(watch)
 
     report = sub.add_parser("report", help="one PNG picture of a recording")

@@ -224,7 +224,7 @@ class _Draft:
         return KillRecord(
             pid=self.pid,
             name=self.name,
-            exit=None,  # not our child: no exit status to read
+            exit=137,  # an OOM kill is SIGKILL: what a shell would report (not read)
             signal=9,  # the OOM killer always sends SIGKILL
             oom_kill_count=self.oom_kill_count,
             kmsg=self.kmsg,

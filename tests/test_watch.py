@@ -90,7 +90,7 @@ def test_a_kill_in_the_domain_goes_oom_finale_then_back_to_watching():
     assert states[5].oom_t == pytest.approx(0.1)
     kill = states[6].kill
     assert (kill.pid, kill.name, kill.anon_rss_kib) == (42, "python3", 65536)
-    assert kill.detected_by == ("oom_kill", "kmsg") and kill.signal == 9 and kill.exit is None
+    assert kill.detected_by == ("oom_kill", "kmsg") and kill.signal == 9 and kill.exit == 137
     assert kill.kmsg.startswith("Memory cgroup out of memory: Killed process 42 ")
     assert kill.t == pytest.approx(0.1) and kill.latency_ms == pytest.approx(5.0, abs=0.01)
     assert states[6].intensity == 0.0
@@ -484,3 +484,54 @@ def _kmsg_killed_ts_cached(fd: int, pid: int, hogs: list[tuple[int, float]]) -> 
     if ts is not None:
         hogs.append((pid, ts))
     return ts is not None
+
+
+# ---------------------------------------------------------------- the command line
+
+
+@pytest.mark.parametrize("path", ["/no/such/cgroup", "/tmp"])
+def test_cli_bad_cgroup_exits_2_in_one_line(path):
+    from tests.conftest import beep
+
+    r = beep("watch", "--cgroup", path, "--output", "headless", "--audio", "off", timeout=60)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("beep-av: --cgroup ")
+    assert r.stdout == ""  # nothing started, no summary
+
+
+def test_cli_help_says_an_interrupt_is_the_normal_end():
+    from tests.conftest import beep
+
+    r = beep("watch", "--help", timeout=60)
+    assert r.returncode == 0
+    assert "normal end" in r.stdout and "--cgroup PATH" in r.stdout
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_watch_the_host_ends_0_with_a_summary_on_a_signal(sig, tmp_path):
+    rec = tmp_path / "h.jsonl"
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "beep_av", "watch", "--output", "headless", "--audio", "off"]
+        + ["--record", str(rec)],
+        cwd=ROOT,
+        env=dict(os.environ, SDL_VIDEODRIVER="dummy"),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert _wait_for(lambda: rec.exists() and '"type":"sample"' in rec.read_text(), 30)
+        watch.send_signal(sig)
+        out, err = watch.communicate(timeout=30)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.wait()
+    assert watch.returncode == 0, err
+    assert "watching the host" in err and "Traceback" not in err
+    assert out.strip().splitlines()[-1].startswith("watch: ")
+    assert " OOM kill" in out.strip().splitlines()[-1] and "in the host over " in out
+    records = [json.loads(x) for x in rec.read_text().splitlines()]
+    assert records[0]["stage"] == "watch" and records[0]["ram_limit"] > 0
+    assert records[-1]["type"] == "end" and records[-1]["exit"] == 0
