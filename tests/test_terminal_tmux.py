@@ -83,7 +83,10 @@ def tmux(tmp_path):
         return p.stdout
 
     yield run
+    path = run("display", "-p", "#{socket_path}", check=False).strip()
     run("kill-server", check=False)  # only our private server
+    if path.endswith(sock):
+        Path(path).unlink(missing_ok=True)  # tmux leaves its socket file behind
 
 
 def start(tmux, tmp_path, env: dict[str, str], cmd: list[str] | None = None):
