@@ -199,15 +199,26 @@ def make_output(
     lang = getattr(settings, "captions", "en")
     seed = getattr(settings, "seed", None)
     out: Any
+    window_args = dict(
+        size=None,
+        frames_dir=getattr(settings, "frames", None),
+        frames_every=getattr(settings, "frames_every", 1),
+        key_plan=key_plan,  # the window replays key plans itself
+        captions=lang,
+    )
     if name in ("window", "fullscreen"):
+        from beep_av.noise import Noise
         from beep_av.video.window import WindowOutput
 
-        out = WindowOutput(fullscreen=name == "fullscreen", size=None)
+        out = WindowOutput(fullscreen=name == "fullscreen", noise=Noise(seed), **window_args)
+        return out, name
     elif name == "kms":
+        from beep_av.noise import Noise
         from beep_av.video.kms import KmsOutput
 
-        out = KmsOutput(size=None)
+        out = KmsOutput(noise=Noise(seed), **window_args)
         out.check()
+        return out, name
     elif name == "framebuffer":
         from beep_av.video.framebuffer import FramebufferOutput
 
