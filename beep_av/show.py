@@ -157,6 +157,8 @@ class Conductor:
                     self.stage.start()
                     self.started = True
                 snap = src.read(t)
+                if self.released:  # the presenter's kill is not the kernel's: no story
+                    break
                 if snap.hog_exit not in (None, -9, 137) and not self.released:
                     raise CannotStage(
                         f"the hog ended on its own (exit {snap.hog_exit}) before the kernel "
@@ -164,7 +166,7 @@ class Conductor:
                     )
                 state = advance(self.story_cfg, state, snap)
                 self.publish(state)
-                if state.phase is Phase.FINALE or self.released:
+                if state.phase is Phase.FINALE:
                     break
                 next_at += tick
                 now = time.monotonic()
