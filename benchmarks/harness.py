@@ -9,9 +9,9 @@ import pkgutil
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 
 @dataclass
@@ -63,7 +63,9 @@ def main(argv: list[str]) -> int:
     w = max((len(r.name) for r in rows), default=10)
     print(f"{'figure':<{w}}  {'value':>10}  {'unit':<6} {'target':<22} {'ok':<4} baseline")
     for r in rows:
-        print(f"{r.name:<{w}}  {r.value:>10.3f}  {r.unit:<6} {r.target:<22} {'yes' if r.ok else 'NO':<4} {r.baseline}")
+        print(
+            f"{r.name:<{w}}  {r.value:>10.3f}  {r.unit:<6} {r.target:<22} {'yes' if r.ok else 'NO':<4} {r.baseline}"
+        )
     return 0 if all(r.ok for r in rows) else 1
 
 

@@ -28,7 +28,9 @@ def require(ok: bool, why: str) -> None:
     pytest.skip(why)
 
 
-def beep(*args: str, timeout: float = 180, env: dict | None = None, **kw) -> subprocess.CompletedProcess:
+def beep(
+    *args: str, timeout: float = 180, env: dict | None = None, **kw
+) -> subprocess.CompletedProcess:
     """Run `python -m beep_av ARGS` and capture its output."""
     full_env = dict(os.environ)
     full_env.setdefault("SDL_VIDEODRIVER", "dummy")

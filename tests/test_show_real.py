@@ -226,4 +226,3 @@ def test_next_show_mentions_leftovers(real_stage):
     assert "beep-av cleanup" in r.stderr  # ... but a real start says what was left
     assert r.returncode == 0, r.stderr
     beep("cleanup")
-
