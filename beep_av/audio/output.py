@@ -30,6 +30,12 @@ from beep_av.noise import Noise
 
 Say = Callable[[str], None]
 RING_SLOTS = 64  # blocks the WAV writer may lag behind (~0.7 s at 512 frames)
+# A device whose stream goes inactive, or whose callbacks stop this long once they have
+# begun, is gone: a killed sound server stops PortAudio's callbacks at once and
+# `stream.active` turns False. Not shorter: an idle null sink may stall a new stream
+# for 1-2 s (FIELD-NOTES, Sound).
+STALL_S = 3.0
+WATCH_EVERY = 0.1  # s
 NO_PORTAUDIO = "PortAudio library not found (install libportaudio2)"
 NO_DEVICE = "no output device"
 FIX = "start a sound server (scripts/start-pulse.sh) or use --audio wav:PATH or --audio off"
@@ -72,6 +78,8 @@ class AudioOut:
         self.blocksize = blocksize
         self.underflows = 0
         self.errors = 0
+        self.error: Exception | None = None  # the first render error: the show ends (exit 1)
+        self.vanished: str | None = None  # why the device was given up mid-show
         self.wav_dropped = 0
         self._notes = list(notes)
         self._required = required  # a device the user named: failing to open is fatal
@@ -85,6 +93,9 @@ class AudioOut:
         self._clock: threading.Thread | None = None
         self._stop = threading.Event()
         self._closed = False
+        self._last_cb = 0.0  # monotonic time of the last device callback
+        self._watchdog: threading.Thread | None = None
+        self._watch_stop = threading.Event()
         self._report: AudioReport | None = None
         # WAV: a single-producer single-consumer ring; the callback only copies into a
         # free slot and bumps `_ring_w`, the writer thread only bumps `_ring_r`
@@ -108,9 +119,11 @@ class AudioOut:
             self.errors += 1
         try:
             self.synth.render(state, out, self.noise, now)
-        except Exception:
+        except Exception as e:
             out.fill(0.0)
             self.errors += 1
+            if self.error is None:
+                self.error = e  # a reference store: the conductor ends the show with it
         if self._wav is not None:
             w = self._ring_w
             if w - self._ring_r < RING_SLOTS:
@@ -127,9 +140,14 @@ class AudioOut:
 
     def callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         """PortAudio's callback: no allocation, file I/O, locks or logging here."""
+        now = time.monotonic()
+        self._last_cb = now
+        if self.vanished is not None:  # given up: the clock thread renders now
+            outdata.fill(0.0)
+            return
         if status and status.output_underflow:
             self.underflows += 1
-        self._fill(outdata, time.monotonic() - self._t0)
+        self._fill(outdata, now - self._t0)
 
     # ------------------------------------------------------------ threads
 
@@ -148,6 +166,29 @@ class AudioOut:
                 due = now
             self._fill(buf, now - self._t0)
             due += period
+
+    def _run_watchdog(self) -> None:
+        """Notice a device that vanished mid-show (sound server killed, USB unplugged):
+        its callbacks stop. Then go on silent on the clock thread, so the story, and
+        the beep's timing, carry on to the finale."""
+        while not self._watch_stop.wait(WATCH_EVERY):
+            stream = self._stream
+            if stream is None:
+                return
+            stale = time.monotonic() - self._last_cb if self._last_cb else 0.0
+            try:
+                active = bool(getattr(stream, "active", True))
+            except Exception:  # a stream of a dead server may fail to answer
+                active = False
+            if stale < STALL_S and active:
+                continue
+            why = "its stream stopped" if not active else f"no callback for {stale:.1f} s"
+            self.vanished = f"{self.device} vanished mid-show ({why})"
+            self._notes.append(self.vanished)
+            self._say(f"audio: {self.vanished}; the show goes on silent")
+            self._clock = threading.Thread(target=self._run_clock, name="beep-clock", daemon=True)
+            self._clock.start()
+            return
 
     def _run_writer(self) -> None:
         assert self._wav is not None
@@ -204,6 +245,10 @@ class AudioOut:
                 self._stream = self._stream_factory(self.callback)
                 self._latency = float(getattr(self._stream, "latency", 0.0) or 0.0)
                 self._stream.start()
+                self._watchdog = threading.Thread(
+                    target=self._run_watchdog, name="beep-audio-watch", daemon=True
+                )
+                self._watchdog.start()
             except Exception as e:  # sounddevice.PortAudioError and friends
                 if self._stream is not None:
                     self._stream.close()
@@ -226,12 +271,21 @@ class AudioOut:
         if self._report is not None:
             return self._report
         self._closed = True
+        self._watch_stop.set()
+        if self._watchdog is not None:
+            self._watchdog.join(timeout=5)  # it may be starting the clock thread
         if self._stream is not None:
             try:
-                self._stream.stop()  # Pa_StopStream plays out the buffers already handed
+                if self.vanished is None:
+                    self._stream.stop()  # Pa_StopStream plays out the buffers handed
+            except Exception:  # a vanished server: nothing to play out
+                pass
             finally:
-                self._stream.close()
-        self._stop.set()
+                try:
+                    self._stream.close()
+                except Exception:
+                    pass
+        self._stop.set()  # after the stream: the WAV writer drains what it played out
         if self._clock is not None:
             self._clock.join(timeout=5)
         if self._writer is not None:
