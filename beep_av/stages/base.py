@@ -93,3 +93,49 @@ class HogHandle(Protocol):
     def poll(self) -> int | None:
         """Return code once the hog has exited (-9 for SIGKILL), else None. Reaps it."""
         ...
+
+
+class HogStage:
+    """The presenter controls and the sampler of a stage whose hog is a HogProcess
+    (cgroup and host stages). Subclasses set `hog`, `rate`, `paused`, the limits, and
+    define `files()`."""
+
+    hog = None  # HogProcess once prepared
+    rate = 0
+    paused = False
+    ram_limit = 0
+    swap_limit = 0
+
+    def files(self) -> StageFiles:
+        raise NotImplementedError
+
+    def source(self) -> Source:
+        """The sampler over this stage's files and hog."""
+        from beep_av.sampler import Sampler
+
+        return Sampler(self.files(), self.hog, ram_limit=self.ram_limit, swap_limit=self.swap_limit)
+
+    def start(self) -> None:
+        if self.hog:
+            self.hog.start()
+
+    def pause(self) -> None:
+        self.paused = True
+        if self.hog:
+            self.hog.pause()
+
+    def resume(self) -> None:
+        self.paused = False
+        if self.hog:
+            self.hog.resume()
+
+    def set_rate(self, rate: int) -> None:
+        """Bytes per second; 0 = flat out."""
+        self.rate = max(0, int(rate))
+        if self.hog:
+            self.hog.set_rate(self.rate)
+
+    def release(self) -> None:
+        """Kill the hog now. Safe twice."""
+        if self.hog:
+            self.hog.kill()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from beep_av.config import format_mib
 from beep_av.errors import BadInput, CannotStage
-from beep_av.stages.base import Say, Source, StageFiles
+from beep_av.stages.base import HogStage, Say, StageFiles
 from beep_av.stages.cleanup import StateFile, hog_value, rmdir_cgroup
 from beep_av.stages.swap import SWAP_DIR, Swapfile, choose_swap, free_swap, parse_swap_mode
 
@@ -145,7 +145,7 @@ def pick_route(cgroup_root: str, proc_root: str) -> Route:
 # ---------------------------------------------------------------- the stage
 
 
-class CgroupStage:
+class CgroupStage(HogStage):
     """The hog in a memory cgroup of `ram` bytes (+ `swap`: "auto", "off" or bytes),
     `cache` bytes of page cache warmed inside, climbing at `rate` bytes/s (0 = flat out)."""
 
@@ -191,7 +191,6 @@ class CgroupStage:
         self.hog = None  # HogProcess once spawned
         self.swapfile: Swapfile | None = None
         self._hog_value: str | None = None
-        self._started = False
         self._v2_leaf: str | None = None  # where we moved ourselves (v2 internal-process rule)
         self._v2_enabled: str | None = None  # the subtree_control we wrote +memory into
 
@@ -391,38 +390,6 @@ class CgroupStage:
             meminfo=j(self.proc_root, "meminfo"),
             vmstat=j(self.proc_root, "vmstat"),
         )
-
-    def source(self) -> Source:
-        """The sampler over this stage's files and hog."""
-        from beep_av.sampler import Sampler  # written in parallel; imported when used
-
-        return Sampler(self.files(), self.hog, ram_limit=self.ram_limit, swap_limit=self.swap_limit)
-
-    def start(self) -> None:
-        if self.hog:
-            self.hog.start()
-            self._started = True
-
-    def pause(self) -> None:
-        self.paused = True
-        if self.hog:
-            self.hog.pause()
-
-    def resume(self) -> None:
-        self.paused = False
-        if self.hog:
-            self.hog.resume()
-
-    def set_rate(self, rate: int) -> None:
-        """Bytes per second; 0 = flat out."""
-        self.rate = max(0, int(rate))
-        if self.hog:
-            self.hog.set_rate(self.rate)
-
-    def release(self) -> None:
-        """Kill the hog now. Safe twice."""
-        if self.hog:
-            self.hog.kill()
 
     # ---- teardown
 

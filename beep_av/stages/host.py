@@ -22,7 +22,7 @@ from pathlib import Path
 from beep_av.config import format_mib
 from beep_av.errors import BadInput, CannotStage
 from beep_av.procfs import ParseError, parse_limit, parse_meminfo
-from beep_av.stages.base import Say, Source, StageFiles
+from beep_av.stages.base import HogStage, Say, StageFiles
 from beep_av.stages.cgroup import parse_proc_cgroup
 from beep_av.stages.swap import SWAP_DIR
 
@@ -220,7 +220,7 @@ def lower_oom_score_adj(value: int = SHOW_OOM_SCORE_ADJ, proc_root: str = "/proc
 # ---------------------------------------------------------------- the stage
 
 
-class HostStage:
+class HostStage(HogStage):
     """The hog in the domain beep-av lives in. `cache` bytes of page cache (None: a
     quarter of the domain, at most 256 MiB), `rate` bytes/s (None: RAM + swap in about
     50 s; 0: flat out). The domain is found at construction; nothing runs until
@@ -337,37 +337,6 @@ class HostStage:
     def files(self) -> StageFiles:
         """Where the sampler reads this stage."""
         return domain_files(self.domain, self.proc_root)
-
-    def source(self) -> Source:
-        """The sampler over the domain's files and the hog."""
-        from beep_av.sampler import Sampler
-
-        return Sampler(self.files(), self.hog, ram_limit=self.ram_limit, swap_limit=self.swap_limit)
-
-    def start(self) -> None:
-        if self.hog:
-            self.hog.start()
-
-    def pause(self) -> None:
-        self.paused = True
-        if self.hog:
-            self.hog.pause()
-
-    def resume(self) -> None:
-        self.paused = False
-        if self.hog:
-            self.hog.resume()
-
-    def set_rate(self, rate: int) -> None:
-        """Bytes per second; 0 = flat out."""
-        self.rate = max(0, int(rate))
-        if self.hog:
-            self.hog.set_rate(self.rate)
-
-    def release(self) -> None:
-        """Kill the hog now. Safe twice."""
-        if self.hog:
-            self.hog.kill()
 
     def teardown(self) -> None:
         """Kill the hog if it is alive and close our ends. Idempotent."""
