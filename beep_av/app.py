@@ -119,10 +119,33 @@ def _open_audio(settings: Settings, get_state, t0: float, say: Say):
     )
 
 
-def run_live(settings: Settings, keys: str | None = None, say: Say = print) -> int:
-    """`beep-av show` and `beep-av rehearse`."""
-    from beep_av.show import Conductor, header_for, install_signal_handlers, lock_memory
+def run_live(
+    settings: Settings,
+    keys: str | None = None,
+    say: Say = print,
+    *,
+    make_stage: Callable | None = None,
+    make_output: Callable | None = None,
+    make_audio: Callable | None = None,
+) -> int:
+    """`beep-av show` and `beep-av rehearse`. Returns the exit code (DESIGN contract;
+    the host guard ends a show with 3, a failing output with 1).
 
+    The factories are the fault-injection seams of the tests, defaulting to the real
+    ones: make_stage(settings, plan, t0, say) -> stage, make_output(settings, key_plan,
+    say) -> (output, name), make_audio(settings, get_state, t0, say) -> AudioOut."""
+    from beep_av.show import (
+        Conductor,
+        header_for,
+        install_signal_handlers,
+        lock_memory,
+        open_fds,
+    )
+
+    fds_start = open_fds()
+    make_stage = make_stage or _make_stage
+    make_output = make_output or _open_outputs
+    make_audio = make_audio or _open_audio
     key_plan = parse_key_plan(keys)
     check_record_path(settings.record)
     available, total = machine_memory()
@@ -137,8 +160,8 @@ def run_live(settings: Settings, keys: str | None = None, say: Say = print) -> i
     old_handlers = install_signal_handlers()
     try:
         t0 = time.monotonic()
-        stage = _make_stage(settings, plan, t0, say)
-        output, output_name = _open_outputs(settings, key_plan, say)
+        stage = make_stage(settings, plan, t0, say)
+        output, output_name = make_output(settings, key_plan, say)
         why = lock_memory()
         if why:
             say(f"note: cannot lock beep-av in memory ({why}); continuing anyway")
@@ -150,8 +173,16 @@ def run_live(settings: Settings, keys: str | None = None, say: Say = print) -> i
             settings, output, None, None, say, output_name, stage=stage, initial=initial
         )
         conductor.t0 = t0
+        conductor.fds_start = fds_start
+        if stage.kind == "cgroup":
+            from beep_av.guard import make_guard
+
+            conductor.guard = make_guard(settings.host_floor, stage.ram_limit, available, total)
+            conductor.guard.preflight()  # exit 3 before the stage exists
         output.frame(conductor.state)
         stage.prepare(say)
+        if conductor.guard is not None:
+            conductor.guard.attach(stage.files().usage)
         from beep_av.story import StoryConfig
 
         conductor.story_cfg = StoryConfig(
@@ -172,22 +203,25 @@ def run_live(settings: Settings, keys: str | None = None, say: Say = print) -> i
                 ),
             )
         )
-        audio = _open_audio(settings, conductor.get_state, t0, say)
+        audio = make_audio(settings, conductor.get_state, t0, say)
         conductor.audio = audio
         if settings.record:
             from beep_av.recording import Recorder
 
-            recorder = Recorder(
-                settings.record,
-                header_for(
-                    settings,
-                    stage.kind,
-                    stage.ram_limit,
-                    stage.swap_limit,
-                    stage.cache_bytes,
-                    stage.rate,
-                ),
+            header = header_for(
+                settings,
+                stage.kind,
+                stage.ram_limit,
+                stage.swap_limit,
+                stage.cache_bytes,
+                stage.rate,
             )
+            hog = getattr(stage, "hog", None)
+            if getattr(hog, "pid", None) is not None:
+                header["hog_pid"] = hog.pid  # so a reader can tell the victim is the hog
+            if conductor.guard is not None:
+                header["host_floor"] = conductor.guard.floor
+            recorder = Recorder(settings.record, header, say=say)
             conductor.recorder = recorder
             conductor.publish(conductor.state)
         audio.start()
@@ -206,7 +240,7 @@ def run_live(settings: Settings, keys: str | None = None, say: Say = print) -> i
         else:
             code = getattr(e, "code", 1)
             if conductor is not None:
-                conductor.end_reason = "error"
+                conductor.end_reason = getattr(e, "end_reason", "error")
             _finish_and_restore(conductor, stage, audio, output, recorder, code, say, old_handlers)
             raise
     _finish_and_restore(conductor, stage, audio, output, recorder, code, say, old_handlers)
@@ -222,12 +256,17 @@ def _finish_and_restore(conductor, stage, audio, output, recorder, code, say, ol
 
     from beep_av.show import finish
 
-    # a second Ctrl-C during cleanup must not cut it short
-    prev_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a second Ctrl-C, SIGTERM or SIGHUP during cleanup must not cut it short (an
+    # interrupted teardown would leave a cgroup or a swapfile behind)
+    prev = {
+        sig: signal.signal(sig, signal.SIG_IGN)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    }
     try:
         finish(conductor, stage, audio, output, recorder, code, say)
     finally:
-        signal.signal(signal.SIGINT, prev_int)
+        for sig, h in prev.items():
+            signal.signal(sig, h)
         for sig, h in old_handlers.items():
             signal.signal(sig, h)
 

@@ -229,6 +229,8 @@ def validate_values(values: dict[str, Any], source: str) -> None:
             parse_size(value, available=1 << 40, what=flag)
         elif key == "rate" and value != "auto":
             parse_rate(value, what=flag)
+        elif key == "host_floor" and value != "auto":
+            parse_size(value, available=1 << 40, what=flag)  # 0: the guard never trips
         elif key == "stage" and value not in STAGES:
             raise BadInput(f"{flag}: unknown stage {value!r} (use {', '.join(STAGES)})")
         elif key == "captions" and value not in CAPTIONS:

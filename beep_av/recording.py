@@ -14,6 +14,7 @@ import json
 import math
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -102,10 +103,21 @@ class Recorder:
 
     `every_kill` (watch mode): a `kill` line for each distinct kill reaching finale, and
     a `phase` line for each new (phase, t) in `entered` (a watch's phase may fall back
-    and enter a phase again). A show keeps one kill line and one line per phase."""
+    and enter a phase again). A show keeps one kill line and one line per phase.
 
-    def __init__(self, path: str, header: dict[str, Any], every_kill: bool = False) -> None:
+    A write that fails mid-show (disk full) stops the recording, not the show: `say`
+    gets one line, `failed` says why, and the file keeps every whole line written."""
+
+    def __init__(
+        self,
+        path: str,
+        header: dict[str, Any],
+        every_kill: bool = False,
+        say: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = path
+        self.failed: str | None = None
+        self._say = say
         try:
             # buffering=1: line-buffered text, one write(2) per line, no fsync
             self._f = open(path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
@@ -122,9 +134,22 @@ class Recorder:
         self._line(head)
 
     def _line(self, obj: dict[str, Any]) -> None:
-        if self._f.closed:
+        if self._f.closed or self.failed is not None:
             return
-        self._f.write(json.dumps(obj, separators=(",", ":"), allow_nan=False) + "\n")
+        try:
+            self._f.write(json.dumps(obj, separators=(",", ":"), allow_nan=False) + "\n")
+        except OSError as e:
+            self._stop_recording(e)
+
+    def _stop_recording(self, e: OSError) -> None:
+        """Disk full (or gone): stop writing, keep the show going, say so once."""
+        self.failed = f"{self.path}: {e.strerror or e}"
+        try:
+            self._f.close()  # flushing the rest fails again on a full disk: drop it
+        except OSError:
+            pass
+        if self._say is not None:
+            self._say(f"recording: stopped, cannot write {self.failed}; the show goes on")
 
     def write_state(self, state: ShowState) -> None:
         """One `sample` line, plus `phase`/`skip` lines for what is new since the
@@ -210,7 +235,10 @@ class Recorder:
                 or (self.every_kill and (last.t, last.pid) not in self._kills_written)
             ):
                 self._write_kill(last)
-            self._f.close()
+            try:
+                self._f.close()
+            except OSError as e:  # the last lines did not fit on the disk
+                self._stop_recording(e)
 
     def __enter__(self) -> Recorder:
         return self

@@ -29,6 +29,9 @@ HOLD = {"headless": 0.2, "terminal": 3.0}
 HOLD_DEFAULT = 8.0
 RATE_STEP = 1.5  # + and - multiply or divide the hog's rate by this
 ENGINE_JOIN_S = 5.0
+# After the finale, the audio gets this long (plus the beeps' own length) to play the
+# beep out; a device that never finishes must not hold the show on stage forever
+BEEP_GRACE_S = 3.0
 
 
 class Interrupted(Exception):
@@ -37,6 +40,21 @@ class Interrupted(Exception):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+class OutputFailed(BeepError):
+    """A picture or sound output raised mid-show: clean up, one line, exit 1."""
+
+    code = 1
+    end_reason = "error"
+
+
+def open_fds() -> int | None:
+    """How many file descriptors this process has open (None where /proc is missing)."""
+    try:
+        return len(os.listdir("/proc/self/fd")) - 1  # less the listing's own fd
+    except OSError:
+        return None
 
 
 # ---------------------------------------------------------------- process protection
@@ -118,6 +136,8 @@ class Conductor:
         self.end_reason = "finale"
         self.frames = 0
         self.run_started: float | None = None
+        self.guard = None  # guard.HostGuard of a cgroup show, checked by the engine
+        self.fds_start: int | None = None  # open fds before the show made anything
 
     def fps(self) -> float | None:
         """Frames drawn per second over the run so far."""
@@ -143,6 +163,7 @@ class Conductor:
     # -------------------------------------------------------------- engine thread
 
     def _engine_live(self) -> None:
+        from beep_av.guard import CHECK_EVERY, END_REASON, HostGuardTripped
         from beep_av.story import advance
 
         src = self.stage.source()
@@ -151,6 +172,7 @@ class Conductor:
             tick = 1.0 / hz
             state = self.state
             next_at = time.monotonic()
+            next_guard = 0.0
             while not self.stop.is_set():
                 t = self.now()
                 if not self.started and t >= self.settings.calm and not self.flags["paused"]:
@@ -159,6 +181,15 @@ class Conductor:
                 snap = src.read(t)
                 if self.released:  # the presenter's kill is not the kernel's: no story
                     break
+                if self.guard is not None and t >= next_guard:
+                    # 10 Hz on kept fds, beside the sampler rather than inside it
+                    next_guard = t + CHECK_EVERY
+                    why = self.guard.problem()
+                    if why is not None:
+                        self.released = True
+                        self.stage.release()
+                        self.end_reason = END_REASON
+                        raise HostGuardTripped(why)
                 if snap.hog_exit not in (None, -9, 137) and not self.released:
                     raise CannotStage(
                         f"the hog ended on its own (exit {snap.hog_exit}) before the kernel "
@@ -256,21 +287,33 @@ class Conductor:
         frame_dt = 1.0 / max(1.0, self.output.fps)
         paces_itself = getattr(self.output, "paces_itself", False)
         finished_at: float | None = None
+        ended_at: float | None = None
+        beeps_s = self.settings.beep_length * self.settings.beep_repeats / 1000.0
         next_frame = time.monotonic()
         self.run_started = time.monotonic()
         while True:
             self.frames += 1
-            for cmd in self.output.frame(self.state):
+            for cmd in self._frame():
                 if not self.command(cmd):
                     return EXIT_OK
             self._record_beep()
             if self.engine_error is not None:
                 raise self.engine_error
+            audio_error = getattr(self.audio, "error", None)
+            if audio_error is not None:
+                raise OutputFailed(
+                    f"the audio output failed ({type(audio_error).__name__}: {audio_error})"
+                )
             if self.engine_done.is_set():
                 self._engine_running = False
                 state = self.state
                 if self.replay is not None or state.phase is Phase.FINALE:
+                    if ended_at is None:
+                        ended_at = time.monotonic()
                     audio_done = self.audio is None or self.audio.finished
+                    if not audio_done and time.monotonic() - ended_at > BEEP_GRACE_S + beeps_s:
+                        self.say("audio: the final beep did not finish playing; ending anyway")
+                        audio_done = True
                     if audio_done and finished_at is None:
                         finished_at = time.monotonic()
                     if finished_at is not None and time.monotonic() - finished_at >= hold:
@@ -283,6 +326,17 @@ class Conductor:
                     time.sleep(delay)
                 else:
                     next_frame = time.monotonic()
+
+    def _frame(self) -> list[str]:
+        """One frame of the output; its own exceptions become OutputFailed (exit 1)."""
+        try:
+            return list(self.output.frame(self.state))
+        except (BeepError, Interrupted):
+            raise
+        except Exception as e:
+            raise OutputFailed(
+                f"the {self.output_name} output failed ({type(e).__name__}: {e})"
+            ) from e
 
     def shutdown(self) -> None:
         self.stop.set()
@@ -330,6 +384,8 @@ def finish(
         step("engine", conductor.shutdown)
     if stage is not None:
         step("stage", stage.teardown)
+    if conductor is not None and conductor.guard is not None:
+        step("host guard", conductor.guard.close)
     report = None
     if audio is not None:
 
@@ -347,6 +403,11 @@ def finish(
         if report is not None:
             fields["underflows"] = getattr(report, "underflows", None)
             fields["audio"] = getattr(report, "device", None)
+        if conductor is not None and conductor.fds_start is not None:
+            # everything but the recording is closed by now: its own fd is not a leak
+            now_open = open_fds()
+            fields["fds_start"] = conductor.fds_start
+            fields["fds"] = None if now_open is None else now_open - 1
         reason = conductor.end_reason if conductor is not None else "error"
         if code == EXIT_INTERRUPTED:
             reason = "interrupted"
@@ -364,6 +425,8 @@ def finish(
 
 
 __all__ = [
+    "OutputFailed",
+    "open_fds",
     "BadInput",
     "BeepError",
     "CannotStage",
