@@ -6,6 +6,7 @@ import argparse
 import os
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from beep_av import __version__
@@ -191,9 +192,14 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help", "--version")):
         argv.insert(0, "show")
     argv = _join_negative_values(argv)
+    return run_guarded(lambda: dispatch(build_parser().parse_args(argv)))
+
+
+def run_guarded(fn: Callable[[], int]) -> int:
+    """Run a command: its exit code, or one line on stderr and the code of the error
+    (BeepError's own, 130 for Ctrl-C, 1 for a bug; BEEP_DEBUG=1 shows the traceback)."""
     try:
-        args = build_parser().parse_args(argv)
-        return dispatch(args)
+        return fn()
     except BeepError as e:
         print(f"beep-av: {e.message}", file=sys.stderr)
         return e.code

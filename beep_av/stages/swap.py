@@ -149,19 +149,25 @@ class Swapfile:
                 f"swapfile: {base_dir} has {format_mib(avail)} free, {format_mib(size + DISK_MARGIN)}"
                 " needed; free disk space or use a smaller --swap (or --swap off)"
             )
-        d = tempfile.mkdtemp(prefix="beep-av-swap-", dir=base_dir)  # 0700
+        try:
+            d = tempfile.mkdtemp(prefix="beep-av-swap-", dir=base_dir)  # 0700
+        except OSError as e:
+            raise _disk_error(base_dir, size, e) from None
         record("swapdir", d)
         self = cls(os.path.join(d, "swapfile"), d, proc_root, run)
         record("swapfile", self.path)
         try:
             self._provision(size)
-        except BaseException:
+        except BaseException as e:
             self.remove()
+            if isinstance(e, OSError):  # disk full (or inodes, or quota) mid-write
+                raise _disk_error(base_dir, size, e) from None
             raise
         say(f"swap: {format_mib(size)} swapfile {self.path} enabled (removed at exit)")
         return self
 
     def _provision(self, size: int) -> None:
+        """Allocate, format and enable. OSError when the disk refuses (ENOSPC...)."""
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.fchmod(fd, 0o600)  # before mkswap: swapon warns about (and leaks) other modes
@@ -201,6 +207,14 @@ class Swapfile:
                 fn(target)
             except FileNotFoundError:
                 pass
+
+
+def _disk_error(base_dir: str, size: int, e: OSError) -> CannotStage:
+    """A swapfile write the disk refused (ENOSPC, EDQUOT, EROFS...), with the fix."""
+    return CannotStage(
+        f"swapfile: cannot write {format_mib(size)} under {base_dir} ({e.strerror or e});"
+        " free disk space or use a smaller --swap (or --swap off)"
+    )
 
 
 # ---------------------------------------------------------------- the policy
