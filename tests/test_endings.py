@@ -311,7 +311,7 @@ class LoopFS:
     def __init__(self, base: Path, size: int, inodes: int | None = None) -> None:
         self.image = base / "disk.img"
         self.mount = base / "mnt"
-        self.mount.mkdir()
+        self.mount.mkdir(parents=True)
         with open(self.image, "wb") as f:
             f.truncate(size)  # sparse: costs the real disk almost nothing
         mkfs = ["mkfs.ext4", "-q", "-F", "-m", "0", "-O", "^has_journal"]
@@ -390,7 +390,7 @@ def test_disk_full_while_recording_stops_the_recording_not_the_show(machine, loo
     from beep_av.recording import load
 
     fs = loopfs(8 * MiB)
-    fs.fill_blocks(leave=48 * 1024)  # a few seconds of samples, then ENOSPC mid-show
+    fs.fill_blocks(leave=12 * 1024)  # a second or two of samples, then ENOSPC mid-show
     m = machine(fs.mount)
     rec = fs.mount / "r.jsonl"
     show = Show([*FAST, "--record", str(rec)])
