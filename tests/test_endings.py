@@ -98,13 +98,19 @@ class Machine:
         return left
 
 
-@pytest.fixture
-def machine(tmp_path, monkeypatch):
+def make_machine(tmp_path: Path, monkeypatch) -> object:
+    """The `machine` fixture's body (shared with test_host_guard): needs a real stage;
+    gives our shows a private state dir; returns make(*temp_dirs) -> Machine."""
     ok, why = can_stage()
     require(ok, why)
     state = tmp_path / "state"
     monkeypatch.setenv("BEEP_AV_STATE_DIR", str(state))  # our shows' state files only
     return lambda *temp_dirs: Machine(state, list(temp_dirs))
+
+
+@pytest.fixture
+def machine(tmp_path, monkeypatch):
+    return make_machine(tmp_path, monkeypatch)
 
 
 # ---------------------------------------------------------------- running a show
