@@ -23,8 +23,9 @@ examples:
   beep-av report talk.jsonl -o talk.png    one picture of the show
 
 SIZE: 512M, 1.5G, 256MiB, 10% (of available memory). RATE: 64M/s.
-exit codes: 0 finale reached or done; 2 bad input; 3 this machine cannot stage it
-(the message names the fix); 130 interrupted (after full cleanup).
+exit codes: 0 finale reached or done; 1 an output failed mid-show; 2 bad input;
+3 this machine cannot stage it, or the host guard stopped the show (the message names
+the fix); 130 interrupted (after full cleanup).
 """
 
 SUBCOMMANDS = ("show", "rehearse", "replay", "watch", "report", "doctor", "cleanup")
@@ -83,7 +84,12 @@ def _add_stage(p: argparse.ArgumentParser, with_stage: bool = True) -> None:
         "--calm", type=float, metavar="S", help="seconds of calm before the hog climbs (default 3)"
     )
     g.add_argument("--sample-hz", type=float, metavar="HZ", help="sampling rate (default 50)")
-    g.add_argument("--host-floor", metavar="SIZE", help="release the hog if the host has less left")
+    g.add_argument(
+        "--host-floor",
+        metavar="SIZE",
+        help="release the hog (exit 3) if the host has less left outside the stage "
+        "(default: the larger of 256M and 3%% of RAM; 0: off)",
+    )
     g.add_argument(
         "--yes", action="store_true", default=None, help="confirm --stage host without asking"
     )
