@@ -134,6 +134,8 @@ class HostGuard:
 
     def problem(self) -> str | None:
         """One line when the host is under its floor now, else None."""
+        if self.floor <= 0:  # --host-floor 0: the guard is off
+            return None
         left = self.left()
         if left is None or left >= self.floor:
             return None
@@ -146,7 +148,7 @@ class HostGuard:
     def preflight(self) -> None:
         """Refuse a stage the host cannot afford before anything is created (exit 3)."""
         left = self.left()
-        if left is not None and left < self.floor:
+        if self.floor > 0 and left is not None and left < self.floor:
             raise CannotStage(
                 f"host guard: {self.domain.describe()} would keep {format_mib(max(0, left))}"
                 f" outside a {format_mib(self.stage_limit)} stage, under the floor of"

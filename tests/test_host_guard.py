@@ -148,6 +148,10 @@ def test_guard_reads_the_machine_from_meminfo(tmp_path):
         assert "the whole machine" in (g.problem() or "")
         with pytest.raises(CannotStage, match="use a smaller --ram or a lower --host-floor"):
             g.preflight()
+        g.floor = 0  # --host-floor 0: off, even for a host with nothing left
+        (proc / "meminfo").write_text((proc / "meminfo").read_text().replace("409600", "0"))
+        assert g.left() < 0 and g.problem() is None
+        g.preflight()
     finally:
         g.close()
 
