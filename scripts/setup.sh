@@ -12,7 +12,8 @@ DEB_PACKAGES=(
   xvfb x11-utils imagemagick            # a real X server and screenshots for tests
   tmux                                  # a real terminal for tests
   stress-ng                             # the hog's benchmark baseline
-  util-linux                            # mkswap, swapon, swapoff
+  util-linux                            # mkswap, swapon, swapoff, mount (loop)
+  e2fsprogs                             # mkfs.ext4: real full-disk tests on a loop filesystem
   gcc libc6-dev                         # the benchmark's C page-toucher
 )
 
