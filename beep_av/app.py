@@ -257,18 +257,12 @@ def _finish_and_restore(conductor, stage, audio, output, recorder, code, say, ol
     from beep_av.show import finish
 
     # a second Ctrl-C, SIGTERM or SIGHUP during cleanup must not cut it short (an
-    # interrupted teardown would leave a cgroup or a swapfile behind)
-    prev = {
-        sig: signal.signal(sig, signal.SIG_IGN)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    }
-    try:
-        finish(conductor, stage, audio, output, recorder, code, say)
-    finally:
-        for sig, h in prev.items():
-            signal.signal(sig, h)
-        for sig, h in old_handlers.items():
-            signal.signal(sig, h)
+    # interrupted teardown would leave a cgroup or a swapfile behind); they stay ignored
+    # afterwards too: the command only reports and exits from here, and a late signal
+    # would turn the documented exit code into a death by signal
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    finish(conductor, stage, audio, output, recorder, code, say)
 
 
 def _expected_sources(stage) -> tuple[str, ...]:

@@ -14,6 +14,8 @@ import errno
 import itertools
 import os
 import shutil
+import signal
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +31,17 @@ _counter = itertools.count()
 FIX = "run as root, or on a systemd desktop with user delegation"
 
 # ---------------------------------------------------------------- the filesystem adapter
+
+
+_HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+
+
+def _hold_signals() -> set[signal.Signals]:
+    """Block the ending signals in the main thread; returns what to unblock."""
+    if threading.current_thread() is not threading.main_thread():
+        return set()
+    signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
+    return set(_HELD)
 
 
 class CgroupFS:
@@ -305,15 +318,22 @@ class CgroupStage(HogStage):
         else:
             assert self.cgroup_dir
             procs = os.path.join(self.cgroup_dir, "cgroup.procs")
-        self.hog = HogProcess(
-            rate=self.rate,
-            cache=self.cache_bytes,
-            cgroup_procs=procs,
-            cache_dir=self.cache_dir,
-            wrapper=wrapper,
-        )
-        self._hog_value = hog_value(self.hog.pid, self.proc_root)
-        self.state.record("hog", self._hog_value)
+        # a signal between the spawn and `self.hog = ...` would lose the handle (and the
+        # hog would outlive the show in its cgroup): hold the signals for those lines
+        held = _hold_signals()
+        try:
+            self.hog = HogProcess(
+                rate=self.rate,
+                cache=self.cache_bytes,
+                cgroup_procs=procs,
+                cache_dir=self.cache_dir,
+                wrapper=wrapper,
+            )
+            self._hog_value = hog_value(self.hog.pid, self.proc_root)
+            self.state.record("hog", self._hog_value)
+        finally:
+            if held:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
         try:
             self.hog.wait_ready()
         except CannotStage as e:

@@ -204,8 +204,30 @@ def _state(pid: int, proc_root: str) -> str:
         return ""
 
 
+def kill_members(path: str) -> int:
+    """SIGKILL every process in a stage cgroup of ours (its cgroup.procs). Only the hog
+    ever goes there; this catches a hog whose handle was lost (a signal in the middle of
+    spawning it). Returns how many were signalled."""
+    try:
+        with open(os.path.join(path, "cgroup.procs")) as f:
+            pids = [int(x) for x in f.read().split() if x.isdigit()]
+    except (OSError, ValueError):
+        return 0
+    n = 0
+    for pid in pids:
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+            n += 1
+        except ProcessLookupError:
+            pass
+    return n
+
+
 def rmdir_cgroup(path: str, tries: int = 50, delay: float = 0.05) -> bool:
-    """rmdir a cgroup, retrying while it is busy (tasks still exiting). True when gone."""
+    """rmdir a stage cgroup, killing what is left inside and retrying while it is busy
+    (tasks still exiting). True when gone."""
     for _ in range(tries):
         try:
             os.rmdir(path)
@@ -215,6 +237,7 @@ def rmdir_cgroup(path: str, tries: int = 50, delay: float = 0.05) -> bool:
         except OSError as e:
             if e.errno not in (errno.EBUSY, errno.ENOTEMPTY, errno.EAGAIN):
                 return False
+        kill_members(path)
         time.sleep(delay)
     return False
 
