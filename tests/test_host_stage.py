@@ -334,7 +334,7 @@ def test_host_stage_in_a_container_five_runs(host_container, tmp_path):
     for run in range(5):
         rec = tmp_path / f"r{run}.jsonl"
         r = _show_inside(
-            cg, ["--yes", "--cache", "32M", "--rate", "256M/s", *QUIET, "--record", str(rec)]
+            cg, ["--yes", "--cache", "32M", "--rate", "64M/s", *QUIET, "--record", str(rec)]
         )
         assert r.returncode == 0, f"run {run}: {r.stderr}{r.stdout}"
         # the show named its 256 MiB domain before the hog started
