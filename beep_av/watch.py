@@ -22,7 +22,6 @@ arrive meanwhile wait their turn; each keeps its own time."""
 from __future__ import annotations
 
 import math
-import os
 import re
 import threading
 import time
@@ -33,7 +32,7 @@ from pathlib import Path
 
 from beep_av.errors import BadInput
 from beep_av.model import KillRecord, KmsgKill, Phase, ShowState, Snapshot
-from beep_av.stages.base import StageFiles
+from beep_av.stages.base import StageFiles, memory_files
 from beep_av.story import StoryConfig, intensity, stage_fill
 
 MiB = 1 << 20
@@ -105,12 +104,8 @@ def resolve_target(
 ) -> WatchTarget:
     """The host (path None) or the memory cgroup at `path` (a directory, or a hierarchy
     path such as /system.slice). A missing or non-memory-cgroup path: BadInput."""
-    j = os.path.join
-    psi = j(proc_root, "pressure", "memory")
-    meminfo, vmstat = j(proc_root, "meminfo"), j(proc_root, "vmstat")
     if path is None:
-        files = StageFiles(0, None, None, None, None, None, None, None, psi, meminfo, vmstat)
-        return WatchTarget(0, None, None, files)
+        return WatchTarget(0, None, None, memory_files(0, None, proc_root))
     if not path.strip():
         raise BadInput("--cgroup: empty path")
     d = next((p for p in _candidates(path, cgroup_root) if p.is_dir()), None)
@@ -132,34 +127,7 @@ def resolve_target(
         found = None
     memcg = found[1] if found and found[0] == version else None
     s = str(d)
-    if version == 1:
-        files = StageFiles(
-            1,
-            s,
-            j(s, "memory.stat"),
-            j(s, "memory.usage_in_bytes"),
-            j(s, "memory.memsw.usage_in_bytes"),
-            None,
-            j(s, "memory.oom_control"),
-            j(s, "cgroup.event_control"),
-            psi,
-            meminfo,
-            vmstat,
-        )
-    else:
-        files = StageFiles(
-            2,
-            s,
-            j(s, "memory.stat"),
-            j(s, "memory.current"),
-            None,
-            j(s, "memory.swap.current"),
-            j(s, "memory.events"),
-            None,
-            j(s, "memory.pressure"),
-            meminfo,
-            vmstat,
-        )
+    files = memory_files(version, s, proc_root)
     return WatchTarget(version, s, memcg, files)
 
 

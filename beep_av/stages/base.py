@@ -3,6 +3,7 @@ hog, exposes readings as a `Source`, takes presenter controls, and tears down.""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -28,6 +29,43 @@ class StageFiles:
     meminfo: str = "/proc/meminfo"
     vmstat: str = "/proc/vmstat"
     kmsg: str | None = "/dev/kmsg"
+
+
+def memory_files(version: int, cgroup_dir: str | None, proc_root: str = "/proc") -> StageFiles:
+    """Where the sampler reads a memory domain: a v1 or v2 cgroup directory, or the
+    host (version 0, cgroup_dir None) through /proc."""
+    j = os.path.join
+    host = {
+        "psi": j(proc_root, "pressure", "memory"),
+        "meminfo": j(proc_root, "meminfo"),
+        "vmstat": j(proc_root, "vmstat"),
+    }
+    d = cgroup_dir
+    if version == 1 and d:
+        return StageFiles(
+            cgroup_version=1,
+            cgroup_dir=d,
+            memory_stat=j(d, "memory.stat"),
+            usage=j(d, "memory.usage_in_bytes"),
+            memsw_usage=j(d, "memory.memsw.usage_in_bytes"),
+            swap_current=None,
+            oom_events=j(d, "memory.oom_control"),
+            event_control=j(d, "cgroup.event_control"),
+            **host,
+        )
+    if version == 2 and d:
+        return StageFiles(
+            cgroup_version=2,
+            cgroup_dir=d,
+            memory_stat=j(d, "memory.stat"),
+            usage=j(d, "memory.current"),
+            memsw_usage=None,
+            swap_current=j(d, "memory.swap.current"),
+            oom_events=j(d, "memory.events"),
+            event_control=None,
+            **{**host, "psi": j(d, "memory.pressure")},
+        )
+    return StageFiles(0, None, None, None, None, None, None, None, **host)
 
 
 class Source(Protocol):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from beep_av.config import format_mib
 from beep_av.errors import BadInput, CannotStage
-from beep_av.stages.base import HogStage, Say, StageFiles
+from beep_av.stages.base import HogStage, Say, StageFiles, memory_files
 from beep_av.stages.cleanup import StateFile, hog_value, rmdir_cgroup
 from beep_av.stages.swap import SWAP_DIR, Swapfile, choose_swap, free_swap, parse_swap_mode
 
@@ -381,37 +381,8 @@ class CgroupStage(HogStage):
         """Where the sampler reads this stage."""
         if not self.cgroup_dir or not self.route:
             raise CannotStage("the stage is not prepared")
-        d = self.cgroup_dir
-        j = os.path.join
-        if self.route.kind == "v1":
-            return StageFiles(
-                cgroup_version=1,
-                cgroup_dir=d,
-                memory_stat=j(d, "memory.stat"),
-                usage=j(d, "memory.usage_in_bytes"),
-                memsw_usage=j(d, "memory.memsw.usage_in_bytes"),
-                swap_current=None,
-                oom_events=j(d, "memory.oom_control"),
-                event_control=j(d, "cgroup.event_control"),
-                psi=j(self.proc_root, "pressure", "memory"),
-                meminfo=j(self.proc_root, "meminfo"),
-                vmstat=j(self.proc_root, "vmstat"),
-            )
-        return StageFiles(
-            cgroup_version=2,
-            cgroup_dir=d,
-            memory_stat=j(d, "memory.stat"),
-            usage=j(d, "memory.current"),
-            memsw_usage=None,
-            swap_current=j(d, "memory.swap.current"),
-            oom_events=j(d, "memory.events"),
-            event_control=None,
-            psi=j(d, "memory.pressure"),
-            meminfo=j(self.proc_root, "meminfo"),
-            vmstat=j(self.proc_root, "vmstat"),
-        )
-
-    # ---- teardown
+        version = 1 if self.route.kind == "v1" else 2
+        return memory_files(version, self.cgroup_dir, self.proc_root)
 
     def teardown(self) -> None:
         """Kill the hog, rmdir the cgroup, swapoff and delete the swapfile, forget them in

@@ -22,7 +22,7 @@ from pathlib import Path
 from beep_av.config import format_mib
 from beep_av.errors import BadInput, CannotStage
 from beep_av.procfs import ParseError, parse_limit, parse_meminfo
-from beep_av.stages.base import HogStage, Say, StageFiles
+from beep_av.stages.base import HogStage, Say, StageFiles, memory_files
 from beep_av.stages.cgroup import parse_proc_cgroup
 from beep_av.stages.swap import SWAP_DIR
 
@@ -148,51 +148,7 @@ def find_domain(proc_root: str = "/proc", cgroup_root: str = "/sys/fs/cgroup") -
 
 def domain_files(domain: Domain, proc_root: str = "/proc") -> StageFiles:
     """Where the sampler reads the domain: the limiting cgroup's files, or the host's."""
-    j = os.path.join
-    psi = j(proc_root, "pressure", "memory")
-    meminfo, vmstat = j(proc_root, "meminfo"), j(proc_root, "vmstat")
-    d = domain.cgroup_dir
-    if domain.version == 1 and d:
-        return StageFiles(
-            cgroup_version=1,
-            cgroup_dir=d,
-            memory_stat=j(d, "memory.stat"),
-            usage=j(d, "memory.usage_in_bytes"),
-            memsw_usage=j(d, "memory.memsw.usage_in_bytes"),
-            swap_current=None,
-            oom_events=j(d, "memory.oom_control"),
-            event_control=j(d, "cgroup.event_control"),
-            psi=psi,
-            meminfo=meminfo,
-            vmstat=vmstat,
-        )
-    if domain.version == 2 and d:
-        return StageFiles(
-            cgroup_version=2,
-            cgroup_dir=d,
-            memory_stat=j(d, "memory.stat"),
-            usage=j(d, "memory.current"),
-            memsw_usage=None,
-            swap_current=j(d, "memory.swap.current"),
-            oom_events=j(d, "memory.events"),
-            event_control=None,
-            psi=j(d, "memory.pressure"),
-            meminfo=meminfo,
-            vmstat=vmstat,
-        )
-    return StageFiles(
-        cgroup_version=0,
-        cgroup_dir=None,
-        memory_stat=None,
-        usage=None,
-        memsw_usage=None,
-        swap_current=None,
-        oom_events=None,
-        event_control=None,
-        psi=psi,
-        meminfo=meminfo,
-        vmstat=vmstat,
-    )
+    return memory_files(domain.version if domain.cgroup_dir else 0, domain.cgroup_dir, proc_root)
 
 
 # ---------------------------------------------------------------- protecting the show
