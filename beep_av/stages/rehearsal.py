@@ -370,7 +370,7 @@ class RehearsalStage:
         )
 
     def prepare(self, say: Say) -> None:
-        say(f"Rehearsal: {self.describe()}")
+        say(f"stage: {self.describe()}")
 
     def start(self) -> None:
         self.model.start(self._now())
