@@ -111,6 +111,7 @@ class Sampler:
         self._kmsg_kill: KmsgKill | None = None
         self._kmsg_t_us: int | None = None  # earliest kmsg timestamp naming the hog
         self._recheck = 0  # short waits left after an OOM eventfd without a counted kill
+        self.oom_notified = False  # the v1 OOM eventfd has fired: the kernel is killing
         self._samples = 0
 
     # ------------------------------------------------------------ opening
@@ -337,6 +338,8 @@ class Sampler:
         # The eventfd fires when the cgroup goes under OOM, before the kill is counted
         # (measured here: the counter follows within ~1 ms). Look again soon, not a
         # whole tick later.
+        if fired:
+            self.oom_notified = True
         if fired and self._oom_t is None:
             self._recheck = 25  # at most 25 short waits (~50 ms)
         elif self._oom_t is not None:

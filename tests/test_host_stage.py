@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -334,7 +335,7 @@ def test_host_stage_in_a_container_five_runs(host_container, tmp_path):
     for run in range(5):
         rec = tmp_path / f"r{run}.jsonl"
         r = _show_inside(
-            cg, ["--yes", "--cache", "32M", "--rate", "64M/s", *QUIET, "--record", str(rec)]
+            cg, ["--yes", "--cache", "32M", "--rate", "256M/s", *QUIET, "--record", str(rec)]
         )
         assert r.returncode == 0, f"run {run}: {r.stderr}{r.stdout}"
         # the show named its 256 MiB domain before the hog started
@@ -368,3 +369,57 @@ def test_host_stage_without_yes_or_terminal_exits_2_and_allocates_nothing(host_c
     peak = int(Path(cg, "memory.max_usage_in_bytes").read_text())
     assert peak < 150 * MiB, f"peak {peak / MiB:.0f} MiB: something was allocated"
     assert _read_key(f"{cg}/memory.oom_control", "oom_kill") == 0
+
+
+# ---------------------------------------------------------------- the show's ballast
+
+
+def test_ballast_source_drops_the_ballast_at_the_first_evidence():
+    from beep_av.model import Snapshot
+    from beep_av.stages.host import Ballast, BallastSource
+
+    class Inner:
+        oom_notified = False
+
+        def __init__(self):
+            self.snaps = [Snapshot(t=0.0), Snapshot(t=0.02, oom_kill_count=1)]
+
+        def read(self, t):
+            return self.snaps.pop(0)
+
+        def wait(self, timeout):
+            pass
+
+        def close(self):
+            pass
+
+    ballast = Ballast(1 << 20)
+    src = BallastSource(Inner(), ballast)
+    src.read(0.0)
+    assert ballast.held
+    src.read(0.02)
+    assert not ballast.held
+    ballast.close()
+
+
+@pytest.mark.real
+def test_ballast_watcher_frees_it_when_the_domain_goes_under_oom(scratch_cgroup):
+    """A real v1 OOM in a scratch domain wakes the watcher thread, which frees the
+    ballast even though nobody reads the sampler."""
+    from beep_av.stages.host import Ballast
+
+    cg = scratch_cgroup(limit=48 * MiB)
+    ballast = Ballast(1 << 20, cg)
+    try:
+        assert ballast.held
+        child = subprocess.Popen(
+            [sys.executable, "-c", "x = bytearray(200 << 20)"],
+            preexec_fn=lambda: open(os.path.join(cg, "cgroup.procs"), "w").write(str(os.getpid())),
+        )
+        assert child.wait(60) == -9  # the kernel killed it
+        deadline = time.monotonic() + 5
+        while ballast.held and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not ballast.held
+    finally:
+        ballast.close()

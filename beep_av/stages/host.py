@@ -22,7 +22,7 @@ from pathlib import Path
 from beep_av.config import format_mib
 from beep_av.errors import BadInput, CannotStage
 from beep_av.procfs import ParseError, parse_limit, parse_meminfo
-from beep_av.stages.base import HogStage, Say, StageFiles, memory_files
+from beep_av.stages.base import HogStage, Say, Source, StageFiles, memory_files
 from beep_av.stages.cgroup import parse_proc_cgroup
 from beep_av.stages.swap import SWAP_DIR
 
@@ -176,6 +176,118 @@ def lower_oom_score_adj(value: int = SHOW_OOM_SCORE_ADJ, proc_root: str = "/proc
 # ---------------------------------------------------------------- the stage
 
 
+# ---------------------------------------------------------------- the show's ballast
+
+BALLAST_BYTES = 8 << 20
+
+
+class Ballast:
+    """A few MiB of the show's own memory, faulted in (and locked with the rest of the
+    show), given back by a watcher thread the moment the kernel's OOM killer is invoked
+    in the domain.
+
+    Why: the show shares the domain with the hog. Seen here (about one CI run in five):
+    the show's own page-cache write (its recording) meets a full domain, the kernel's
+    OOM killer rightly takes the hog, the show's write retries before the hog's pages
+    are uncharged, and a second OOM kill, the hog being out of the running, takes the
+    show 3-4 ms later. The watcher is not the thread that is stuck charging, and frees
+    the ballast as soon as the v1 OOM eventfd fires, so the retry finds room."""
+
+    def __init__(self, size: int, cgroup_dir: str | None = None) -> None:
+        import mmap
+
+        self.size = size
+        # MAP_PRIVATE: plain anonymous memory (a shared map would be shmem)
+        self._map: mmap.mmap | None = mmap.mmap(
+            -1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
+        )
+        for off in range(0, size, mmap.PAGESIZE):  # fault every page in now
+            self._map[off] = 1
+        self._efd: int | None = None
+        if cgroup_dir:
+            self._watch(cgroup_dir)
+
+    def _watch(self, cgroup_dir: str) -> None:
+        """Register an OOM eventfd on the domain (v1) and free the ballast from a
+        thread when it fires. Without cgroup.event_control, the sampler's evidence
+        (BallastSource) is the fallback."""
+        import threading
+
+        try:
+            efd = os.eventfd(0, os.EFD_CLOEXEC)
+        except OSError:
+            return
+        try:
+            ctl = os.open(os.path.join(cgroup_dir, "memory.oom_control"), os.O_RDONLY)
+            try:
+                ev = os.open(os.path.join(cgroup_dir, "cgroup.event_control"), os.O_WRONLY)
+                try:
+                    os.write(ev, f"{efd} {ctl}".encode())
+                finally:
+                    os.close(ev)
+            finally:
+                os.close(ctl)  # the registration lives as long as the eventfd
+        except OSError:
+            os.close(efd)
+            return
+        self._efd = efd
+
+        def watcher() -> None:
+            try:
+                os.eventfd_read(efd)  # blocks until the OOM killer is invoked
+            except OSError:
+                return
+            self.release()
+
+        threading.Thread(target=watcher, name="beep-ballast", daemon=True).start()
+
+    def release(self) -> None:
+        m, self._map = self._map, None
+        if m is not None:
+            m.close()
+
+    def close(self) -> None:
+        """Release, and stop watching (a write wakes the watcher, which then exits)."""
+        self.release()
+        efd, self._efd = self._efd, None
+        if efd is not None:
+            try:
+                os.eventfd_write(efd, 1)
+            except OSError:
+                pass
+
+    @property
+    def held(self) -> bool:
+        return self._map is not None
+
+
+class BallastSource:
+    """A Source that also drops the ballast at the first evidence of a kill (for
+    domains where the eventfd watcher cannot run: v2, or no event_control)."""
+
+    def __init__(self, inner: Source, ballast: Ballast | None) -> None:
+        self.inner = inner
+        self.ballast = ballast
+
+    def read(self, t: float):
+        snap = self.inner.read(t)
+        if self.ballast is not None and self.ballast.held:
+            if (
+                getattr(self.inner, "oom_notified", False)
+                or snap.oom_kill_count
+                or snap.kmsg_kill is not None
+                or snap.hog_exit is not None
+            ):
+                self.ballast.release()
+        return snap
+
+    def wait(self, timeout: float) -> None:
+        self.inner.wait(timeout)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class HostStage(HogStage):
     """The hog in the domain beep-av lives in. `cache` bytes of page cache (None: a
     quarter of the domain, at most 256 MiB), `rate` bytes/s (None: RAM + swap in about
@@ -220,6 +332,7 @@ class HostStage(HogStage):
         self.paused = False
         self.confirmed = False
         self.hog = None  # HogProcess once spawned
+        self.ballast: Ballast | None = None
 
     def describe(self) -> str:
         """One line: the domain, the cache and the rate."""
@@ -288,7 +401,15 @@ class HostStage(HogStage):
 
         self.hog = HogProcess(rate=self.rate, cache=self.cache_bytes, cache_dir=self.cache_dir)
         self.hog.wait_ready()
+        self.ballast = Ballast(
+            BALLAST_BYTES, self.domain.cgroup_dir if self.domain.version == 1 else None
+        )
         say(f"stage: {self.describe()}")
+
+    def source(self) -> Source:
+        """The sampler, wrapped so that the show's ballast is dropped at the first sign
+        of the kill (see Ballast)."""
+        return BallastSource(super().source(), self.ballast)
 
     def files(self) -> StageFiles:
         """Where the sampler reads this stage."""
@@ -296,6 +417,8 @@ class HostStage(HogStage):
 
     def teardown(self) -> None:
         """Kill the hog if it is alive and close our ends. Idempotent."""
+        if self.ballast is not None:
+            self.ballast.close()
         if self.hog is not None:
             self.hog.kill()
             self.hog.wait(10)
