@@ -85,6 +85,12 @@ def _make_stage(settings: Settings, plan: Plan, t0: float, say: Say):
 
         # the domain is what it is: --ram and --swap do not apply; auto cache and rate
         # follow the domain's size
+        given = [f"--{k}" for k in ("ram", "swap") if getattr(settings, k) != "auto"]
+        if given:
+            say(
+                f"note: {' and '.join(given)} ignored on the host stage: the hog fills the "
+                "domain beep-av lives in, whatever its size"
+            )
         stage = HostStage(
             cache=None if settings.cache == "auto" else plan.cache,
             rate=None if settings.rate == "auto" else plan.rate,
@@ -319,6 +325,13 @@ def run_replay(settings: Settings, path: str, keys: str | None = None, say: Say 
         )
         t0 = time.monotonic()
         conductor.t0 = t0
+        if settings.record:  # the replay, recorded again as it is performed
+            from beep_av.recording import Recorder
+
+            header = {k: v for k, v in rec.header.items() if k not in ("type", "format")}
+            header.update(replay_of=path, speed=settings.speed)
+            recorder = Recorder(settings.record, header, say=say)
+            conductor.recorder = recorder
         audio = _open_audio(settings, conductor.get_state, t0, say)
         conductor.audio = audio
         audio.start()

@@ -80,3 +80,19 @@ def test_card_lines():
     assert card[0] == "OOM KILL"
     assert "176 MiB" in card[2]
     assert "3.2 ms" in card[-1] or "3.3 ms" in card[-1]
+
+
+def test_a_card_for_every_kill_in_watch_mode():
+    from dataclasses import replace
+
+    buf = io.StringIO()
+    out = HeadlessOutput(buf)
+    states = list(_states())
+    finale = states[-1]
+    out.frame(finale)
+    out.frame(finale)  # the same kill again: no second card
+    second = replace(finale, kill=replace(KILL, pid=5151, t=20.0), t=20.1)
+    out.frame(second)
+    text = buf.getvalue()
+    assert text.count("OOM KILL") == 2
+    assert "pid 4242 (python3)" in text and "pid 5151 (python3)" in text

@@ -423,3 +423,12 @@ def test_ballast_watcher_frees_it_when_the_domain_goes_under_oom(scratch_cgroup)
         assert not ballast.held
     finally:
         ballast.close()
+
+
+def test_ram_and_swap_are_said_to_be_ignored_on_the_host_stage():
+    from tests.conftest import beep
+
+    r = beep("show", "--stage", "host", "--ram", "128M", "--swap", "64M", "--output", "headless",
+             "--audio", "off", stdin=subprocess.DEVNULL)  # fmt: skip
+    assert r.returncode == 2  # no --yes and no terminal: refused, nothing allocated
+    assert "note: --ram and --swap ignored on the host stage" in r.stderr

@@ -123,3 +123,16 @@ def test_replay_cli_rejects_a_bad_recording(tmp_path):
     r = beep("replay", str(bad), "--output", "headless", "--audio", "off", timeout=60)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and str(bad) in r.stderr
+
+
+def test_replay_records_what_it_performs(tmp_path):
+    out = tmp_path / "again.jsonl"
+    r = beep(
+        "replay", str(FIXTURE), "--speed", "8", "--output", "headless", "--audio", "off",
+        "--record", str(out), timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    original, again = load(str(FIXTURE)), load(str(out))
+    assert again.phases() == original.phases()
+    assert again.kill["pid"] == original.kill["pid"]
+    assert again.header["replay_of"] == str(FIXTURE)

@@ -21,7 +21,7 @@ class HeadlessOutput:
         self._skips: set[Phase] = set()
         self._cache_peak = 0
         self._progress_shown = False
-        self._card_shown = False
+        self._cards_shown: set[tuple[int, float]] = set()  # (pid, t): watch sees many
 
     def open(self) -> None:
         pass
@@ -52,8 +52,9 @@ class HeadlessOutput:
             if p not in self._skips:
                 self._skips.add(p)
                 self._line(f"{'':7}  {p.value:<9} skipped: {reason}")
-        if state.phase is Phase.FINALE and state.kill and not self._card_shown:
-            self._card_shown = True
+        card_key = (state.kill.pid, state.kill.t) if state.kill else None
+        if state.phase is Phase.FINALE and card_key and card_key not in self._cards_shown:
+            self._cards_shown.add(card_key)
             self._line("")
             for line in victim_card(state.kill):
                 self._line("  " + line)
