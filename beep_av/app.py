@@ -295,59 +295,75 @@ def _auto_stage(settings: Settings, say: Say) -> Settings:
     return replace(settings, stage="rehearsal")
 
 
+class _Parts:
+    """What a driven performance (replay, watch) has opened so far: all of it is
+    closed by finish(), whatever failed half-way."""
+
+    output = audio = conductor = recorder = None
+
+    def finish(self, code: int, say: Say, old_handlers) -> None:
+        _finish_and_restore(
+            self.conductor, None, self.audio, self.output, self.recorder, code, say, old_handlers
+        )
+
+
+def _perform(parts: _Parts, settings: Settings, driver, initial: ShowState, key_plan, say: Say,
+             make_recorder=None) -> int:  # fmt: skip
+    """Open the outputs, the conductor, the recording and the audio around `driver`
+    (which has `run(publish, stop, t0)`), and run it; returns the conductor's exit code.
+    `make_recorder(t0)` builds the recorder when --record is given."""
+    from beep_av.show import Conductor
+
+    parts.output, output_name = _open_outputs(settings, key_plan, say)
+    parts.output.open()
+    c = Conductor(
+        settings, parts.output, None, None, say, output_name, replay=driver, initial=initial
+    )
+    parts.conductor = c
+    c.t0 = time.monotonic()
+    if settings.record and make_recorder is not None:
+        parts.recorder = c.recorder = make_recorder(c.t0)
+    parts.audio = c.audio = _open_audio(settings, c.get_state, c.t0, say)
+    parts.audio.start()
+    return c.run()
+
+
 def run_replay(settings: Settings, path: str, keys: str | None = None, say: Say = print) -> int:
     """`beep-av replay FILE`: re-perform a recording through the outputs."""
     from beep_av.recording import load
-    from beep_av.show import Conductor, install_signal_handlers
+    from beep_av.show import install_signal_handlers
     from beep_av.stages.replay import ReplayDriver
 
     key_plan = parse_key_plan(keys)
     rec = load(path)
     check_record_path(settings.record)
     driver = ReplayDriver(rec, speed=settings.speed)
-    output = audio = conductor = recorder = None
-    old_handlers = install_signal_handlers()
-    code = 1
-    try:
-        output, output_name = _open_outputs(settings, key_plan, say)
-        output.open()
-        conductor = Conductor(
-            settings,
-            output,
-            None,
-            None,
-            say,
-            output_name,
-            replay=driver,
-            initial=ShowState(
-                stage=str(rec.header.get("stage", "replay")), captions=settings.captions
-            ),
-        )
-        t0 = time.monotonic()
-        conductor.t0 = t0
-        if settings.record:  # the replay, recorded again as it is performed
-            from beep_av.recording import Recorder
 
-            header = {k: v for k, v in rec.header.items() if k not in ("type", "format")}
-            header.update(replay_of=path, speed=settings.speed)
-            recorder = Recorder(settings.record, header, say=say)
-            conductor.recorder = recorder
-        audio = _open_audio(settings, conductor.get_state, t0, say)
-        conductor.audio = audio
-        audio.start()
-        code = conductor.run()
-        if conductor.state.phase is not Phase.FINALE and conductor.end_reason == "finale":
-            conductor.end_reason = "end"
+    def make_recorder(t0: float):  # the replay, recorded again as it is performed
+        from beep_av.recording import Recorder
+
+        header = {k: v for k, v in rec.header.items() if k not in ("type", "format")}
+        header.update(replay_of=path, speed=settings.speed)
+        return Recorder(settings.record, header, say=say)
+
+    parts = _Parts()
+    old_handlers = install_signal_handlers()
+    initial = ShowState(stage=str(rec.header.get("stage", "replay")), captions=settings.captions)
+    try:
+        code = _perform(parts, settings, driver, initial, key_plan, say, make_recorder)
+        c = parts.conductor
+        if c.state.phase is not Phase.FINALE and c.end_reason == "finale":
+            c.end_reason = "end"
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except BaseException as e:
         from beep_av.show import Interrupted
 
         if not isinstance(e, Interrupted):
-            _finish_and_restore(conductor, None, audio, output, recorder, 1, say, old_handlers)
+            parts.finish(1, say, old_handlers)
             raise
         code = EXIT_INTERRUPTED
-    _finish_and_restore(conductor, None, audio, output, recorder, code, say, old_handlers)
+    parts.finish(code, say, old_handlers)
     return code
 
 
@@ -359,14 +375,14 @@ def run_watch(
     0), then print one line per kill seen and the total on stdout."""
     import signal
 
-    from beep_av.show import Conductor, Interrupted, header_for, install_signal_handlers
+    from beep_av.show import Interrupted, header_for, install_signal_handlers
     from beep_av.watch import WatchDriver, resolve_target, summary_lines
 
     key_plan = parse_key_plan(keys)
     check_record_path(settings.record)
     target = resolve_target(cgroup)  # BadInput before anything is opened
     driver = WatchDriver(target, hz=settings.sample_hz)
-    output = audio = conductor = recorder = None
+    parts = _Parts()
     old_handlers = install_signal_handlers()
     code = 1
     try:
@@ -374,60 +390,46 @@ def run_watch(
         for note in driver.notes:
             say(f"note: {note}")
         say(f"watching {target.describe()} ({ram // MiB} MiB RAM + {swap // MiB} MiB swap)")
-        output, output_name = _open_outputs(settings, key_plan, say)
-        output.open()
-        conductor = Conductor(
-            settings,
-            output,
-            None,
-            None,
-            say,
-            output_name,
-            replay=driver,
-            initial=ShowState(
-                stage="watch",
-                captions=settings.captions,
-                snapshot=Snapshot(t=0.0, ram_limit=ram, swap_limit=swap),
-            ),
+        initial = ShowState(
+            stage="watch",
+            captions=settings.captions,
+            snapshot=Snapshot(t=0.0, ram_limit=ram, swap_limit=swap),
         )
-        t0 = time.monotonic()
-        conductor.t0 = t0
-        if settings.record:
+
+        def make_recorder(t0: float):
             from beep_av.recording import Recorder
 
             header = header_for(settings, "watch", ram, swap, 0, 0)
             header["watch"] = target.describe()
             header["t0_monotonic"] = t0  # kernel (kmsg) times = t + t0_monotonic
-            recorder = Recorder(settings.record, header, every_kill=True)
-            conductor.recorder = recorder
-        audio = _open_audio(settings, conductor.get_state, t0, say)
-        conductor.audio = audio
-        audio.start()
-        code = conductor.run()
-        conductor.end_reason = "quit" if conductor.end_reason == "finale" else conductor.end_reason
+            return Recorder(settings.record, header, every_kill=True)
+
+        code = _perform(parts, settings, driver, initial, key_plan, say, make_recorder)
+        c = parts.conductor
+        c.end_reason = "quit" if c.end_reason == "finale" else c.end_reason
     except KeyboardInterrupt:
         code = 0
-        if conductor is not None:
-            conductor.end_reason = "interrupted"
+        if parts.conductor is not None:
+            parts.conductor.end_reason = "interrupted"
     except BaseException as e:
         if not isinstance(e, Interrupted):
             driver.close()
-            _finish_and_restore(conductor, None, audio, output, recorder, 1, say, old_handlers)
+            parts.finish(1, say, old_handlers)
             raise
         code = 0  # SIGTERM or SIGHUP: a watch's normal end, like Ctrl-C
-        if conductor is not None:
-            conductor.end_reason = "interrupted"
+        if parts.conductor is not None:
+            parts.conductor.end_reason = "interrupted"
     prev_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the summary must get out
     try:
-        if conductor is not None:
-            conductor.shutdown()
+        if parts.conductor is not None:
+            parts.conductor.shutdown()
         driver.close()
         kills = driver.kills()
-        if recorder is not None:
+        if parts.recorder is not None:
             for k in kills:
-                recorder.kill(k)
-        seconds = conductor.now() if conductor is not None else 0.0
-        _finish_and_restore(conductor, None, audio, output, recorder, code, say, old_handlers)
+                parts.recorder.kill(k)
+        seconds = parts.conductor.now() if parts.conductor is not None else 0.0
+        parts.finish(code, say, old_handlers)
         for line in summary_lines(kills, seconds, target.describe()):
             print(line, flush=True)
     finally:
