@@ -5,10 +5,8 @@ cleanup that always runs."""
 from __future__ import annotations
 
 import os
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from beep_av.config import Settings
 from beep_av.errors import EXIT_CANNOT_STAGE, EXIT_INTERRUPTED, BadInput, CannotStage
@@ -21,16 +19,10 @@ MiB = 1024**2
 
 def check_record_path(path: str | None) -> None:
     """A recording must be writable before anything is created (exit 2)."""
-    if not path:
-        return
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise BadInput(f"--record {path}: directory {parent} does not exist")
-    if p.is_dir():
-        raise BadInput(f"--record {path}: is a directory")
-    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise BadInput(f"--record {path}: not writable")
+    if path:
+        from beep_av.recording import check_writable
+
+        check_writable(path)
 
 
 def parse_key_plan(plan: str | None) -> list[tuple[float, str]] | None:
@@ -437,4 +429,4 @@ def run_watch(
     return code
 
 
-__all__ = ["run_live", "run_replay", "run_watch", "check_record_path", "sys"]
+__all__ = ["run_live", "run_replay", "run_watch", "check_record_path"]

@@ -173,10 +173,9 @@ def test_sigint_exits_130_and_leaves_nothing(real_stage, phase):
     assert "Traceback" not in proc.stderr.read()
 
 
-def test_sigkill_of_the_show_then_cleanup(real_stage):
-    proc = _start_show(
-        ["--ram", "192M", "--swap", "128M", "--cache", "32M", "--rate", "16M/s", *QUIET]
-    )
+def _sigkill_while_filling(args: list[str]) -> None:
+    """Start a show, SIGKILL it once the hog climbs: what a crash leaves behind."""
+    proc = _start_show(args)
     try:
         _wait_for_line(proc, " filling ")
         proc.send_signal(signal.SIGKILL)
@@ -184,6 +183,12 @@ def test_sigkill_of_the_show_then_cleanup(real_stage):
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_sigkill_of_the_show_then_cleanup(real_stage):
+    _sigkill_while_filling(
+        ["--ram", "192M", "--swap", "128M", "--cache", "32M", "--rate", "16M/s", *QUIET]
+    )
     # the hog dies with the show (PR_SET_PDEATHSIG)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(x.startswith("hog pid") for x in residue()):
@@ -198,16 +203,9 @@ def test_sigkill_of_the_show_then_cleanup(real_stage):
 
 
 def test_next_show_mentions_leftovers(real_stage):
-    proc = _start_show(
+    _sigkill_while_filling(
         ["--ram", "160M", "--swap", "off", "--cache", "16M", "--rate", "8M/s", *QUIET]
     )
-    try:
-        _wait_for_line(proc, " filling ")
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     r = beep("show", "--ram", "12parsecs")  # bad input: exits before creating anything ...
     assert r.returncode == 2
     r = beep(
