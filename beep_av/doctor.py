@@ -17,6 +17,15 @@ def _line(say: Say, ok: bool | None, what: str, detail: str) -> None:
     say(f"{mark} {what:<10} {detail}")
 
 
+ROUTE_WORDS = {
+    "systemd-system": "a transient systemd scope (systemd-run --scope, as root)",
+    "systemd-user": "a transient systemd user scope (systemd-run --user --scope, no root)",
+    "v1": "a cgroup v1 memory cgroup",
+    "v2": "a cgroup v2 child cgroup",
+}
+USERSPACE_KILLERS = ("systemd-oomd", "earlyoom", "nohang", "oomd")
+
+
 def check_cgroup() -> tuple[bool, str]:
     from beep_av.errors import CannotStage
     from beep_av.stages.cgroup import pick_route
@@ -25,8 +34,73 @@ def check_cgroup() -> tuple[bool, str]:
         route = pick_route("/sys/fs/cgroup", "/proc")
     except CannotStage as e:
         return False, e.message
-    where = f" under {route.parent}" if getattr(route, "parent", None) else ""
-    return True, f"cgroup {route.kind}{where} is writable: the real show can be staged"
+    what = ROUTE_WORDS.get(route.kind, route.kind)
+    if route.kind == "systemd-user":
+        ok, why = user_memory_delegated()
+        if not ok:
+            return False, why
+        return True, f"the stage will be {what}; {why}: the real show can be staged"
+    where = f" under {route.parent}" if route.parent else ""
+    return True, f"the stage will be {what}{where}: the real show can be staged"
+
+
+def user_memory_delegated(cgroup_root: str = "/sys/fs/cgroup") -> tuple[bool, str]:
+    """Whether this user's systemd manager was handed the memory controller (without it
+    a user scope's MemoryMax= is accepted and enforced by nobody)."""
+    uid = os.getuid()
+    path = f"{cgroup_root}/user.slice/user-{uid}.slice/user@{uid}.service/cgroup.controllers"
+    try:
+        with open(path) as f:
+            ctrls = f.read().split()
+    except OSError:
+        return True, "memory delegation not checked (no user@.service cgroup found)"
+    if "memory" in ctrls:
+        return True, "memory is delegated to user@.service"
+    return False, (
+        f"the user manager has no memory controller ({path} lists {' '.join(ctrls) or 'none'}):"
+        " add `Delegate=cpu memory pids` to user@.service, or run as root"
+    )
+
+
+def running_killers(proc_root: str = "/proc") -> list[tuple[int, str]]:
+    """(pid, name) of the userspace OOM killers running here, by /proc/PID/comm."""
+    found = []
+    try:
+        pids = [int(d) for d in os.listdir(proc_root) if d.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        try:
+            with open(f"{proc_root}/{pid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm in USERSPACE_KILLERS:
+            found.append((pid, comm))
+    return found
+
+
+def check_killers() -> tuple[bool | None, str]:
+    found = running_killers()
+    if not found:
+        return True, "no userspace OOM killer running (systemd-oomd, earlyoom): the kernel acts"
+    names = sorted({name for _, name in found})
+    fixes = []
+    if "systemd-oomd" in names:
+        fixes.append(
+            "the stage's scope asks systemd-oomd to leave it alone (ManagedOOMPreference=omit),"
+            " but its swap policy can still pick the stage: `sudo systemctl stop systemd-oomd`"
+            " for the show"
+        )
+    if "earlyoom" in names or "nohang" in names or "oomd" in names:
+        fixes.append(
+            "earlyoom-style killers watch the whole machine and may kill the hog first:"
+            " `sudo systemctl stop earlyoom` for the show"
+        )
+    return None, (
+        f"{', '.join(names)} running and could act before the kernel (the card will say so):"
+        f" {'; '.join(fixes)}"
+    )
 
 
 def check_swap() -> tuple[bool | None, str]:
@@ -101,10 +175,17 @@ def check_video() -> tuple[bool | None, str]:
         return None, "output selection unavailable"
 
 
+def find_tool(name: str) -> str | None:
+    """A system tool, also where a normal user's PATH does not look (/usr/sbin, /sbin)."""
+    return shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+
+
 def check_tools() -> tuple[bool | None, str]:
-    have = [t for t in ("mkswap", "swapon", "swapoff") if shutil.which(t)]
+    have = [t for t in ("mkswap", "swapon", "swapoff") if find_tool(t)]
     if len(have) == 3:
         return True, "mkswap, swapon, swapoff found"
+    if os.geteuid() != 0:
+        return True, "no temporary swapfile without root: the swap tools are not needed"
     return None, "util-linux tools missing (mkswap/swapon/swapoff): install util-linux"
 
 
@@ -118,6 +199,7 @@ def run_doctor(say: Say = print) -> int:
         ("kmsg", check_kmsg),
         ("mlock", check_mlock),
         ("tools", check_tools),
+        ("killers", check_killers),
         ("audio", check_audio),
         ("video", check_video),
     ):

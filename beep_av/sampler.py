@@ -85,6 +85,13 @@ class Sampler:
 
         self._poll = select.poll()
         self._efd = self._register_oom_eventfd()
+        # v2: memory.events itself is the OOM wake-up (kernfs wakes pollers with POLLPRI
+        # on every change of the file; a pread at offset 0 re-arms it)
+        self._v2_notify = v == 2 and self._oom_fd is not None
+        self._v2_fired = False
+        self._v2_oom_seen = 0  # the `oom` (not oom_kill) count when last looked at
+        if self._v2_notify:
+            self._poll.register(self._oom_fd, select.POLLPRI)
         self._kmsg_fd = self._open_kmsg()
         self._pidfd = hog.pidfd if hog is not None else None
         self._report_fd = hog.report_fd if hog is not None else None
@@ -97,7 +104,9 @@ class Sampler:
             self._poll.register(self._report_fd, 0)
 
         self.ram_limit, self.swap_limit = self._limits(ram_limit, swap_limit)
-        self._oom_start = self._oom_counter() or 0
+        oom0, kill0 = self._oom_counts()
+        self._oom_start = kill0 or 0
+        self._v2_oom_seen = oom0 or 0
 
         # sticky state: the latest readings and the earliest evidence
         self._anon = self._cache = self._swap = self._usage = 0
@@ -215,15 +224,21 @@ class Sampler:
 
     def _oom_counter(self) -> int | None:
         """The stage's oom_kill counter (v1 oom_control, v2 memory.events, host vmstat)."""
+        return self._oom_counts()[1]
+
+    def _oom_counts(self) -> tuple[int | None, int | None]:
+        """(oom, oom_kill) from the stage's file: `oom` (the limit was hit and the OOM
+        killer invoked) is v2's only; v1's OOM eventfd plays its part."""
         fd = self._oom_fd if self.files.cgroup_version else self._vmstat_fd
         text = self._pread(fd)
         if text is None:
-            return None
+            return None, None
         try:
-            return pick_fields(text, ("oom_kill",)).get("oom_kill")
+            d = pick_fields(text, ("oom", "oom_kill"))
         except ParseError:
             self.errors += 1
-            return None
+            return None, None
+        return d.get("oom"), d.get("oom_kill")
 
     def _read_memory(self) -> None:
         v = self.files.cgroup_version
@@ -317,7 +332,8 @@ class Sampler:
                     self._unpoll(self._pidfd)  # stays readable forever once exited
 
     def _read_oom(self, t: float) -> None:
-        fired = False
+        fired = self._v2_fired
+        self._v2_fired = False
         if self._efd is not None:
             try:
                 fired = os.eventfd_read(self._efd) > 0  # also re-arms the wake-up
@@ -328,7 +344,8 @@ class Sampler:
         # With the eventfd, the counter can only rise after it fires; read the file then
         # (and every OOM_READ_EVERY samples in case a notification was missed).
         self._samples += 1
-        due = self._efd is None or fired or self._recheck > 0
+        notified = self._efd is not None or self._v2_notify
+        due = not notified or fired or self._recheck > 0
         n = self._oom_counter() if due or self._samples % OOM_READ_EVERY == 0 else None
         if n is not None:
             count = max(0, n - self._oom_start)
@@ -431,10 +448,33 @@ class Sampler:
         if self._recheck > 0:
             self._recheck -= 1
             timeout = min(timeout, RECHECK)
-        try:
-            self._poll.poll(max(0, int(timeout * 1000 + 0.999)))
-        except InterruptedError:
-            pass
+        deadline = time.monotonic() + max(0.0, timeout)
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                ready = self._poll.poll(max(0, int(left * 1000 + 0.999)))
+            except InterruptedError:
+                return
+            if not self._v2_notify or not ready:
+                return
+            if any(fd != self._oom_fd for fd, _ in ready):
+                return
+            if self._v2_event_matters() or time.monotonic() >= deadline:
+                return
+
+    def _v2_event_matters(self) -> bool:
+        """memory.events changed. Its `max` and `high` counters tick at the limit many
+        times a second while the stage swaps: wake the loop only for `oom` (the kernel is
+        killing: look again soon) or `oom_kill` (the kill)."""
+        oom, kill = self._oom_counts()  # the pread also re-arms the wake-up
+        if kill is not None and kill - self._oom_start > self._oom_count:
+            self._v2_fired = True
+            return True
+        if oom is not None and oom > self._v2_oom_seen:
+            self._v2_oom_seen = oom
+            self._v2_fired = True
+            return True
+        return False
 
     def close(self) -> None:
         """Close every fd the sampler opened (the hog's pipe and pidfd stay the hog's).

@@ -44,8 +44,28 @@ def test_systemd_run_argv():
     i = argv.index("--")
     assert argv[i + 1 :] == ["python3", "-m", "beep_av.hog"]
     props = [argv[j + 1] for j, a in enumerate(argv[:i]) if a == "-p"]
-    assert props == [f"MemoryMax={256 * MiB}", f"MemorySwapMax={64 * MiB}"]
+    # no ManagedOOMPreference= for a systemd too old to know it (it would refuse the scope)
+    assert props == [f"MemoryMax={256 * MiB}", f"MemorySwapMax={64 * MiB}", "OOMPolicy=continue"]
     assert not any("MemoryHigh" in a for a in argv)
+
+
+def test_systemd_run_argv_system_manager_keeps_oomd_away():
+    argv = systemd_run_argv("u", 1, 2, ["x"], user=False, systemd_version=252)
+    assert argv[:2] == ["systemd-run", "--scope"] and "--user" not in argv
+    assert "ManagedOOMPreference=omit" in argv
+
+
+@pytest.mark.parametrize(
+    "text, want",
+    [
+        ("systemd 252 (252.39-1~deb12u2)\n+PAM +AUDIT\n", 252),
+        ("systemd 255.4-1ubuntu8\n", 255),
+        ("", 0),
+        ("not systemd\n", 0),
+    ],
+)
+def test_parse_systemd_version(text, want):
+    assert cg.parse_systemd_version(text) == want
 
 
 @pytest.mark.parametrize(
@@ -209,14 +229,32 @@ def test_route_v2_without_memory_and_no_systemd_is_cannot_stage(fake_cgroup_v2, 
     assert "\n" not in msg
 
 
-def test_route_systemd_run_when_pid1_is_systemd(fake_cgroup_v2, monkeypatch):
+def test_route_systemd_scope_when_pid1_is_systemd(fake_cgroup_v2, monkeypatch, tmp_path):
+    """On a systemd v2 machine the stage is a scope, even where our own cgroup (a session
+    scope, as under sudo) is writable: never a mkdir under a scope systemd owns."""
+    tree = fake_cgroup_v2(own_rel="/user.slice/user-0.slice/session-1.scope")
+    (tree.proc / "1" / "comm").write_text("systemd\n")
+    monkeypatch.setattr(cg.shutil, "which", lambda name: "/usr/bin/systemd-run")
+    r = pick_route(str(tree.root), str(tree.proc), is_root=True)
+    assert r.kind == "systemd-system" and r.systemd and r.parent is None
+    run = tmp_path / "run"
+    (run / "systemd").mkdir(parents=True)
+    (run / "systemd" / "private").write_text("")
+    r = pick_route(str(tree.root), str(tree.proc), is_root=False, env={"XDG_RUNTIME_DIR": str(run)})
+    assert r.kind == "systemd-user"
+    with pytest.raises(CannotStage, match="no systemd user manager"):
+        pick_route(str(tree.root), str(tree.proc), is_root=False, env={})
+    monkeypatch.setattr(cg.shutil, "which", lambda name: None)
+    with pytest.raises(CannotStage, match="not installed"):
+        pick_route(str(tree.root), str(tree.proc), is_root=True)
+
+
+def test_route_systemd_without_memory_controller_is_cannot_stage(fake_cgroup_v2, monkeypatch):
     tree = fake_cgroup_v2(memory=False)
     (tree.proc / "1" / "comm").write_text("systemd\n")
     monkeypatch.setattr(cg.shutil, "which", lambda name: "/usr/bin/systemd-run")
-    assert pick_route(str(tree.root), str(tree.proc)).kind == "systemd-run"
-    monkeypatch.setattr(cg.shutil, "which", lambda name: None)
-    with pytest.raises(CannotStage, match="not installed"):
-        pick_route(str(tree.root), str(tree.proc))
+    with pytest.raises(CannotStage, match="no memory controller"):
+        pick_route(str(tree.root), str(tree.proc), is_root=True)
 
 
 def test_route_v2_picked_when_writable(fake_cgroup_v2):

@@ -1,11 +1,16 @@
 """The cgroup stage: the hog confined in a fresh memory cgroup.
 
 Routes, picked in this order:
-- v2: a child of our own cgroup in the unified tree (memory.max, memory.swap.max);
+- systemd (PID 1 is systemd, cgroup v2): a transient scope with MemoryMax and
+  MemorySwapMax, placed the way systemd expects, never by a mkdir under a scope systemd
+  owns: `systemd-run --scope` through the system manager as root (a `sudo` from a
+  terminal lives in the terminal's session scope, which cannot enable +memory for a
+  child), `systemd-run --user --scope` through the user's manager otherwise;
+- v2: a child of our own cgroup in the unified tree (memory.max, memory.swap.max), where
+  no systemd owns the tree (a container, a delegated subtree);
 - v1: a child of our own memory cgroup (memory.limit_in_bytes, then
-  memory.memsw.limit_in_bytes: the kernel wants memsw >= limit at every step);
-- systemd-run: an unprivileged systemd desktop, the hog in a transient user scope.
-Nothing writable: CannotStage with the fix. The cgroup root and /proc are constructor
+  memory.memsw.limit_in_bytes: the kernel wants memsw >= limit at every step).
+Nothing usable: CannotStage with the fix. The cgroup root and /proc are constructor
 parameters so tests run on fake trees (earlyoom's procdir_path style)."""
 
 from __future__ import annotations
@@ -85,32 +90,71 @@ def parse_proc_cgroup(text: str) -> tuple[str | None, str | None]:
     return v1, v2
 
 
-def systemd_run_argv(unit: str, ram: int, swap: int, command: list[str]) -> list[str]:
-    """The argv that runs `command` in a transient user scope limited to `ram` bytes of
-    RAM and `swap` bytes of swap (MemoryHigh left unset, as with the other routes)."""
-    return [
-        "systemd-run",
-        "--user",
-        "--scope",
-        "--quiet",
-        "--collect",
-        f"--unit={unit}",
-        "-p",
-        f"MemoryMax={int(ram)}",
-        "-p",
-        f"MemorySwapMax={int(swap)}",
-        "--",
-        *command,
-    ]
+SYSTEMD_ROUTES = ("systemd-system", "systemd-user")
+OOMD_PREFERENCE_SINCE = 248  # ManagedOOMPreference= (systemd v248)
+
+
+def systemd_run_argv(
+    unit: str,
+    ram: int,
+    swap: int,
+    command: list[str],
+    *,
+    user: bool = True,
+    systemd_version: int = 0,
+) -> list[str]:
+    """The argv that runs `command` in a transient scope limited to `ram` bytes of RAM and
+    `swap` bytes of swap (MemoryHigh left unset, as with the other routes); `user`: the
+    user's manager (`--user`), else the system manager (root).
+
+    OOMPolicy=continue: the scope's default (stop) would SIGTERM whatever is left in it
+    after the kernel's kill. ManagedOOMPreference=omit (systemd >= 248): systemd-oomd does
+    not pick the stage, so the kill stays the kernel's (oomd honours it for root-owned
+    cgroups, and for a user's cgroups under a policy of that same user's)."""
+    props = [f"MemoryMax={int(ram)}", f"MemorySwapMax={int(swap)}", "OOMPolicy=continue"]
+    if systemd_version >= OOMD_PREFERENCE_SINCE:
+        props.append("ManagedOOMPreference=omit")
+    argv = ["systemd-run"] + (["--user"] if user else [])
+    argv += ["--scope", "--quiet", "--collect", f"--unit={unit}"]
+    for prop in props:
+        argv += ["-p", prop]
+    return [*argv, "--", *command]
+
+
+def parse_systemd_version(text: str) -> int:
+    """`systemctl --version` output -> 252 (0 when unreadable)."""
+    first = text.split("\n", 1)[0].split()
+    if len(first) >= 2 and first[0] == "systemd":
+        digits = first[1].split(".")[0]
+        if digits.isdigit():
+            return int(digits)
+    return 0
+
+
+def _systemd_version() -> int:
+    import subprocess
+
+    try:
+        out = subprocess.run(
+            ["systemctl", "--version"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return parse_systemd_version(out)
 
 
 @dataclass(frozen=True)
 class Route:
-    """Where the stage goes: "v1" | "v2" | "systemd-run", and the parent cgroup dir."""
+    """Where the stage goes: "v1" | "v2" | "systemd-system" | "systemd-user", and the
+    parent cgroup dir (v1/v2: our own cgroup; None for a systemd scope)."""
 
     kind: str
-    parent: str | None  # our own cgroup (v1/v2); None for systemd-run
+    parent: str | None
     unified_root: str | None = None
+
+    @property
+    def systemd(self) -> bool:
+        return self.kind in SYSTEMD_ROUTES
 
 
 def _readable(path: str) -> str | None:
@@ -121,14 +165,50 @@ def _readable(path: str) -> str | None:
         return None
 
 
-def pick_route(cgroup_root: str, proc_root: str) -> Route:
-    """Choose v2, v1 or systemd-run, from what is there and writable. Raises CannotStage."""
+def _unified(root: Path) -> Path:
+    """The cgroup v2 mount: the root itself (pure v2), else its `unified` (hybrid)."""
+    return root if (root / "cgroup.controllers").exists() else root / "unified"
+
+
+def user_manager_dir(env: dict | None = None) -> str | None:
+    """$XDG_RUNTIME_DIR/systemd when this user's systemd manager answers there."""
+    env = os.environ if env is None else env
+    run = env.get("XDG_RUNTIME_DIR")
+    if run and os.path.exists(os.path.join(run, "systemd", "private")):
+        return os.path.join(run, "systemd")
+    return None
+
+
+def pick_route(
+    cgroup_root: str,
+    proc_root: str,
+    *,
+    is_root: bool | None = None,
+    env: dict | None = None,
+) -> Route:
+    """Choose the systemd scope, v2, or v1, from what is there. Raises CannotStage."""
+    is_root = os.geteuid() == 0 if is_root is None else is_root
     text = _readable(f"{proc_root}/self/cgroup") or ""
     v1_path, v2_path = parse_proc_cgroup(text)
     root = Path(cgroup_root)
+    uni = _unified(root)
+    root_ctrls = (_readable(str(uni / "cgroup.controllers")) or "").split()
+    pid1 = (_readable(f"{proc_root}/1/comm") or "").strip()
     why = []
-    if v2_path is not None:
-        uni = root if (root / "cgroup.controllers").exists() else root / "unified"
+    # systemd owns a v2 tree with the memory controller: ask it for a scope
+    if pid1 == "systemd" and v2_path is not None and "memory" in root_ctrls:
+        if not shutil.which("systemd-run"):
+            why.append("systemd-run is not installed")
+        elif is_root:
+            return Route("systemd-system", None, str(uni))
+        elif user_manager_dir(env):
+            return Route("systemd-user", None, str(uni))
+        else:
+            why.append(
+                "no systemd user manager for this session (XDG_RUNTIME_DIR/systemd/private"
+                " is missing; log in through logind, or `loginctl enable-linger`)"
+            )
+    if v2_path is not None and not why:
         own = uni / v2_path.lstrip("/")
         ctrls = (_readable(str(own / "cgroup.controllers")) or "").split()
         if "memory" in ctrls:
@@ -145,14 +225,24 @@ def pick_route(cgroup_root: str, proc_root: str) -> Route:
         if own.is_dir() and os.access(own, os.W_OK):
             return Route("v1", str(own))
         why.append(f"{own} is not writable")
-    if shutil.which("systemd-run"):
-        comm = (_readable(f"{proc_root}/1/comm") or "").strip()
-        if comm == "systemd":
-            return Route("systemd-run", None)
-        why.append(f"systemd-run is installed but PID 1 is {comm or 'unknown'}, not systemd")
-    else:
-        why.append("systemd-run is not installed")
+    if pid1 != "systemd":
+        if shutil.which("systemd-run"):
+            why.append(f"systemd-run is installed but PID 1 is {pid1 or 'unknown'}, not systemd")
+        else:
+            why.append("systemd-run is not installed")
     raise CannotStage(f"no memory cgroup to stage in ({'; '.join(why)}): {FIX}")
+
+
+def _gone(path: str, timeout: float) -> bool:
+    """Wait up to `timeout` s for `path` to disappear."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while os.path.exists(path):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True
 
 
 # ---------------------------------------------------------------- the stage
@@ -211,9 +301,12 @@ class CgroupStage(HogStage):
 
     def describe(self) -> str:
         """One line: route, name, limits, cache and rate."""
-        route = {"v1": "cgroup v1", "v2": "cgroup v2", "systemd-run": "systemd scope"}.get(
-            self.route.kind if self.route else "", "cgroup"
-        )
+        route = {
+            "v1": "cgroup v1",
+            "v2": "cgroup v2",
+            "systemd-system": "systemd scope",
+            "systemd-user": "systemd user scope",
+        }.get(self.route.kind if self.route else "", "cgroup")
         swap = f" + {format_mib(self.swap_limit)} swap" if self.swap_limit else ", no swap"
         rate = f"{format_mib(self.rate)}/s" if self.rate else "flat out"
         return (
@@ -225,7 +318,7 @@ class CgroupStage(HogStage):
 
     def prepare(self, say: Say) -> None:
         """Create the cgroup, provision swap, spawn the hog and let it warm the cache."""
-        self.route = pick_route(self.cgroup_root, self.proc_root)
+        self.route = pick_route(self.cgroup_root, self.proc_root, is_root=self.is_root)
         choice = choose_swap(
             self.swap_mode, self.ram_limit, free_swap(self.proc_root), self.is_root
         )
@@ -313,8 +406,15 @@ class CgroupStage(HogStage):
 
         wrapper: list[str] = []
         procs = None
-        if self.route and self.route.kind == "systemd-run":
-            wrapper = systemd_run_argv(self.name, self.ram_limit, self.swap_limit, [])[:-1] + ["--"]
+        if self.route and self.route.systemd:
+            wrapper = systemd_run_argv(
+                self.name,
+                self.ram_limit,
+                self.swap_limit,
+                [],
+                user=self.route.kind == "systemd-user",
+                systemd_version=_systemd_version(),
+            )
         else:
             assert self.cgroup_dir
             procs = os.path.join(self.cgroup_dir, "cgroup.procs")
@@ -337,8 +437,9 @@ class CgroupStage(HogStage):
         try:
             self.hog.wait_ready()
         except CannotStage as e:
-            if self.route and self.route.kind == "systemd-run":
-                raise CannotStage(f"{e.message}; systemd-run --user failed: {FIX}") from None
+            if self.route and self.route.systemd:
+                how = "systemd-run --user" if self.route.kind == "systemd-user" else "systemd-run"
+                raise CannotStage(f"{e.message}; {how} failed: {FIX}") from None
             raise
         self._check_membership()
 
@@ -347,10 +448,11 @@ class CgroupStage(HogStage):
         assert self.hog and self.route
         text = _readable(f"{self.proc_root}/{self.hog.pid}/cgroup") or ""
         v1, v2 = parse_proc_cgroup(text)
-        if self.route.kind == "systemd-run":
+        if self.route.systemd:
             if not v2 or not self.route_unified():
                 raise CannotStage(f"cannot find the hog's scope cgroup: {FIX}")
             self.cgroup_dir = os.path.join(self.route_unified(), v2.lstrip("/"))
+            self._check_scope_limits()
             return
         assert self.cgroup_dir and self.route.parent
         want = "/" + os.path.relpath(self.cgroup_dir, self._mount_root())
@@ -358,9 +460,28 @@ class CgroupStage(HogStage):
         if got is None or os.path.normpath(got) != os.path.normpath(want):
             raise CannotStage(f"the hog is in cgroup {got}, not {want}: {FIX}")
 
+    def _check_scope_limits(self) -> None:
+        """systemd accepts MemoryMax= on a scope whose slice has no memory controller
+        (a user manager without memory delegation) and then enforces nothing: read the
+        limits back from the scope's own cgroup."""
+        assert self.cgroup_dir and self.route
+        want = {"memory.max": self.ram_limit, "memory.swap.max": self.swap_limit}
+        for name, value in want.items():
+            got = (_readable(os.path.join(self.cgroup_dir, name)) or "").strip()
+            if got != str(value):
+                fix = (
+                    "delegate the memory controller to the user manager"
+                    " (Delegate=cpu memory pids in user@.service), or run as root"
+                    if self.route.kind == "systemd-user"
+                    else FIX
+                )
+                raise CannotStage(
+                    f"the stage's scope {self.cgroup_dir} has {name} {got or 'missing'},"
+                    f" not {value}: {fix}"
+                )
+
     def route_unified(self) -> str | None:
-        root = Path(self.cgroup_root)
-        uni = root if (root / "cgroup.controllers").exists() else root / "unified"
+        uni = _unified(Path(self.cgroup_root))
         return str(uni) if uni.is_dir() else None
 
     def _mount_root(self) -> str:
@@ -394,7 +515,12 @@ class CgroupStage(HogStage):
             self.hog.close()
             if self._hog_value:
                 self.state.forget("hog", self._hog_value)
-        if self.cgroup_dir and self.route and self.route.kind != "systemd-run":
+        if self.cgroup_dir and self.route and self.route.systemd:
+            # systemd removes an empty scope (--collect); wait for it, so nothing is left
+            # in the tree when the show says it is torn down
+            if not _gone(self.cgroup_dir, 5.0):
+                errors.append(f"scope {self.cgroup_dir}")
+        elif self.cgroup_dir and self.route:
             if self.fs.rmdir(self.cgroup_dir):
                 self.state.forget("cgroup", self.cgroup_dir)
             else:
