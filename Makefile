@@ -2,7 +2,7 @@
 # Both set up the machine first (Debian packages as root, a virtualenv in .venv).
 PY := .venv/bin/python
 
-.PHONY: setup demo rehearse test lint format bench soak cleanup doctor
+.PHONY: setup demo rehearse test vm-test lint format bench soak cleanup doctor
 
 setup: .venv/.setup-done
 
@@ -17,6 +17,9 @@ rehearse: setup
 
 test: setup
 	bash scripts/test.sh
+
+vm-test: setup
+	bash scripts/test.sh -m guest
 
 lint: setup
 	$(PY) -m ruff check beep_av tests benchmarks

@@ -15,6 +15,8 @@ DEB_PACKAGES=(
   util-linux                            # mkswap, swapon, swapoff, mount (loop)
   e2fsprogs                             # mkfs.ext4: real full-disk tests on a loop filesystem
   gcc libc6-dev                         # the benchmark's C page-toucher
+  qemu-system-x86 qemu-utils            # the guest test bed (scripts/vm.sh)
+  mmdebstrap                            # the guest's Debian image (scripts/vm-image.sh)
 )
 
 missing=()

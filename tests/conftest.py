@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
-pytest_plugins = ["tests.fx_cgroup", "tests.fx_pulse", "tests.fx_xvfb"]
+pytest_plugins = ["tests.fx_cgroup", "tests.fx_pulse", "tests.fx_xvfb", "tests.fx_guest"]
 
 
 def require(ok: bool, why: str) -> None:
