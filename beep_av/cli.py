@@ -20,6 +20,7 @@ examples:
   beep-av rehearse --output terminal       no memory used: a model plays every phase
   beep-av show --audio wav:talk.wav --record talk.jsonl
   beep-av replay talk.jsonl --speed 2      re-perform last night's run
+  beep-av replay example                   the real show shipped with beep-av
   beep-av report talk.jsonl -o talk.png    one picture of the show
 
 SIZE: 512M, 1.5G, 256MiB, 10% (of available memory). RATE: 64M/s.
@@ -27,6 +28,18 @@ exit codes: 0 finale reached or done; 1 an output failed mid-show; 2 bad input;
 3 this machine cannot stage it, or the host guard stopped the show (the message names
 the fix); 130 interrupted (after full cleanup).
 """
+
+EXAMPLE_HELP = "a recording (JSON Lines), or `example`: the real cgroup show shipped with beep-av"
+
+
+def recording_path(name: str) -> str:
+    """FILE of replay/report: `example` (when no such file is here) names the shipped one."""
+    if name == "example" and not os.path.exists(name):
+        from beep_av.resources import example_recording
+
+        return str(example_recording())
+    return name
+
 
 SUBCOMMANDS = ("show", "rehearse", "replay", "watch", "report", "doctor", "cleanup")
 
@@ -64,7 +77,7 @@ def _add_outputs(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--config", metavar="FILE", help="TOML file with the same keys as the long flags"
     )
-    g.add_argument("--preset", metavar="NAME", help="talk|classroom|tty-art (from assets/presets)")
+    g.add_argument("--preset", metavar="NAME", help="talk|classroom|tty-art (shipped with beep-av)")
     g.add_argument("--keys", metavar="PLAN", help=argparse.SUPPRESS)  # scripted key plan (tests)
 
 
@@ -120,7 +133,7 @@ def build_parser() -> Parser:
     _add_outputs(reh)
 
     rep = sub.add_parser("replay", help="re-perform a recording through the outputs")
-    rep.add_argument("file", metavar="FILE")
+    rep.add_argument("file", metavar="FILE", help=EXAMPLE_HELP)
     rep.add_argument("--speed", type=float, metavar="X", help="playback speed (default 1)")
     _add_outputs(rep)
 
@@ -141,7 +154,7 @@ def build_parser() -> Parser:
     _add_outputs(watch)
 
     report = sub.add_parser("report", help="one PNG picture of a recording")
-    report.add_argument("file", metavar="FILE")
+    report.add_argument("file", metavar="FILE", help=EXAMPLE_HELP)
     report.add_argument("-o", "--out", required=True, metavar="PICTURE.png")
     report.add_argument("--size", default="1600x900", metavar="WxH")
 
@@ -263,7 +276,7 @@ def dispatch(args: argparse.Namespace) -> int:
         from beep_av.report import parse_size_arg, render_report
 
         size = parse_size_arg(args.size)
-        rec = load(args.file)
+        rec = load(recording_path(args.file))
         render_report(rec, args.out, size=size)
         print(f"report: wrote {args.out} ({size[0]}x{size[1]})")
         return 0
@@ -275,7 +288,7 @@ def dispatch(args: argparse.Namespace) -> int:
 
         settings = replace(settings, stage="rehearsal")
     if cmd == "replay":
-        return app.run_replay(settings, args.file, keys=args.keys, say=_say)
+        return app.run_replay(settings, recording_path(args.file), keys=args.keys, say=_say)
     if cmd == "watch":
         return app.run_watch(settings, args.cgroup, keys=args.keys, say=_say)
     return app.run_live(settings, keys=args.keys, say=_say)

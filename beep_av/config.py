@@ -13,8 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from beep_av.errors import BadInput
-
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
+from beep_av.resources import asset
 
 # ---------------------------------------------------------------- SIZE and RATE
 
@@ -166,28 +165,43 @@ def settings_from_mapping(data: dict[str, Any], source: str) -> dict[str, Any]:
 
 def load_config(path: str) -> dict[str, Any]:
     """Read a TOML config file into checked settings fields."""
-    p = Path(path)
     try:
-        text = p.read_bytes()
+        text = Path(path).read_bytes()
     except OSError as e:
         raise BadInput(f"--config {path}: cannot read ({e.strerror or e})") from None
+    return _checked_toml(text, str(path))
+
+
+def _checked_toml(text: bytes, source: str) -> dict[str, Any]:
     try:
         data = tomllib.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise BadInput(f"--config {path}: not valid TOML ({e})") from None
-    checked = settings_from_mapping(data, str(path))
-    validate_values(checked, str(path))
+        raise BadInput(f"--config {source}: not valid TOML ({e})") from None
+    checked = settings_from_mapping(data, source)
+    validate_values(checked, source)
     return checked
 
 
+def preset_names() -> list[str]:
+    """The presets shipped in assets/presets, sorted."""
+    folder = asset("presets")
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(".toml")] for p in folder.iterdir() if p.name.endswith(".toml"))
+
+
 def load_preset(name: str) -> dict[str, Any]:
-    """A preset's checked settings fields, from assets/presets/NAME.toml."""
-    path = ASSETS / "presets" / f"{name}.toml"
+    """A preset's checked settings fields, from assets/presets/NAME.toml (packaged)."""
     # a name, never a path: "../x" must not reach outside the presets folder
-    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name or "") or not path.is_file():
-        known = sorted(p.stem for p in (ASSETS / "presets").glob("*.toml"))
+    if not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", name or "") or name not in preset_names():
+        known = preset_names()
         raise BadInput(f"--preset: unknown preset {name!r} (known: {', '.join(known) or 'none'})")
-    return load_config(str(path))
+    path = asset("presets", f"{name}.toml")
+    try:
+        text = path.read_bytes()
+    except OSError as e:
+        raise BadInput(f"--preset {name}: cannot read {path} ({e.strerror or e})") from None
+    return _checked_toml(text, str(path))
 
 
 OUTPUTS = ("auto", "window", "fullscreen", "kms", "framebuffer", "terminal", "headless")

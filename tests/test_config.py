@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from beep_av.config import (
-    ASSETS,
     Settings,
     load_config,
     load_preset,
@@ -15,6 +14,7 @@ from beep_av.config import (
     validate_values,
 )
 from beep_av.errors import BadInput
+from tests.conftest import ROOT
 
 K, M, G = 1024, 1024**2, 1024**3
 
@@ -206,7 +206,7 @@ def test_presets_say_what_they_promise():
 
 
 def test_every_preset_file_is_tested():
-    assert {p.stem for p in (ASSETS / "presets").glob("*.toml")} == {
+    assert {p.stem for p in (ROOT / "assets" / "presets").glob("*.toml")} == {
         "talk",
         "classroom",
         "tty-art",

@@ -11,8 +11,9 @@ from pathlib import Path
 
 from beep_av.errors import BadInput
 from beep_av.model import PHASES
+from beep_av.resources import asset
 
-CAPTIONS_DIR = Path(__file__).resolve().parent.parent.parent / "assets" / "captions"
+CAPTIONS_DIR = asset("captions")  # packaged (importlib.resources), or the checkout's
 LANGS = ("en", "fr")
 
 REQUIRED = tuple(p.value for p in PHASES) + (
@@ -33,7 +34,8 @@ def load_captions(lang: str, directory: str | Path | None = None) -> dict[str, s
     Raises BadInput naming the file for a missing, unreadable or malformed file."""
     if not isinstance(lang, str) or not _LANG_RE.match(lang):
         raise BadInput(f"captions: {lang!r} is not a language code (use e.g. en, fr)")
-    path = Path(directory if directory is not None else CAPTIONS_DIR) / f"{lang}.toml"
+    folder = Path(directory) if directory is not None else CAPTIONS_DIR
+    path = folder.joinpath(f"{lang}.toml")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
