@@ -126,15 +126,17 @@ def check_psi() -> tuple[bool | None, str]:
 
 
 def check_kmsg() -> tuple[bool | None, str]:
-    try:
-        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
-        os.close(fd)
+    from beep_av.kernlog import kernel_log_route
+
+    route = kernel_log_route()
+    if route == "kmsg":
         return True, "kernel log readable: kills are confirmed by the kmsg record"
-    except OSError as e:
-        return (
-            None,
-            f"/dev/kmsg not readable ({e.strerror}): run as root or set kernel.dmesg_restrict=0",
-        )
+    if route == "journal":
+        return True, "kernel records readable in the journal (journalctl -k): kills are confirmed"
+    return None, (
+        "the kernel's records are not readable (/dev/kmsg needs root under dmesg_restrict):"
+        " run as root, or join the adm or systemd-journal group to read them in the journal"
+    )
 
 
 def check_mlock() -> tuple[bool | None, str]:

@@ -84,6 +84,7 @@ class Sampler:
         self._vmstat_fd = self._open(files.vmstat if v == 0 else None, "vmstat")
 
         self._poll = select.poll()
+        self._journal = None  # JournalKernelLog when /dev/kmsg is refused
         self._efd = self._register_oom_eventfd()
         # v2: memory.events itself is the OOM wake-up (kernfs wakes pollers with POLLPRI
         # on every change of the file; a pread at offset 0 re-arms it)
@@ -139,6 +140,7 @@ class Sampler:
     def _open_kmsg(self) -> int | None:
         fd = self._open(self.files.kmsg, "kmsg", os.O_RDONLY | os.O_NONBLOCK)
         if fd is None:
+            self._open_journal()
             return None
         try:
             os.lseek(fd, 0, os.SEEK_END)  # only records from now on
@@ -149,6 +151,27 @@ class Sampler:
             return None
         self._poll.register(fd, select.POLLIN)
         return fd
+
+    def _open_journal(self) -> None:
+        """dmesg_restrict keeps /dev/kmsg from a normal user; the journal may not."""
+        if self.files.kmsg != "/dev/kmsg":
+            return  # a test's stand-in kmsg: no fallback to the real machine's
+        from beep_av.kernlog import JournalKernelLog, journal_readable
+
+        if not journal_readable():
+            self.notes.append(
+                "the kernel's records are not readable either in the journal (join the adm"
+                " or systemd-journal group); kills are confirmed without them"
+            )
+            return
+        try:
+            self._journal = JournalKernelLog()
+        except OSError as e:
+            self.notes.append(f"journalctl failed ({e.strerror}); the kernel's records are absent")
+            return
+        self.notes = [n for n in self.notes if not n.startswith("kmsg unreadable")]
+        self.notes.append("kernel records from the journal (journalctl -k): /dev/kmsg is root's")
+        self._poll.register(self._journal.fd, select.POLLIN)
 
     def _register_oom_eventfd(self) -> int | None:
         """v1: an eventfd that the kernel signals on OOM in the stage cgroup."""
@@ -362,11 +385,16 @@ class Sampler:
         elif self._oom_t is not None:
             self._recheck = 0
 
-    def _drain_kmsg(self) -> None:
+    def _kmsg_records(self):
+        """Raw kernel records, /dev/kmsg's format: from the device, or the journal's
+        records of the same kernel messages put in that form (same printk clock)."""
+        if self._journal is not None:
+            for ts_us, message in self._journal.drain(KMSG_MAX_RECORDS):
+                yield b"6,0,%d,-;%s" % (ts_us, message.encode("utf-8", "replace"))
+            return
         fd = self._kmsg_fd
         if fd is None:
             return
-        pid = self.hog.pid if self.hog is not None else None
         for _ in range(KMSG_MAX_RECORDS):
             try:
                 raw = os.read(fd, KMSG_READ)
@@ -381,6 +409,11 @@ class Sampler:
                 return
             if not raw:
                 return
+            yield raw
+
+    def _drain_kmsg(self) -> None:
+        pid = self.hog.pid if self.hog is not None else None
+        for raw in self._kmsg_records():
             # cheap filter first: nearly every record is not about an OOM kill
             if b"Killed process" not in raw and b"oom-kill:" not in raw:
                 continue
@@ -482,6 +515,8 @@ class Sampler:
         if self._closed:
             return
         self._closed = True
+        if self._journal is not None:
+            self._journal.close()
         for fd in self._fds:
             try:
                 os.close(fd)

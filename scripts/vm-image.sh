@@ -64,7 +64,12 @@ say "the wheel and its dependencies (wheelhouse for an offline install)"
 PYBIN=python3
 [ -x .venv/bin/python ] && PYBIN=.venv/bin/python
 # the project's own wheel from this tree, and its dependencies from the package index
-if ! env -u PIP_FIND_LINKS "$PYBIN" -m pip wheel -q --wheel-dir "$work/wheelhouse" . >"$work/pip.log" 2>&1; then
+# from a copy: a build in the checkout leaves build/ behind, whose stale files can land in
+# later wheels
+mkdir "$work/src"
+cp -r pyproject.toml README.md beep_av assets "$work/src/"
+find "$work/src" -name __pycache__ -prune -exec rm -rf {} +
+if ! env -u PIP_FIND_LINKS "$PYBIN" -m pip wheel -q --wheel-dir "$work/wheelhouse" "$work/src" >"$work/pip.log" 2>&1; then
   cat "$work/pip.log" >&2
   exit 1
 fi
@@ -82,7 +87,9 @@ in_root /opt/beep-av/bin/pip install -q --no-index --find-links /opt/wheelhouse 
 ln -sf /opt/beep-av/bin/beep-av "$R/usr/local/bin/beep-av"
 
 say "the guest's user, units and settings"
-groups=$(for g in audio video render input; do in_root getent group "$g" >/dev/null && echo -n "$g,"; done)
+# adm as on Ubuntu's first user: the kernel's records in the journal (dmesg_restrict
+# keeps /dev/kmsg root's)
+groups=$(for g in adm audio video render input; do in_root getent group "$g" >/dev/null && echo -n "$g,"; done)
 in_root useradd -m -u 1000 -s /bin/bash ${groups:+-G "${groups%,}"} beep
 mkdir -p "$R/var/lib/systemd/linger"
 touch "$R/var/lib/systemd/linger/beep"   # user@1000.service (the user manager) runs from boot
@@ -94,10 +101,13 @@ for unit in tests/vm/guest/*.service; do
   ln -sf "/etc/systemd/system/$(basename "$unit")" "$R/etc/systemd/system/multi-user.target.wants/"
 done
 # started only by the tests that want them; and nothing that slows a TCG boot
-for unit in zramswap.service systemd-oomd.service systemd-oomd.socket apt-daily.timer \
-  apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer; do
+for unit in zramswap.service apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer \
+  e2scrub_reap.service fstrim.timer; do
   in_root systemctl disable "$unit" >/dev/null 2>&1 || true
 done
+# systemd-oomd is socket- and D-Bus-activated as well: masked, the test that wants it
+# unmasks it
+in_root systemctl mask systemd-oomd.service systemd-oomd.socket >/dev/null 2>&1 || true
 in_root systemctl mask serial-getty@ttyS0.service >/dev/null 2>&1 || true
 echo 'kernel.printk = 3 4 1 3' > "$R/etc/sysctl.d/10-beep-console.conf"
 
