@@ -1,0 +1,174 @@
+"""The laptop, for real: a Debian guest with systemd as PID 1, cgroup v2 only, logind,
+a normal user with their systemd user manager, zram and systemd-oomd (scripts/vm.sh).
+
+Two boots: tests/vm/laptop-root.sh (root from a login shell in a logind session, as
+`sudo` from a terminal) and tests/vm/laptop-user.sh (the normal user, no sudo). Each
+test reads what its boot's script wrote to $OUT."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from beep_av.recording import load
+
+# a boot (and an image build from nothing) runs in the first test's setup
+pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.guest, pytest.mark.timeout(1800)]
+
+STORY = ["calm", "filling", "evicting", "swapping", "oom", "finale"]
+
+
+@pytest.fixture(scope="module")
+def root_run(guest):
+    run = guest("laptop-root.sh", "root")
+    assert run.rc == 0 and (run.out / "done").exists(), run.tail()
+    return run
+
+
+@pytest.fixture(scope="module")
+def user_run(guest):
+    run = guest("laptop-user.sh", "user")
+    assert run.rc == 0 and (run.out / "done").exists(), run.tail()
+    return run
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _phases(path: Path) -> list[str]:
+    return [r["phase"] for r in _records(path) if r["type"] == "phase"]
+
+
+def _kill(path: Path) -> dict:
+    kills = [r for r in _records(path) if r["type"] == "kill" and r.get("hog", True)]
+    assert len(kills) == 1, f"{path.name}: {len(kills)} kill records of the hog"
+    return kills[0]
+
+
+def _check_show(run, rel: str, *, sources=("exit", "oom_kill", "kmsg"), story=STORY) -> dict:
+    """A show that reached the finale through the kernel's kill, and left nothing."""
+    name = Path(rel)
+    rc = run.rc_of(f"{rel}.rc")
+    err = run.text(f"{rel}.err")
+    assert rc == 0, f"{rel}: exit {rc}: {err}"
+    assert _phases(run.out / f"{rel}.jsonl") == list(story), err
+    kill = _kill(run.out / f"{rel}.jsonl")
+    assert set(sources) <= set(kill["detected_by"]), kill
+    if "kmsg" in sources:
+        assert "Killed process" in kill["kmsg"] and str(kill["pid"]) in kill["kmsg"]
+    assert run.text(f"{rel}.left").strip() == "", f"{name}: left behind:\n{run.text(f'{rel}.left')}"
+    load(str(run.out / f"{rel}.jsonl"))  # the recording replays
+    return kill
+
+
+# ---------------------------------------------------------------- root (`sudo`)
+
+
+def test_guest_is_a_systemd_v2_laptop(root_run):
+    cg = root_run.text("info/cgroup.txt").strip()
+    assert cg.startswith("0::/user.slice/user-0.slice/session-"), cg  # a logind session
+    doctor = root_run.text("info/doctor.txt")
+    assert "OK   cgroup     the stage will be a transient systemd scope" in doctor, doctor
+    print(f"guest: up in {root_run.boot_s} s (host side); whole run {root_run.seconds:.0f} s")
+
+
+def test_sudo_shows_on_v2_reach_the_finale_in_a_system_scope(root_run):
+    latencies = []
+    for i in range(1, 6):
+        kill = _check_show(root_run, f"a/show{i}")
+        out = root_run.text(f"a/show{i}.out")
+        assert "stage: systemd scope beep-av-" in out + root_run.text(f"a/show{i}.err"), out
+        assert "Memory cgroup out of memory" in kill["kmsg"]
+        phases = {r["phase"]: r["t"] for r in _records(root_run.out / f"a/show{i}.jsonl")
+                  if r["type"] == "phase"}  # fmt: skip
+        print(f"show{i}: " + ", ".join(f"{p} {t:.2f}s" for p, t in phases.items())
+              + f"; latency {kill.get('latency_ms')} ms")  # fmt: skip
+        if kill.get("latency_ms") is not None:
+            latencies.append(kill["latency_ms"])
+    assert len(latencies) == 5, "every v2 show measured its detection latency"
+    assert all(0 < x < 200 for x in latencies), latencies
+    print(f"v2 detection latency: median {statistics.median(latencies):.1f} ms of {latencies}")
+
+
+def test_sudo_show_provisions_and_removes_a_temporary_swapfile(root_run):
+    _check_show(root_run, "a/swapfile")
+    out = root_run.text("a/swapfile.out") + root_run.text("a/swapfile.err")
+    assert "swapfile" in out, out
+
+
+def test_zram_swap_takes_the_hogs_pages_without_compressing_them(root_run):
+    swaps = root_run.text("info/zram-swaps.txt")
+    assert "/dev/zram0" in swaps and "/swapfile" not in swaps, swaps
+    _check_show(root_run, "c/zram")
+    # mm_stat: orig_data_size compr_data_size mem_used_total ... (bytes), every 20 ms
+    rows = sorted({tuple(map(int, line.split()[:2])) for line in root_run.text("c/mm_stat.txt").splitlines()
+                   if len(line.split()) >= 2 and line.split()[0].isdigit()})  # fmt: skip
+    orig, compr = max(rows)
+    assert orig > 64 << 20, f"only {orig} bytes went to zram"
+    ratio = compr / orig
+    # the first pages out are the hog interpreter's own cold ones, which do compress; the
+    # pages that follow are the hog's random ones
+    half = next((o, c) for o, c in rows if o >= orig // 2)
+    marginal = (compr - half[1]) / (orig - half[0])
+    print(f"zram: {orig >> 20} MiB stored as {compr >> 20} MiB: compressed/original = {ratio:.3f};"
+          f" the second half alone {marginal:.3f}")  # fmt: skip
+    assert ratio >= 0.9
+    assert marginal >= 0.95
+
+
+def test_systemd_oomd_active_is_reported_truthfully(root_run):
+    assert root_run.text("d/active.txt").strip() == "active"
+    doctor = root_run.text("d/doctor.txt")
+    assert "systemd-oomd running" in doctor and "systemctl stop systemd-oomd" in doctor, doctor
+    journal = root_run.text("d/journal.txt")
+    for name in ("oomd", "oomd-swapfull"):
+        recs = _records(root_run.out / f"d/{name}.jsonl")
+        scope = next((r for r in recs if r["type"] == "header"), {}).get("cgroup", "beep-av-")
+        oomd_killed = any("Killed" in line and "beep-av-" in line for line in journal.splitlines())
+        rc = root_run.rc_of(f"d/{name}.rc")
+        if oomd_killed and rc != 0:
+            kill = next(r for r in recs if r["type"] == "kill")
+            assert "kmsg" not in kill["detected_by"] and "oom_kill" not in kill["detected_by"]
+            assert "systemd-oomd" in root_run.text(f"d/{name}.err")
+            print(f"{name}: systemd-oomd killed the stage ({scope}), reported as such")
+        else:
+            _check_show(root_run, f"d/{name}")
+            print(f"{name}: the kernel killed the hog; systemd-oomd stayed out of the stage")
+    assert not any("Killed" in line and "beep-av-" in line for line in journal.splitlines()), (
+        "systemd-oomd picked the stage despite ManagedOOMPreference=omit:\n" + journal
+    )
+
+
+# ---------------------------------------------------------------- the normal user
+
+
+def test_user_doctor_says_ok_for_the_user_scope(user_run):
+    doctor = user_run.text("b/doctor.txt")
+    assert "OK   cgroup     the stage will be a transient systemd user scope" in doctor, doctor
+    assert "memory is delegated to user@.service" in doctor
+    assert user_run.rc_of("b/doctor.rc") == 0
+
+
+def test_user_show_without_sudo_reaches_the_finale_in_a_user_scope(user_run):
+    assert "uid=1000(beep)" in user_run.text("info/id.txt")
+    for i in (1, 2):
+        kill = _check_show(user_run, f"b/show{i}")
+        out = user_run.text(f"b/show{i}.out")
+        assert "stage: systemd user scope beep-av-" in out + user_run.text(f"b/show{i}.err"), out
+        print(f"user show{i}: detected by {kill['detected_by']}, latency {kill.get('latency_ms')}")
+
+
+def test_the_wheel_in_a_fresh_venv_as_the_user(user_run):
+    assert user_run.rc_of("e/install.rc") == 0, user_run.text("e/venv.log")
+    fr = "mémoire"  # the French captions speak of memory in every phase
+    headless = user_run.text("e/headless.out")
+    assert user_run.rc_of("e/headless.rc") == 0, user_run.text("e/headless.err")
+    assert "finale" in headless, headless
+    assert user_run.rc_of("e/window.rc") == 0, user_run.text("e/window.err")
+    assert list((user_run.out / "e" / "frames").glob("*.png")), "the window drew no frames"
+    assert user_run.rc_of("e/terminal.rc") == 0, user_run.text("e/terminal.err")
+    assert fr in user_run.text("e/terminal.pane").lower()

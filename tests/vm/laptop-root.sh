@@ -1,0 +1,56 @@
+# The laptop as root (`sudo` from a terminal: a login shell in a logind session scope),
+# in the guest: run by tests/test_guest_laptop.py through scripts/vm.sh, results in $OUT.
+set -u
+SHOW=(beep-av show --ram 128M --cache 32M --rate 96M/s --output headless --audio off)
+leftovers() {  # anything of ours left in the cgroup tree, the unit list or swap
+  { find /sys/fs/cgroup -name 'beep-av*'
+    systemctl list-units --all --no-legend 'beep-av*'
+    grep beep-av /proc/swaps
+    ls -d /var/tmp/beep-av-swap-* 2>/dev/null; } >"$1" 2>/dev/null
+}
+run_show() {  # run_show DIR NAME ARGS...: a show, its output, status and leftovers
+  local dir=$1 name=$2; shift 2
+  mkdir -p "$OUT/$dir"
+  "${SHOW[@]}" --record "$OUT/$dir/$name.jsonl" "$@" >"$OUT/$dir/$name.out" 2>"$OUT/$dir/$name.err"
+  echo $? >"$OUT/$dir/$name.rc"
+  leftovers "$OUT/$dir/$name.left"
+}
+mkdir -p "$OUT/info"
+cat /proc/self/cgroup >"$OUT/info/cgroup.txt"
+cut -d' ' -f1 /proc/uptime >"$OUT/info/uptime.txt"
+beep-av doctor >"$OUT/info/doctor.txt" 2>&1
+
+# a. sudo on cgroup v2: five shows with the guest's swap, one with a temporary swapfile
+for i in 1 2 3 4 5; do run_show a "show$i" --swap 64M; done
+swapoff /swapfile
+run_show a swapfile --swap 64M
+swapon /swapfile
+
+# c. zram only: zram-tools' swap, the hog's pages must not compress
+swapoff -a
+systemctl start zramswap.service
+swapon --show --bytes >"$OUT/info/zram-swaps.txt"
+mkdir -p "$OUT/c"
+( while :; do cat /sys/block/zram0/mm_stat; sleep 0.02; done ) >"$OUT/c/mm_stat.txt" 2>/dev/null &
+sampler=$!
+run_show c zram --swap 192M
+kill "$sampler"
+systemctl stop zramswap.service
+swapon /swapfile
+
+# d. systemd-oomd active with Debian's policies (user@.service pressure, -.slice swap 90%)
+systemctl unmask -q systemd-oomd.service systemd-oomd.socket
+systemctl start systemd-oomd.service
+sleep 1
+mkdir -p "$OUT/d"
+systemctl is-active systemd-oomd.service >"$OUT/d/active.txt"
+beep-av doctor >"$OUT/d/doctor.txt" 2>&1
+run_show d oomd --swap 64M
+# swap nearly all in the stage: the root slice's 90% swap policy would pick the stage
+swapoff /swapfile
+fallocate -l 80M /swap-small && chmod 600 /swap-small && mkswap -q /swap-small && swapon /swap-small
+run_show d oomd-swapfull --swap 76M
+swapoff /swap-small; rm -f /swap-small; swapon /swapfile
+journalctl -b -u systemd-oomd.service -o short-monotonic --no-pager >"$OUT/d/journal.txt" 2>&1
+systemctl stop systemd-oomd.service
+echo done >"$OUT/done"

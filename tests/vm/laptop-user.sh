@@ -1,0 +1,42 @@
+# The laptop as a normal user (no sudo): logind session, the user's systemd manager.
+# Run by tests/test_guest_laptop.py through scripts/vm.sh --user, results in $OUT.
+set -u
+mkdir -p "$OUT/info" "$OUT/b" "$OUT/e"
+id >"$OUT/info/id.txt"
+cat /proc/self/cgroup >"$OUT/info/cgroup.txt"
+leftovers() {
+  { find /sys/fs/cgroup -name 'beep-av*'
+    systemctl --user list-units --all --no-legend 'beep-av*'; } >"$1" 2>/dev/null
+}
+
+# b. a real show through systemd-run --user --scope, the guest's existing swap
+beep-av doctor >"$OUT/b/doctor.txt" 2>&1
+echo $? >"$OUT/b/doctor.rc"
+for i in 1 2; do
+  beep-av show --ram 128M --swap 64M --cache 32M --rate 96M/s --output headless --audio off \
+    --record "$OUT/b/show$i.jsonl" >"$OUT/b/show$i.out" 2>"$OUT/b/show$i.err"
+  echo $? >"$OUT/b/show$i.rc"
+  leftovers "$OUT/b/show$i.left"
+done
+
+# e. the wheel: a fresh venv with only the built wheel and its dependencies (offline)
+python3 -m venv /tmp/fresh >"$OUT/e/venv.log" 2>&1
+/tmp/fresh/bin/pip install -q --no-index --find-links /opt/wheelhouse beep-av >>"$OUT/e/venv.log" 2>&1
+echo $? >"$OUT/e/install.rc"
+cd /tmp
+R=(/tmp/fresh/bin/beep-av rehearse --preset classroom --captions fr --audio off --seed 3)
+"${R[@]}" --output headless >"$OUT/e/headless.out" 2>"$OUT/e/headless.err"
+echo $? >"$OUT/e/headless.rc"
+SDL_VIDEODRIVER=dummy "${R[@]}" --output window --frames "$OUT/e/frames" --frames-every 30 \
+  >"$OUT/e/window.out" 2>"$OUT/e/window.err"
+echo $? >"$OUT/e/window.rc"
+tmux -L beep new-session -d -x 120 -y 40 \
+  "${R[*]} --output terminal 2>$OUT/e/terminal.err; echo \$? >$OUT/e/terminal.rc; sleep 30"
+for _ in $(seq 600); do
+  [ -s "$OUT/e/terminal.rc" ] && break
+  tmux -L beep capture-pane -p >>"$OUT/e/terminal.pane" 2>/dev/null
+  sleep 0.2
+done
+tmux -L beep capture-pane -p >"$OUT/e/terminal.end" 2>/dev/null
+tmux -L beep kill-server 2>/dev/null
+echo done >"$OUT/done"
