@@ -10,12 +10,15 @@
 # session. $OUT in the guest is DIR on the host. DIR gets serial.log (the guest's
 # console), shot-T.png (screendumps T seconds after the command starts) and card.wav
 # (what the guest's sound card played). The command's stdout and stderr come out here.
+# In the guest, `beep-vm-shot NAME` asks for a screendump now ($VM_OUT/shot-NAME.png).
 #
 # The guest: 2 vCPUs, 2 GiB, no network, a std VGA (bochs-drm: /dev/dri/card0, /dev/fb0),
 # an Intel HDA sound card. KVM only where hardware virtualisation really works, else
 # TCG. One guest at a time on this machine (a lock), never beside another heavy test.
 # Exit codes: the command's; 124 the guest timed out; 125 the bed itself failed.
 set -uo pipefail
+# the whole script is read before it runs (a { } block): editing it mid-run is then safe
+{
 cd "$(dirname "$0")/.."
 
 mode=root
@@ -56,6 +59,9 @@ mkdir -p "$ctl"
 chmod 0777 "$ctl"
 printf '%s\n' "$command" >"$ctl/cmd"
 echo "$mode" >"$ctl/mode"
+hold=0  # seconds after the command's start the guest stays up for the last screendump
+for t in ${shots//,/ }; do hold=$(python3 -c "print(max($hold, $t + 2))"); done
+echo "$hold" >"$ctl/hold"
 qemu_pid=""
 finish() {
   [ -n "$qemu_pid" ] && kill "$qemu_pid" 2>/dev/null && wait "$qemu_pid" 2>/dev/null
@@ -75,10 +81,13 @@ if [ -w /dev/kvm ] && { [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd
 fi
 
 rm -f "$out/serial.log" "$out/card.wav" "$out"/shot-*.png
+console="console=ttyS0"
+# the console's own VT takes kernel messages too: a picture must hold them back
+[ "$mode" = console ] && console="console=tty0 console=ttyS0"
 t_boot=$SECONDS
 qemu-system-x86_64 "${accel[@]}" -smp 2 -m 2G -nodefaults -no-reboot \
   -kernel "$img/vmlinuz" -initrd "$img/initrd.img" \
-  -append "root=/dev/vda rw console=ttyS0 quiet loglevel=3 systemd.show_status=auto" \
+  -append "root=/dev/vda rw $console quiet loglevel=3 systemd.show_status=auto" \
   -drive "file=$run/disk.qcow2,if=virtio,format=qcow2,cache=unsafe" \
   -virtfs "local,path=$ctl,mount_tag=ctl,security_model=none,id=ctl" \
   -virtfs "local,path=$out,mount_tag=out,security_model=none,id=out" \
@@ -88,14 +97,28 @@ qemu-system-x86_64 "${accel[@]}" -smp 2 -m 2G -nodefaults -no-reboot \
   -nic none &
 qemu_pid=$!
 
-# screendumps T seconds after the command starts, through the QEMU monitor
-shoot() {
-  local t=$1 ppm="$run/shot-$1.ppm"
-  printf 'screendump %s\n' "$ppm" | python3 -c '
-import socket, sys, time
-s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(5)
-time.sleep(0.2); s.sendall(sys.stdin.read().encode()); time.sleep(1.0)' "$run/monitor.sock"
-  [ -s "$ppm" ] && /usr/bin/convert "$ppm" "$out/shot-$t.png" 2>/dev/null
+# screendumps through the QEMU monitor: T seconds after the command starts (--shots), and
+# whenever the guest asks (`beep-vm-shot NAME` writes ctl/shot-req.NAME)
+shoot() {  # shoot NAME
+  local ppm="$run/shot-$1.ppm"
+  python3 - "$run/monitor.sock" "$ppm" <<'PY'
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(10)
+s.connect(sys.argv[1])
+def prompt():
+    buf = b""
+    while not buf.endswith(b"(qemu) "):
+        chunk = s.recv(4096)
+        if not chunk:
+            return
+        buf += chunk
+prompt()
+s.sendall(b"screendump %s\n" % sys.argv[2].encode())
+prompt()
+PY
+  [ -s "$ppm" ] && /usr/bin/convert "$ppm" "$out/shot-$1.png" 2>/dev/null
+  rm -f "$ppm"
 }
 shot_list=()
 [ -n "$shots" ] && IFS=, read -ra shot_list <<<"$shots"
@@ -110,13 +133,19 @@ while kill -0 "$qemu_pid" 2>/dev/null; do
       (sleep "$t"; shoot "$t") &
     done
   fi
+  for req in "$ctl"/shot-req.*; do
+    [ -e "$req" ] || continue
+    name=${req##*/shot-req.}
+    rm -f "$req"
+    shoot "$name"
+  done
   if [ $SECONDS -ge $deadline ]; then
     echo "vm.sh: the guest did not finish in ${timeout} s (see $out/serial.log)" >&2
     cat "$ctl/stdout" 2>/dev/null
     cat "$ctl/stderr" >&2 2>/dev/null
     exit 124
   fi
-  sleep 0.5
+  sleep 0.1
 done
 wait "$qemu_pid"
 qemu_pid=""
@@ -130,3 +159,4 @@ if [ ! -s "$ctl/rc" ]; then
 fi
 echo "vm.sh: done in $((SECONDS - t_boot)) s (command $((SECONDS - ${started:-$SECONDS})) s)" >&2
 exit "$(cat "$ctl/rc")"
+}
