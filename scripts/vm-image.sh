@@ -96,7 +96,9 @@ touch "$R/var/lib/systemd/linger/beep"   # user@1000.service (the user manager) 
 echo beep-guest > "$R/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 beep-guest\n' > "$R/etc/hosts"
 install -m 0755 tests/vm/guest/beep-vm-run "$R/usr/local/sbin/beep-vm-run"
+install -m 0755 tests/vm/guest/beep-vm-shot "$R/usr/local/bin/beep-vm-shot"
 install -m 0644 tests/vm/guest/*.service "$R/etc/systemd/system/"
+install -m 0644 tests/vm/guest/zz-beep-vm-console.sh "$R/etc/profile.d/"
 for unit in tests/vm/guest/*.service; do
   ln -sf "/etc/systemd/system/$(basename "$unit")" "$R/etc/systemd/system/multi-user.target.wants/"
 done

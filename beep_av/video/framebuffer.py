@@ -182,6 +182,7 @@ class FramebufferOutput:
         self._surface: Any = None
         self._console = False
         self._blank_minutes = 0
+        self._graphics: Any = None  # vt.GraphicsMode while we own a real device's VT
 
     # -- checks and geometry (read-only; usable before open by --output preflight)
 
@@ -255,6 +256,12 @@ class FramebufferOutput:
         self._surface = _xrgb_surface(g.width, g.height)
         if self.painter is None:
             self.painter = _default_painter((g.width, g.height), self.lang)
+        if stat.S_ISCHR(st.st_mode):
+            # the real device: keep fbcon (the kernel's OOM report, the cursor) off it
+            from beep_av.video.vt import GraphicsMode
+
+            self._graphics = GraphicsMode()
+            self._graphics.enter()
         self._console_enter()
 
     def frame(self, state: ShowState) -> list[str]:
@@ -279,6 +286,9 @@ class FramebufferOutput:
             os.close(self._fd)
             self._fd = None
         self._surface = None
+        graphics, self._graphics = self._graphics, None
+        if graphics is not None:
+            graphics.leave()  # KD_TEXT: fbcon redraws the console as it was
         self._console_leave()
 
     # -- the console under the framebuffer

@@ -40,6 +40,7 @@ class KmsOutput:
         self.window_args = window_args
         self.fps = float(window_args.get("fps", 30.0))
         self._window: Any = None
+        self._graphics: Any = None
 
     def check(self) -> None:
         """Raise CannotStage (with the fix) unless a usable DRM card exists."""
@@ -47,10 +48,18 @@ class KmsOutput:
 
     def open(self) -> None:
         self.check()
+        from beep_av.video.vt import GraphicsMode
         from beep_av.video.window import WindowOutput
 
-        self._window = WindowOutput(fullscreen=True, driver="kmsdrm", **self.window_args)
-        self._window.open()
+        # KD_GRAPHICS first: the kernel's console must not draw over SDL's picture
+        self._graphics = GraphicsMode()
+        self._graphics.enter()
+        try:
+            self._window = WindowOutput(fullscreen=True, driver="kmsdrm", **self.window_args)
+            self._window.open()
+        except BaseException:
+            self.close()
+            raise
         self.fps = self._window.fps
 
     def frame(self, state: ShowState) -> list[str]:
@@ -58,5 +67,10 @@ class KmsOutput:
 
     def close(self) -> None:
         window, self._window = self._window, None
-        if window is not None:
-            window.close()
+        try:
+            if window is not None:
+                window.close()
+        finally:
+            graphics, self._graphics = self._graphics, None
+            if graphics is not None:
+                graphics.leave()
