@@ -159,7 +159,16 @@ def build_parser() -> Parser:
     report.add_argument("--size", default="1600x900", metavar="WxH")
 
     sub.add_parser("doctor", help="what this machine can stage, and the fix for each gap")
-    sub.add_parser("cleanup", help="remove what a killed show left behind")
+    sub.add_parser(
+        "cleanup",
+        help="remove what a killed show left behind",
+        description="Remove what killed shows left behind (their state files list it),"
+        " checking each item is one a stage of ours makes: beep-av-* cgroups on a cgroup"
+        " mount (only our hogs inside are killed), beep-av-swap-*/swapfile files of ours,"
+        " hogs by pid, start time and command line. Anything else is refused, named and"
+        " left alone. Exit 0 done; 1 something was refused or could not be removed yet;"
+        " 3 the state dir is not a private dir of ours.",
+    )
     return p
 
 
@@ -266,11 +275,17 @@ def dispatch(args: argparse.Namespace) -> int:
 
         return run_doctor(print)
     if cmd == "cleanup":
-        from beep_av.stages.cleanup import cleanup
+        from beep_av.stages.cleanup import run_cleanup
 
-        n = cleanup(print)
-        print(f"cleanup: removed {n} item(s)" if n else "cleanup: nothing to remove")
-        return 0
+        r = run_cleanup(print, refuse=_say)
+        n = r.removed
+        done = f"cleanup: removed {n} item(s)" if n else "cleanup: nothing to remove"
+        if r.clean:
+            print(done)
+            return 0
+        # each refused or kept item has had its own line on stderr
+        print(f"{done}; refused {len(r.refused)}, kept {len(r.kept)} (named above, left untouched)")
+        return 1
     if cmd == "report":
         from beep_av.recording import load
         from beep_av.report import parse_size_arg, render_report

@@ -455,3 +455,64 @@ def parse_oom_kill(message: str, timestamp_us: int | None = None) -> KmsgKill | 
         timestamp_us=timestamp_us,
         text=message,
     )
+
+
+# ---------------------------------------------------------------- /proc/self/mountinfo
+
+
+class Mount(NamedTuple):
+    """One /proc/<pid>/mountinfo line (proc(5)); paths with their \\NNN escapes undone."""
+
+    mount_id: int
+    parent_id: int
+    root: str  # the directory of the filesystem mounted here (a cgroup's hierarchy path)
+    mount_point: str
+    fstype: str  # "cgroup", "cgroup2", "tmpfs", ...
+    source: str
+    super_options: tuple[str, ...]  # for a v1 cgroup mount: its controllers, "memory" ...
+
+
+_OCTAL_ESC = re.compile(r"\\([0-7]{3})")
+
+
+def _unoctal(s: str) -> str:
+    return _OCTAL_ESC.sub(lambda m: chr(int(m.group(1), 8)), s) if "\\" in s else s
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    """/proc/<pid>/mountinfo text -> [Mount] in the kernel's order (later mounts on the
+    same point hide earlier ones). Lines that are not a mount are skipped: this text is
+    only ever used to vouch for a path, and a line nobody can read vouches for none."""
+    _str(text, "mountinfo")
+    out = []
+    for line in text.splitlines():
+        f = line.split()
+        try:
+            sep = f.index("-", 6)  # after the 6 fixed fields and the optional ones
+        except ValueError:
+            continue
+        if len(f) < sep + 3:
+            continue
+        try:
+            mid, pid = _int(f[0], "mount id"), _int(f[1], "parent id")
+        except ParseError:
+            continue
+        root, mp = _unoctal(f[3]), _unoctal(f[4])
+        if not root.startswith("/") or not mp.startswith("/"):
+            continue
+        opts = tuple(f[sep + 3].split(",")) if len(f) > sep + 3 else ()
+        out.append(Mount(mid, pid, root, mp, f[sep + 1], _unoctal(f[sep + 2]), opts))
+    return out
+
+
+def mount_of(mounts: list[Mount], path: str) -> Mount | None:
+    """The mount that holds the absolute, normalized `path`: the longest mount point that
+    is `path` or one of its parents; on a tie the later mount (it is on top). Pure."""
+    best: Mount | None = None
+    for m in mounts:
+        mp = m.mount_point.rstrip("/") or "/"
+        if path != mp and not path.startswith(mp.rstrip("/") + "/"):
+            continue
+        if best is None or len(mp) >= len(best.mount_point.rstrip("/") or "/"):
+            best = m
+    return best

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from beep_av import procfs
 from beep_av.errors import BadInput
 from beep_av.model import KillRecord, KmsgKill, Phase, ShowState, Snapshot
 from beep_av.stages.base import StageFiles, memory_files
@@ -55,35 +56,26 @@ class WatchTarget:
         return f"cgroup v{self.version} {self.memcg or self.cgroup_dir}"
 
 
-_MOUNT_ESC = re.compile(r"\\([0-7]{3})")
-
-
 def cgroup_mount_path(mountinfo: str, path: str) -> tuple[int, str] | None:
     """(cgroup version, hierarchy path) of the directory `path` from /proc/self/mountinfo
     text: the longest v1 `memory` or v2 mount holding it, joined to that mount's root.
     None when no cgroup mount holds it. Pure."""
     best: tuple[int, int, str] | None = None  # (mount point length, version, rel)
-    for line in mountinfo.splitlines():
-        pre, sep, post = line.partition(" - ")
-        f, g = pre.split(), post.split()
-        if not sep or len(f) < 5 or len(g) < 3:
-            continue
-        fstype, opts = g[0], g[2].split(",")
-        if fstype == "cgroup2":
+    for m in procfs.parse_mountinfo(mountinfo):
+        if m.fstype == "cgroup2":
             version = 2
-        elif fstype == "cgroup" and "memory" in opts:
+        elif m.fstype == "cgroup" and "memory" in m.super_options:
             version = 1
         else:
             continue
-        root = _MOUNT_ESC.sub(lambda m: chr(int(m.group(1), 8)), f[3])
-        mp = _MOUNT_ESC.sub(lambda m: chr(int(m.group(1), 8)), f[4]).rstrip("/") or "/"
+        mp = m.mount_point.rstrip("/") or "/"
         if path == mp:
             rest = ""
         elif path.startswith(mp.rstrip("/") + "/"):
             rest = path[len(mp.rstrip("/")) :]
         else:
             continue
-        rel = "/" + "/".join(p for p in (root + rest).split("/") if p)
+        rel = "/" + "/".join(p for p in (m.root + rest).split("/") if p)
         if best is None or len(mp) > best[0]:
             best = (len(mp), version, rel)
     return (best[1], best[2]) if best else None

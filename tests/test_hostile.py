@@ -224,6 +224,20 @@ def test_mountinfo_never_raises(text, path):
     assert got is None or (got[0] in (1, 2) and got[1].startswith("/"))
 
 
+@FAST
+@given(
+    text=st.one_of(
+        ANY_TEXT, st.from_regex(r"(\d+ \d+ \d+:\d+ /\S* /\S*( \S+)* - \S+ \S+( \S+)?\n)+")
+    )
+)
+def test_parse_mountinfo_never_raises(text):
+    mounts = procfs.parse_mountinfo(text)
+    for m in mounts:
+        assert m.root.startswith("/") and m.mount_point.startswith("/")
+        got = procfs.mount_of(mounts, m.mount_point)
+        assert got is not None and len(got.mount_point) >= len(m.mount_point.rstrip("/") or "/")
+
+
 # ---------------------------------------------------------------- SIZE and RATE
 
 UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "MiB": 1 << 20, "G": 1 << 30, "gb": 1 << 30}

@@ -103,6 +103,46 @@ def test_pick_fields_matches_full_parse():
     assert procfs.pick_fields("total_rss 5\n", ("rss",)) == {}
 
 
+# ---------------------------------------------------------------- mountinfo
+
+
+def test_mountinfo_real():
+    mounts = procfs.parse_mountinfo(fixture("mountinfo.txt"))
+    assert len(mounts) == 19
+    mem = procfs.mount_of(mounts, "/sys/fs/cgroup/memory/a/beep-av-1-0")
+    assert mem and (mem.fstype, mem.mount_point, mem.super_options) == (
+        "cgroup",
+        "/sys/fs/cgroup/memory",
+        ("rw", "memory"),
+    )
+    assert procfs.mount_of(mounts, "/sys/fs/cgroup/unified/x").fstype == "cgroup2"
+    # the tmpfs that holds the cgroup mount points, not a cgroup itself
+    assert procfs.mount_of(mounts, "/sys/fs/cgroup/beep-av-x").fstype == "tmpfs"
+    assert procfs.mount_of(mounts, "/sys/fs/cgroup/memoryx").fstype == "tmpfs"
+    assert procfs.mount_of(mounts, "/tmp/x").mount_point == "/"
+    assert procfs.mount_of(mounts, "/").fstype == "ext4"
+
+
+def test_mountinfo_escapes_optional_fields_and_stacking():
+    text = (
+        "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n"
+        "2 1 0:5 / /mnt/a\\040b rw shared:1 master:2 - tmpfs my\\040src rw,size=1k\n"
+        "3 1 0:6 /sub /mnt/a\\040b rw - cgroup2 cgroup2 rw,nsdelegate\n"
+        "4 1 0:7 / /short rw\n"  # no separator: skipped
+        "x 1 0:7 / /bad rw - tmpfs t rw\n"  # bad id: skipped
+    )
+    mounts = procfs.parse_mountinfo(text)
+    assert [m.mount_id for m in mounts] == [1, 2, 3]
+    assert mounts[1].mount_point == "/mnt/a b" and mounts[1].source == "my src"
+    assert mounts[2].root == "/sub" and mounts[2].super_options == ("rw", "nsdelegate")
+    # the later mount on the same point is on top
+    assert procfs.mount_of(mounts, "/mnt/a b/c").mount_id == 3
+    assert procfs.mount_of(mounts, "/mnt/a bc").mount_id == 1
+    assert procfs.parse_mountinfo("") == []
+    with pytest.raises(ParseError):
+        procfs.parse_mountinfo(None)  # type: ignore[arg-type]
+
+
 # ---------------------------------------------------------------- kmsg
 
 

@@ -318,6 +318,7 @@ class CgroupStage(HogStage):
 
     def prepare(self, say: Say) -> None:
         """Create the cgroup, provision swap, spawn the hog and let it warm the cache."""
+        self.state.ensure()  # a state dir that is not ours: refused before anything exists
         self.route = pick_route(self.cgroup_root, self.proc_root, is_root=self.is_root)
         choice = choose_swap(
             self.swap_mode, self.ram_limit, free_swap(self.proc_root), self.is_root
