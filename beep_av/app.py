@@ -131,11 +131,11 @@ def run_live(
     The factories are the fault-injection seams of the tests, defaulting to the real
     ones: make_stage(settings, plan, t0, say) -> stage, make_output(settings, key_plan,
     say) -> (output, name), make_audio(settings, get_state, t0, say) -> AudioOut."""
+    from beep_av.protect import lock_memory
     from beep_av.show import (
         Conductor,
         header_for,
         install_signal_handlers,
-        lock_memory,
         open_fds,
     )
 

@@ -140,6 +140,15 @@ def check_kmsg() -> tuple[bool | None, str]:
 
 
 def check_mlock() -> tuple[bool | None, str]:
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_MEMLOCK)
+    if os.geteuid() != 0 and soft != resource.RLIM_INFINITY:
+        return None, (
+            f"memory locking limited to {soft >> 10} KiB (`ulimit -l`): the show is not locked"
+            " and may stall while the stage swaps (run as root, or raise memlock in"
+            " /etc/security/limits.conf)"
+        )
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
     # probe with a tiny lock rather than mlockall, which would stay in force
     buf = ctypes.create_string_buffer(4096)

@@ -4,8 +4,6 @@ the recorder, and always leaves the machine as it found it."""
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import os
 import platform
 import signal
@@ -58,21 +56,6 @@ def open_fds() -> int | None:
 
 
 # ---------------------------------------------------------------- process protection
-
-
-def lock_memory() -> str | None:
-    """mlockall(MCL_CURRENT|MCL_FUTURE|MCL_ONFAULT) so the sound and picture do not stall
-    while the stage swaps. Returns None when locked, else why not (the show goes on)."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return "no C library found"
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    # MCL_ONFAULT (since Linux 4.4) keeps RSS as it is instead of faulting in every
-    # mapping (FIELD-NOTES: 52 -> 176 MiB without it)
-    if libc.mlockall(1 | 2 | 4) == 0:
-        return None
-    err = ctypes.get_errno()
-    return os.strerror(err)
 
 
 def install_signal_handlers() -> dict[int, Any]:
@@ -435,5 +418,4 @@ __all__ = [
     "finish",
     "header_for",
     "install_signal_handlers",
-    "lock_memory",
 ]

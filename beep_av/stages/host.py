@@ -375,7 +375,7 @@ class HostStage(HogStage):
     def protect(self) -> list[str]:
         """Lock the show in RAM and lower its OOM score; one line per protection that
         failed (the show carries on without it)."""
-        from beep_av.show import lock_memory
+        from beep_av.protect import lock_memory
 
         gaps = []
         why = lock_memory()
