@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from beep_av.config import Settings, parse_rate, parse_size
 from beep_av.errors import BadInput
+from beep_av.tunables import MIN_STAGE_RAM as MIN_RAM
+from beep_av.tunables import STORY_SECONDS, auto_swap_size
 
 MiB = 1024**2
 
@@ -15,8 +17,6 @@ SAFE_SHARE = 0.5
 AUTO_RAM_SHARE = 0.04  # default stage: 4% of MemAvailable ...
 AUTO_RAM_MIN = 128 * MiB  # ... but at least this (a smaller stage is all interpreter)
 AUTO_RAM_MAX = 768 * MiB  # ... and at most this (the story stays about a minute)
-MIN_RAM = 64 * MiB  # below this the hog's own interpreter fills the stage
-STORY_SECONDS = 50.0  # auto rate: the hog reaches RAM + swap in about this long
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def resolve_plan(s: Settings, mem_available: int, mem_total: int) -> Plan:
         if cache > ram:
             raise BadInput(f"--cache: {s.cache} is larger than --ram ({ram // MiB} MiB)")
     if s.rate == "auto":
-        total = ram + (swap if swap is not None else ram // 2)
+        total = ram + (swap if swap is not None else auto_swap_size(ram))
         rate = max(8 * MiB, int(total / STORY_SECONDS))
     else:
         rate = parse_rate(s.rate)
@@ -70,7 +70,4 @@ def resolve_plan(s: Settings, mem_available: int, mem_total: int) -> Plan:
     return Plan(ram=ram, swap=swap, swap_auto=swap is None, cache=cache, rate=rate)
 
 
-def auto_swap_size(ram: int) -> int:
-    """The swap a stage provisions for `--swap auto` when the machine has none."""
-    swap = ram // 2
-    return swap - swap % MiB
+__all__ = ["Plan", "resolve_plan", "auto_swap_size", "MIN_RAM", "STORY_SECONDS"]

@@ -29,9 +29,9 @@ from beep_av.errors import BadInput, CannotStage
 from beep_av.stages.base import HogStage, Say, StageFiles, memory_files
 from beep_av.stages.cleanup import StateFile, hog_value, rmdir_cgroup
 from beep_av.stages.swap import SWAP_DIR, Swapfile, choose_swap, free_swap, parse_swap_mode
+from beep_av.tunables import MIN_STAGE_RAM as MIN_RAM
 
 MiB = 1 << 20
-MIN_RAM = 32 * MiB  # below this the hog's own interpreter and numpy do not fit
 _counter = itertools.count()
 FIX = "run as root, or on a systemd desktop with user delegation"
 
@@ -271,7 +271,9 @@ class CgroupStage(HogStage):
         is_root: bool | None = None,
     ) -> None:
         if ram < MIN_RAM:
-            raise BadInput(f"--ram {format_mib(ram)} is too small to stage (at least 32 MiB)")
+            raise BadInput(
+                f"--ram {format_mib(ram)} is too small to stage (at least {format_mib(MIN_RAM)})"
+            )
         if cache < 0 or cache >= ram:
             raise BadInput(f"--cache {format_mib(cache)} must be less than --ram {format_mib(ram)}")
         self.ram_limit = int(ram)

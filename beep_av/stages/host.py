@@ -25,12 +25,12 @@ from beep_av.procfs import ParseError, parse_limit, parse_meminfo
 from beep_av.stages.base import HogStage, Say, Source, StageFiles, memory_files
 from beep_av.stages.cgroup import parse_proc_cgroup
 from beep_av.stages.swap import SWAP_DIR
+from beep_av.tunables import MIN_STAGE_RAM as MIN_RAM
+from beep_av.tunables import STORY_SECONDS
 
 MiB = 1 << 20
 UNLIMITED = 1 << 62  # v1 reports "no limit" as PAGE_COUNTER_MAX pages (~2^63 bytes)
-MIN_RAM = 64 * MiB  # a smaller domain is all interpreter: the show itself would not fit
 AUTO_CACHE_MAX = 256 * MiB  # auto cache: a quarter of the domain, at most this
-STORY_SECONDS = 50.0  # auto rate: RAM + swap in about this long (as plan.py)
 MIN_AUTO_RATE = 8 * MiB
 SHOW_OOM_SCORE_ADJ = -500  # what the show asks for itself (earlyoom asks -100)
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from beep_av.config import format_mib
 from beep_av.errors import CannotStage
 from beep_av.stages.base import Say
+from beep_av.tunables import auto_swap_size
 
 MiB = 1 << 20
 SWAP_DIR = "/var/tmp"
-MIN_AUTO_SWAP = 64 * MiB
 DISK_MARGIN = 256 * MiB  # leave this much free disk after the swapfile
 
 # statfs f_type magics (linux/magic.h) of filesystems a swapfile or cache file must avoid
@@ -229,9 +229,7 @@ class SwapChoice:
     note: str  # one line for the user
 
 
-def auto_size(ram: int) -> int:
-    """Swap an `auto` stage wants: half its RAM, at least 64 MiB."""
-    return max(MIN_AUTO_SWAP, ram // 2 // MiB * MiB)
+auto_size = auto_swap_size  # the one formula (tunables.py), the rehearsal's too
 
 
 def choose_swap(mode: str | int, ram: int, free: int, is_root: bool) -> SwapChoice:

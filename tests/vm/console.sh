@@ -20,6 +20,8 @@ show() {  # show NAME ARGS...: a show on this console, shots at its phases
   beep-av show "${STAGE[@]}" --record "$OUT/$name.jsonl" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err"
   echo $? >"$OUT/$name.rc"
   vtmode >"$OUT/$name.vtmode"
+  sleep 1
+  kill $(jobs -p) 2>/dev/null  # shots of phases the show never reached
   wait
   clear
   echo "prompt-after-$name"
@@ -50,5 +52,6 @@ beep-vm-shot --on-phase "$OUT/raw.jsonl" swapping raw-swapping 0.3 &
 beep-av rehearse "${STAGE[@]}" --output framebuffer --audio off --look raw --record "$OUT/raw.jsonl" \
   >"$OUT/raw.out" 2>"$OUT/raw.err"
 echo $? >"$OUT/raw.rc"
+kill $(jobs -p) 2>/dev/null
 wait
 echo done >"$OUT/done"
