@@ -71,3 +71,22 @@ def test_quit_key_ends_the_show_cleanly(tmp_path):
     end = records[-1]
     assert end["type"] == "end" and end["reason"] == "quit" and end["exit"] == 0
     assert end["t"] < 3
+
+
+def test_one_key_map_for_every_output():
+    """A key plan name means the same command in the window, the terminal and the
+    outputs a plan drives (`--keys 2:plus` once worked in the terminal only)."""
+    from beep_av.keys import PLAN_NAMES, plan_command
+    from beep_av.video.select import KEY_NAMES
+    from beep_av.video.terminal import parse_keys
+    from beep_av.video.window import key_code, key_command
+
+    for name, ch in PLAN_NAMES.items():
+        want = plan_command(name)
+        if want in ("fullscreen", "help"):
+            continue  # the window's own keys
+        assert key_command(key_code(name)) == want, name
+        assert KEY_NAMES[name] == want, name
+        if ch != "\x1b":  # a lone Esc is parsed on its own
+            assert parse_keys(ch.encode()) == [want], name
+    assert key_command(key_code("plus")) == "rate_up"

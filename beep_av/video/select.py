@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from beep_av.errors import BadInput
+from beep_av.keys import PLAN_NAMES, plan_command
 from beep_av.model import ShowState
 
 NAMES = ("auto", "window", "fullscreen", "kms", "framebuffer", "terminal", "headless")
@@ -133,19 +134,9 @@ def describe_choice(env: Mapping[str, str] | None = None, probe: Probe | None = 
 
 # ---------------------------------------------------------------- building outputs
 
+# key plan name -> command, from the one key map (beep_av/keys.py)
 KEY_NAMES = {
-    "space": "toggle_pause",
-    "plus": "rate_up",
-    "+": "rate_up",
-    "minus": "rate_down",
-    "-": "rate_down",
-    "r": "release",
-    "m": "mute",
-    "c": "captions",
-    "q": "quit",
-    "escape": "quit",
-    "esc": "quit",
-    "f": "fullscreen",
+    name: cmd for name in PLAN_NAMES if (cmd := plan_command(name)) and cmd != "help"
 }
 
 

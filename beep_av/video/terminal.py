@@ -31,6 +31,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from beep_av.keys import COMMANDS
 from beep_av.model import MiB, Phase, ShowState
 from beep_av.noise import Noise
 
@@ -62,20 +63,9 @@ def color_mode(env: Mapping[str, str]) -> str:
 
 # ---------------------------------------------------------------- keys (pure)
 
+# the one key map (beep_av/keys.py), by byte; letters in either case
 KEYS: dict[int, str] = {
-    ord("q"): "quit",
-    ord("Q"): "quit",
-    ord(" "): "toggle_pause",
-    ord("r"): "release",
-    ord("R"): "release",
-    ord("m"): "mute",
-    ord("M"): "mute",
-    ord("+"): "rate_up",
-    ord("="): "rate_up",
-    ord("-"): "rate_down",
-    ord("_"): "rate_down",
-    ord("c"): "captions",
-    ord("C"): "captions",
+    ord(c): cmd for ch, cmd in COMMANDS.items() for c in {ch, ch.upper()} if ch != "\x1b"
 }
 
 

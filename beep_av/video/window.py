@@ -16,6 +16,7 @@ from pathlib import Path
 import pygame
 
 from beep_av.errors import BadInput, CannotStage
+from beep_av.keys import COMMANDS, PLAN_NAMES
 from beep_av.model import ShowState
 from beep_av.noise import Noise
 from beep_av.video.captions import Captions
@@ -29,39 +30,22 @@ from beep_av.video.scene import Scene
 ACCEL_HINT = "SDL_FRAMEBUFFER_ACCELERATION"
 DEFAULT_SIZE = (1280, 720)  # windowed; fullscreen takes the desktop's size
 
+# the one key map (beep_av/keys.py): SDL's key codes of ASCII keys are their characters
 KEY_COMMANDS: dict[int, str] = {
-    pygame.K_SPACE: "toggle_pause",
-    pygame.K_PLUS: "rate_up",
-    pygame.K_EQUALS: "rate_up",  # + without shift on most layouts
+    **{ord(ch): cmd for ch, cmd in COMMANDS.items()},
     pygame.K_KP_PLUS: "rate_up",
-    pygame.K_MINUS: "rate_down",
     pygame.K_KP_MINUS: "rate_down",
-    pygame.K_r: "release",
-    pygame.K_m: "mute",
-    pygame.K_c: "captions",
-    pygame.K_q: "quit",
-    pygame.K_ESCAPE: "quit",
 }
 KEY_FULLSCREEN = pygame.K_f  # handled inside the window
 KEY_HELP = pygame.K_h  # handled inside the window
 
 # names a key plan may use (pygame's own key names are accepted too)
 KEY_NAMES: dict[str, int] = {
-    "space": pygame.K_SPACE,
-    "+": pygame.K_PLUS,
-    "=": pygame.K_EQUALS,
+    **{name: ord(ch) for name, ch in PLAN_NAMES.items()},
     "kp+": pygame.K_KP_PLUS,
-    "-": pygame.K_MINUS,
     "kp-": pygame.K_KP_MINUS,
-    "r": pygame.K_r,
-    "m": pygame.K_m,
-    "c": pygame.K_c,
-    "f": pygame.K_f,
-    "h": pygame.K_h,
-    "q": pygame.K_q,
-    "esc": pygame.K_ESCAPE,
-    "escape": pygame.K_ESCAPE,
 }
+
 
 HELP_LINES = (
     ("space", "start / pause the hog"),
