@@ -21,7 +21,10 @@ def lock_memory() -> str | None:
     mapping past the limit fail, and SDL's kmsdrm then cannot even dlopen Mesa."""
     soft, _hard = resource.getrlimit(resource.RLIMIT_MEMLOCK)
     if os.geteuid() != 0 and soft != resource.RLIM_INFINITY:
-        return f"RLIMIT_MEMLOCK is {soft >> 10} KiB (`ulimit -l`), too small to lock the show"
+        return (
+            f"RLIMIT_MEMLOCK is {soft >> 20} MiB (`ulimit -l`): with MCL_FUTURE every mapping"
+            " past it would fail"
+        )
     libc_name = ctypes.util.find_library("c")
     if not libc_name:
         return "no C library found"

@@ -108,6 +108,11 @@ def test_every_ending_gives_the_console_back_in_text_mode(run, name):
     assert rc == {"kms": 0, "fb": 0, "fb-q": 0, "kms-term": 130}[name], run.text(f"{name}.err")
 
 
+def test_the_shell_prompt_is_back_on_the_console_at_the_end(run):
+    prompt = shot(run, "prompt")
+    assert prompt.mean() < 30 and prompt.std() < 60 and bright(prompt).sum() > 200
+
+
 def test_the_sound_card_plays_the_rising_noise_the_cut_and_the_beep(run):
     with wave.open(str(run.out / "card.wav")) as w:
         rate, ch = w.getframerate(), w.getnchannels()

@@ -32,6 +32,16 @@ def check_kms(dri: str = "/dev/dri") -> str:
     return usable[0]
 
 
+def needs_software_gl(dri: str = "/dev/dri") -> bool:
+    """A card with no render node (bochs-drm, simpledrm, cirrus: scanout only) has no Mesa
+    driver of its own; Mesa 22 then tries `kmsro` and EGL fails to initialise, unless it
+    is told to render in software on the card's dumb buffers (kms_swrast)."""
+    return bool(dri_cards(dri)) and not glob.glob(os.path.join(dri, "renderD[0-9]*"))
+
+
+SOFTWARE_GL = {"MESA_LOADER_DRIVER_OVERRIDE": "kms_swrast"}
+
+
 class KmsOutput:
     """WindowOutput(fullscreen=True, driver="kmsdrm") behind a DRM check."""
 
@@ -51,6 +61,9 @@ class KmsOutput:
         from beep_av.video.vt import GraphicsMode
         from beep_av.video.window import WindowOutput
 
+        if needs_software_gl(self.dri):
+            for k, v in SOFTWARE_GL.items():
+                os.environ.setdefault(k, v)  # a user's own choice wins
         # KD_GRAPHICS first: the kernel's console must not draw over SDL's picture
         self._graphics = GraphicsMode()
         self._graphics.enter()
