@@ -44,13 +44,21 @@ def P(**kw) -> Probe:
         ({"DISPLAY": ":9"}, P(stdout_tty=True), "terminal", "DISPLAY=:9 set but not answering"),
         ({"DISPLAY": ""}, P(stdout_tty=True), "terminal", "no DISPLAY/WAYLAND_DISPLAY"),
         ({}, P(has_dri=True, stdin_vt=True), "kms", "/dev/dri present and stdin is a console"),
-        ({}, P(has_dri=True, fb_writable=True), "framebuffer", "stdin is not a console"),
-        ({}, P(fb_writable=True, stdout_tty=True), "framebuffer", "/dev/fb0 is writable"),
+        # a pseudo-terminal (SSH, tmux) never draws on the machine's own screen
+        ({}, P(has_dri=True, fb_writable=True, stdout_tty=True), "terminal", "not a console"),
+        ({}, P(fb_writable=True, stdin_vt=True), "framebuffer", "/dev/fb0 is writable"),
+        # kms without SDL's libraries: the framebuffer, and the reason says why
+        (
+            {},
+            P(has_dri=True, stdin_vt=True, fb_writable=True, kms_missing="libGLESv2.so.2"),
+            "framebuffer",
+            "kms lacks libGLESv2.so.2",
+        ),
         (
             {},
             P(stdout_tty=True),
             "terminal",
-            "no DISPLAY/WAYLAND_DISPLAY, no /dev/dri, no /dev/fb0, stdout is a terminal",
+            "no DISPLAY/WAYLAND_DISPLAY, stdin is not a console, stdout is a terminal",
         ),
         ({}, NOTHING, "headless", "stdout is not a terminal"),
     ],
@@ -94,8 +102,8 @@ def test_unknown_specs_list_the_choices(spec):
 def test_describe_choice():
     text = describe_choice({}, P(stdout_tty=True))
     assert text == (
-        "output auto would pick terminal: no DISPLAY/WAYLAND_DISPLAY, no /dev/dri, "
-        "no /dev/fb0, stdout is a terminal"
+        "output auto would pick terminal: no DISPLAY/WAYLAND_DISPLAY, stdin is not a console, "
+        "stdout is a terminal"
     )
 
 

@@ -21,6 +21,29 @@ def dri_cards(dri: str = "/dev/dri") -> list[str]:
     return sorted(glob.glob(os.path.join(dri, "card[0-9]*")))
 
 
+# what SDL's kmsdrm dlopens at run time (SDL_egl.c, SDL_kmsdrmdyn.c): without libGLESv2
+# it fails with "EGL not initialized" even where EGL itself works
+LIBRARIES = {
+    "libgbm.so.1": "libgbm1",
+    "libEGL.so.1": "libegl1",
+    "libGLESv2.so.2": "libgles2",
+    "libdrm.so.2": "libdrm2",
+}
+
+
+def missing_libraries() -> list[str]:
+    """The libraries kmsdrm needs that this machine's loader cannot find."""
+    import ctypes
+
+    missing = []
+    for lib in LIBRARIES:
+        try:
+            ctypes.CDLL(lib)
+        except OSError:
+            missing.append(lib)
+    return missing
+
+
 def check_kms(dri: str = "/dev/dri") -> str:
     """The card to use; CannotStage with the fix when there is none or no permission."""
     cards = dri_cards(dri)
@@ -29,6 +52,13 @@ def check_kms(dri: str = "/dev/dri") -> str:
     usable = [c for c in cards if os.access(c, os.R_OK | os.W_OK)]
     if not usable:
         raise CannotStage(f"kms: no permission to open {cards[0]}; {FIX}")
+    missing = missing_libraries()
+    if missing:
+        pkgs = " ".join(LIBRARIES[m] for m in missing)
+        raise CannotStage(
+            f"kms: SDL's kmsdrm needs {', '.join(missing)} (Debian: apt install {pkgs}"
+            " libgl1-mesa-dri), or use --output framebuffer"
+        )
     return usable[0]
 
 

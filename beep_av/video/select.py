@@ -32,6 +32,7 @@ class Probe:
     fb_writable: bool  # /dev/fb0 exists and is writable
     stdout_tty: bool
     stdin_vt: bool = False  # stdin is a Linux virtual console (/dev/ttyN)
+    kms_missing: str = ""  # what SDL's kmsdrm would lack here (libraries), "" when none
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -53,9 +54,10 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
 def choose_output(spec: str, env: Mapping[str, str], probe: Probe) -> tuple[str, str]:
     """(name, reason) of the output `spec` means here. Pure.
 
-    `auto`: a window when DISPLAY or WAYLAND_DISPLAY is set (and answers), else kms on
-    a console with DRM, else the framebuffer when /dev/fb0 is writable, else the
-    terminal when stdout is one, else headless."""
+    `auto`: a window when DISPLAY or WAYLAND_DISPLAY is set (and answers); on a console
+    (stdin a virtual terminal) kms where DRM and SDL's libraries are there, else the
+    framebuffer when /dev/fb0 is writable; the terminal when stdout is one (a pseudo-
+    terminal, as over SSH, never draws on the machine's screen); else headless."""
     name, _dev = parse_spec(spec)
     if name != "auto":
         return name, "asked for"
@@ -66,12 +68,15 @@ def choose_output(spec: str, env: Mapping[str, str], probe: Probe) -> tuple[str,
     said.append(
         f"{', '.join(shown)} set but not answering" if shown else "no DISPLAY/WAYLAND_DISPLAY"
     )
-    if probe.has_dri and probe.stdin_vt:
-        return "kms", ", ".join([*said, "/dev/dri present and stdin is a console"])
-    said.append("/dev/dri present but stdin is not a console" if probe.has_dri else "no /dev/dri")
-    if probe.fb_writable:
-        return "framebuffer", ", ".join([*said, "/dev/fb0 is writable"])
-    said.append("no /dev/fb0")
+    if probe.stdin_vt:
+        if probe.has_dri and not probe.kms_missing:
+            return "kms", ", ".join([*said, "/dev/dri present and stdin is a console"])
+        said.append(f"kms lacks {probe.kms_missing}" if probe.has_dri else "no /dev/dri")
+        if probe.fb_writable:
+            return "framebuffer", ", ".join([*said, "stdin is a console, /dev/fb0 is writable"])
+        said.append("no writable /dev/fb0")
+    else:
+        said.append("stdin is not a console")
     if probe.stdout_tty:
         return "terminal", ", ".join([*said, "stdout is a terminal"])
     return "headless", ", ".join([*said, "stdout is not a terminal"])
@@ -116,7 +121,11 @@ def probe_machine(env: Mapping[str, str] | None = None, fb: str = DEFAULT_FB) ->
         out_fd = sys.stdout.fileno()
     except (AttributeError, ValueError, OSError):
         out_fd = 1
+    from beep_av.video.kms import missing_libraries
+
+    missing = missing_libraries() if stdin_vt else []
     return Probe(
+        kms_missing=", ".join(missing),
         has_display=_display_answers(env),
         has_dri=bool(glob.glob("/dev/dri/card[0-9]*")),
         fb_writable=os.path.exists(fb) and os.access(fb, os.W_OK),
