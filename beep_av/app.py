@@ -39,13 +39,11 @@ def parse_key_plan(plan: str | None) -> list[tuple[float, str]] | None:
 
 
 def machine_memory() -> tuple[int, int]:
-    """(MemAvailable, MemTotal) in bytes."""
-    from beep_av.procfs import parse_meminfo
+    """(MemAvailable, MemTotal) in bytes, from psutil (once per show, never at 50 Hz)."""
+    import psutil
 
-    with open("/proc/meminfo") as f:
-        m = parse_meminfo(f.read())
-    available = m.MemAvailable_bytes if m.MemAvailable_bytes is not None else m.MemFree_bytes
-    return available, m.MemTotal_bytes
+    vm = psutil.virtual_memory()
+    return int(vm.available), int(vm.total)
 
 
 def warn_leftovers(say: Say) -> None:
