@@ -32,7 +32,7 @@ class Probe:
     fb_writable: bool  # /dev/fb0 exists and is writable
     stdout_tty: bool
     stdin_vt: bool = False  # stdin is a Linux virtual console (/dev/ttyN)
-    kms_missing: str = ""  # what SDL's kmsdrm would lack here (libraries), "" when none
+    kms_missing: str = ""  # why kms cannot work here though DRM is present, "" when it can
 
 
 def parse_spec(spec: str) -> tuple[str, str | None]:
@@ -55,7 +55,7 @@ def choose_output(spec: str, env: Mapping[str, str], probe: Probe) -> tuple[str,
     """(name, reason) of the output `spec` means here. Pure.
 
     `auto`: a window when DISPLAY or WAYLAND_DISPLAY is set (and answers); on a console
-    (stdin a virtual terminal) kms where DRM and SDL's libraries are there, else the
+    (stdin a virtual terminal) kms where there is a DRM card, else the
     framebuffer when /dev/fb0 is writable; the terminal when stdout is one (a pseudo-
     terminal, as over SSH, never draws on the machine's screen); else headless."""
     name, _dev = parse_spec(spec)
@@ -121,11 +121,7 @@ def probe_machine(env: Mapping[str, str] | None = None, fb: str = DEFAULT_FB) ->
         out_fd = sys.stdout.fileno()
     except (AttributeError, ValueError, OSError):
         out_fd = 1
-    from beep_av.video.kms import missing_libraries
-
-    missing = missing_libraries() if stdin_vt else []
     return Probe(
-        kms_missing=", ".join(missing),
         has_display=_display_answers(env),
         has_dri=bool(glob.glob("/dev/dri/card[0-9]*")),
         fb_writable=os.path.exists(fb) and os.access(fb, os.W_OK),
@@ -144,9 +140,7 @@ def describe_choice(env: Mapping[str, str] | None = None, probe: Probe | None = 
 # ---------------------------------------------------------------- building outputs
 
 # key plan name -> command, from the one key map (beep_av/keys.py)
-KEY_NAMES = {
-    name: cmd for name in PLAN_NAMES if (cmd := plan_command(name)) and cmd != "help"
-}
+KEY_NAMES = {name: cmd for name in PLAN_NAMES if (cmd := plan_command(name)) and cmd != "help"}
 
 
 class ScriptedKeys:
@@ -216,9 +210,8 @@ def make_output(
         from beep_av.noise import Noise
         from beep_av.video.kms import KmsOutput
 
-        out = KmsOutput(noise=Noise(seed), **window_args)
+        out = KmsOutput(noise=Noise(seed), captions=lang)
         out.check()
-        return out, name
     elif name == "framebuffer":
         from beep_av.video.framebuffer import FramebufferOutput
 
