@@ -30,7 +30,7 @@ from beep_av.procfs import (
     parse_oom_kill,
     pick_fields,
 )
-from beep_av.stages.base import HogHandle, StageFiles
+from beep_av.readings import HogHandle, StageFiles
 
 BUF = 16384  # memory.stat v1 is ~1.2 KiB, v2 ~1.5 KiB; /proc/meminfo ~1.5 KiB
 KMSG_READ = 8192  # /dev/kmsg rejects reads shorter than a record with EINVAL
