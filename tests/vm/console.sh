@@ -10,12 +10,12 @@ tty >"$OUT/info/tty.txt"
 loginctl show-session "$XDG_SESSION_ID" -p Seat -p VTNr -p Active -p Type >"$OUT/info/session.txt"
 beep-av doctor >"$OUT/info/doctor.txt" 2>&1
 script -qc 'beep-av doctor' /dev/null >"$OUT/info/doctor-pty.txt" 2>&1  # a pseudo-terminal, as over SSH
-STAGE=(--ram 128M --swap 64M --cache 32M --rate 64M/s)
+STAGE=(--ram 128M --swap 64M --cache 32M --rate 32M/s)  # a swapping act of a few seconds under TCG
 show() {  # show NAME ARGS...: a show on this console, shots at its phases
   local name=$1; shift
   rm -f "$OUT/$name.jsonl"
-  beep-vm-shot --on-phase "$OUT/$name.jsonl" swapping "$name-swapping" 0.3 &
-  beep-vm-shot --on-phase "$OUT/$name.jsonl" swapping "$name-swapping2" 0.8 &
+  beep-vm-shot --on-phase "$OUT/$name.jsonl" swapping "$name-swapping" 0.1 &
+  beep-vm-shot --on-phase "$OUT/$name.jsonl" swapping "$name-swapping2" 0.6 &
   beep-vm-shot --on-phase "$OUT/$name.jsonl" finale "$name-finale" 0.3 &
   beep-av show "${STAGE[@]}" --record "$OUT/$name.jsonl" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err"
   echo $? >"$OUT/$name.rc"
