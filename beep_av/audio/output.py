@@ -2,9 +2,14 @@
 real time, or nowhere (silent, still keeping time so the show goes on).
 
 The PortAudio callback is a thin wrapper over `Synth.render` and obeys the real-time
-rules: no numpy allocation (the synth and the WAV ring are preallocated), no file I/O
-(a writer thread drains a lock-free single-producer ring into the WAV), no locks, no
-logging, and it always fills the whole buffer.
+rules: no numpy allocation (the synth and the WAV ring are preallocated), no system call
+(the noise's kernel reseeds and raw words come from a feeder thread, by reference), no
+file I/O (a writer thread drains a lock-free single-producer ring into the WAV), no
+locks, no logging, and it always fills the whole buffer.
+
+One renderer at a time: the synth belongs to the device's callback until the watchdog
+gives the device up, then to the clock thread; the handover waits for a callback that
+is mid-block, and every callback after it plays silence.
 
 `beep_t` is taken from `time.monotonic()` at the callback (the moment the block holding
 the beep's first sample is handed to PortAudio) plus the sample's offset in the block;
@@ -26,7 +31,7 @@ from beep_av.audio.synth import BLOCK, RATE, BeepSpec, Synth
 from beep_av.audio.wav import WavWriter
 from beep_av.errors import BadInput, CannotStage
 from beep_av.model import ShowState
-from beep_av.noise import Noise
+from beep_av.noise import Feeder, Noise
 
 Say = Callable[[str], None]
 RING_SLOTS = 64  # blocks the WAV writer may lag behind (~0.7 s at 512 frames)
@@ -36,6 +41,8 @@ RING_SLOTS = 64  # blocks the WAV writer may lag behind (~0.7 s at 512 frames)
 # for 1-2 s (FIELD-NOTES, Sound).
 STALL_S = 3.0
 WATCH_EVERY = 0.1  # s
+# who renders the synth: exactly one of these at a time (see AudioOut._hand_over)
+DEVICE, CLOCK = "device", "clock"
 NO_PORTAUDIO = "PortAudio library not found (install libportaudio2)"
 NO_DEVICE = "no output device"
 FIX = "start a sound server (scripts/start-pulse.sh) or use --audio wav:PATH or --audio off"
@@ -89,6 +96,9 @@ class AudioOut:
         self._last_state = ShowState()
         self._stream_factory = stream_factory
         self._stream: Any = None
+        self._owner = DEVICE if stream_factory is not None else CLOCK
+        self._in_callback = False  # the device's callback is inside a block
+        self._feeder = Feeder(noise)
         self._latency = 0.0
         self._clock: threading.Thread | None = None
         self._stop = threading.Event()
@@ -139,15 +149,22 @@ class AudioOut:
                 self.wav_dropped += 1
 
     def callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
-        """PortAudio's callback: no allocation, file I/O, locks or logging here."""
+        """PortAudio's callback: no allocation, system call, file I/O, locks or logging
+        here (time.monotonic is the vDSO's clock_gettime)."""
         now = time.monotonic()
         self._last_cb = now
-        if self.vanished is not None:  # given up: the clock thread renders now
-            outdata.fill(0.0)
-            return
-        if status and status.output_underflow:
-            self.underflows += 1
-        self._fill(outdata, now - self._t0)
+        # flag first, owner second; the watchdog writes them the other way round (see
+        # _hand_over), so a callback either sees it has been replaced or is waited for
+        self._in_callback = True
+        try:
+            if self._owner is not DEVICE:  # given up: the clock thread renders now
+                outdata.fill(0.0)
+                return
+            if status and status.output_underflow:
+                self.underflows += 1
+            self._fill(outdata, now - self._t0)
+        finally:
+            self._in_callback = False
 
     # ------------------------------------------------------------ threads
 
@@ -183,12 +200,26 @@ class AudioOut:
             if stale < STALL_S and active:
                 continue
             why = "its stream stopped" if not active else f"no callback for {stale:.1f} s"
+            if not self._hand_over():
+                return  # closing meanwhile: nobody renders any more
             self.vanished = f"{self.device} vanished mid-show ({why})"
             self._notes.append(self.vanished)
             self._say(f"audio: {self.vanished}; the show goes on silent")
             self._clock = threading.Thread(target=self._run_clock, name="beep-clock", daemon=True)
             self._clock.start()
             return
+
+    def _hand_over(self) -> bool:
+        """Take the synth from the device's callback for the clock thread. Owner first,
+        then wait out a callback that is inside a block: under the GIL these plain
+        reads and writes happen in one order, so a callback that began before the owner
+        changed is waited for, and one that begins after it sees CLOCK and stays silent.
+        False if the output closed while waiting."""
+        self._owner = CLOCK
+        while self._in_callback:
+            if self._watch_stop.wait(0.001):
+                return False
+        return True
 
     def _run_writer(self) -> None:
         assert self._wav is not None
@@ -230,7 +261,7 @@ class AudioOut:
         return time.monotonic() - self._t0 >= ft + self._latency
 
     def start(self) -> None:
-        """Open the WAV (if any) and start the sound."""
+        """Open the WAV (if any), start feeding the noise, and start the sound."""
         if self.wav_path is not None and self._wav is None:
             try:
                 self._wav = WavWriter(self.wav_path, self.synth.rate)
@@ -240,6 +271,7 @@ class AudioOut:
                 ) from None
             self._writer = threading.Thread(target=self._run_writer, name="beep-wav", daemon=True)
             self._writer.start()
+        self._feeder.start()
         if self._stream_factory is not None:
             try:
                 self._stream = self._stream_factory(self.callback)
@@ -256,12 +288,14 @@ class AudioOut:
                 why = str(e).splitlines()[0] if str(e) else type(e).__name__
                 if self._required:
                     self._stop.set()
+                    self._feeder.stop()
                     raise CannotStage(
                         f"--audio: cannot open {self.device} ({why}); {FIX}"
                     ) from None
                 self._say(f"audio: silent — cannot open {self.device} ({why})")
                 self._notes.append(f"could not open {self.device}: {why}")
                 self._stream_factory = None
+                self._owner = CLOCK  # no callback ever ran a block
         if self._stream_factory is None:
             self._clock = threading.Thread(target=self._run_clock, name="beep-clock", daemon=True)
             self._clock.start()
@@ -288,6 +322,7 @@ class AudioOut:
         self._stop.set()  # after the stream: the WAV writer drains what it played out
         if self._clock is not None:
             self._clock.join(timeout=5)
+        self._feeder.stop()
         if self._writer is not None:
             self._writer.join(timeout=10)
         notes = list(self._notes)
@@ -301,6 +336,8 @@ class AudioOut:
             notes.append(f"{self.wav_dropped} blocks missing from the WAV (writer too slow)")
         if self.errors:
             notes.append(f"{self.errors} render errors (silence instead)")
+        if self.noise.starved:
+            notes.append(f"{self.noise.starved} blocks of seeded noise (kernel words late)")
         self._report = AudioReport(self.underflows, self.beep_t, self.device, "; ".join(notes))
         return self._report
 
@@ -415,7 +452,7 @@ def open_audio(
     ) -> AudioOut:
         return AudioOut(
             Synth(rate, beep, max_block=max(blocksize, 4096)),
-            Noise(seed=seed, raw=raw),
+            Noise(seed=seed, raw=raw, fed=True),  # reseeded by a feeder, not the callback
             get_state,
             t0,
             device=device,

@@ -103,6 +103,50 @@ def voice_params(state: ShowState, muted: bool = False) -> VoiceParams:
 
 STUTTER_SEGMENT = 1024  # frames (21 ms): one play/drop/chop decision each
 CHOP = 64  # frames on, frames off inside a chopped segment
+MAX_HOLD = 8  # the largest sample-rate crush voice_params asks for
+
+
+class _Views:
+    """Every view of the scratch arrays that a block of `n` frames uses, made once per
+    block size: a slice is a new ndarray object, and a block would otherwise make ~40
+    of them. (n, 2) everywhere, C-contiguous, so no ufunc needs a broadcast or cast
+    buffer (a (n, 1) column operand costs a 5 KiB buffer per call)."""
+
+    __slots__ = (
+        "n",
+        "x",
+        "y",
+        "t",
+        "o",
+        "y0",
+        "y_last",
+        "t_last",
+        "scan",
+        "idx",
+        "iota",
+        "t_head",
+        "unit",
+        "ramp",
+    )
+
+    def __init__(self, s: Synth, n: int) -> None:
+        self.n = n
+        self.x, self.y, self.t, self.o = s._x[:n], s._y[:n], s._t[:n], s._o[:n]
+        self.y0 = self.y[0]
+        self.y_last, self.t_last = self.y[n - 1], self.t[n - 1]
+        # the low-pass scan's step of size s: y[s:] += b**s * y[:-s], through t
+        self.scan = []
+        step = 1
+        while step < n:
+            self.scan.append((self.y[: n - step], self.t[: n - step], self.y[step:n]))
+            step *= 2
+        self.idx, self.iota = s._idx[:n], s._iota[:n]
+        self.t_head = [self.t[:k] for k in range(min(n, MAX_HOLD) + 1)]
+        # k/n for the gain ramp, in both channels (computed in float64, as float32)
+        self.unit = s._unit[:n]
+        self.unit[:, 0] = np.arange(n, dtype=np.float64) * (1.0 / n)
+        self.unit[:, 1] = self.unit[:, 0]
+        self.ramp = s._ramp[:n]
 
 
 class Synth:
@@ -149,15 +193,17 @@ class Synth:
         self._x = np.empty((n, 2), dtype=np.float32)
         self._y = np.empty((n, 2), dtype=np.float32)
         self._t = np.empty((n, 2), dtype=np.float32)
+        self._o = np.empty((n, 2), dtype=np.float32)  # the block before the final clip
         self._iota = np.arange(n, dtype=np.int64)
         self._idx = np.empty(n, dtype=np.int64)
-        self._ramp = np.empty(n, dtype=np.float32)
-        self._unit = np.empty(n, dtype=np.float32)  # k/n for the last block size
-        self._unit_n = 0
+        self._ramp = np.empty((n, 2), dtype=np.float32)
+        self._unit = np.empty((n, 2), dtype=np.float32)
         self._f64 = np.empty(n, dtype=np.float64)
         self._e64 = np.empty(n, dtype=np.float64)
         self._iota64 = np.arange(n, dtype=np.float64)
         self._u = np.empty(2, dtype=np.float32)
+        self._zb = np.empty(2, dtype=np.float32)
+        self._views: _Views | None = None  # for the last block size
 
     @property
     def beep_frames(self) -> int:
@@ -172,6 +218,10 @@ class Synth:
         if out.ndim != 2 or out.shape[1] != 2 or out.dtype != np.float32:
             raise ValueError("out must be a (frames, 2) float32 array")
         frames = out.shape[0]
+        if frames <= self.max_block:  # the live case: no slice of `out` to make
+            if frames:
+                self._render_block(state, out, noise, now)
+            return
         done = 0
         while done < frames:  # blocks longer than the scratch go in pieces
             n = min(self.max_block, frames - done)
@@ -180,7 +230,10 @@ class Synth:
 
     def _render_block(self, state: ShowState, out: np.ndarray, noise: Noise, now: float) -> None:
         n = out.shape[0]
-        killed = state.phase in (Phase.OOM, Phase.FINALE)
+        v = self._views
+        if v is None or v.n != n:
+            v = self._views = _Views(self, n)  # once per block size, not per block
+        killed = state.phase is Phase.OOM or state.phase is Phase.FINALE
         if not killed and self.finished:
             self._beep_pos = -1  # watch mode: back to watching after a kill's beep
         # a new oom_t is a new kill (watch mode beeps at every one; a show has one)
@@ -192,71 +245,78 @@ class Synth:
             self.finished = False
             self.cut_t = now
             self._gain = 0.0  # a hard cut, no fade: the noise stops dead
+        o = v.o
         if self._beep_pos < 0:
-            self._noise(state, out, noise, n)
+            self._noise(state, v, noise)
         else:
-            out.fill(0.0)
-            self._beep(out, n, now)
-        np.clip(out, -PEAK, PEAK, out=out)
+            o.fill(0.0)
+            self._beep(o, n, now)
+        # the clip writes the block out: `out` is never sliced (it is PortAudio's)
+        np.minimum(o, PEAK, out=o)
+        np.maximum(o, -PEAK, out=out)
 
-    def _noise(self, state: ShowState, out: np.ndarray, noise: Noise, n: int) -> None:
+    def _noise(self, state: ShowState, v: _Views, noise: Noise) -> None:
         p = voice_params(state, self.muted)
-        x, y, t = self._x[:n], self._y[:n], self._t[:n]
+        n = v.n
+        x, y, t, out = v.x, v.y, v.t, v.o
         noise.fill_uniform(x)
         # brightness: a one-pole low-pass y[k] = a x[k] + b y[k-1]; the cutoff glides
         # between blocks so a phase change does not click
         self._cutoff += 0.5 * (p.cutoff_hz - self._cutoff)
         a = 1.0 - math.exp(-2.0 * math.pi * self._cutoff / self.rate)
         b = 1.0 - a
-        np.multiply(x, np.float32(a), out=y)
-        y[0] += np.float32(b) * self._z
+        # Python floats, not np.float32(...): a float32 array with a Python scalar
+        # computes in float32 all the same (NEP 50), and makes no numpy scalar object
+        np.multiply(x, a, out=y)
+        np.multiply(self._z, b, out=self._zb)
+        np.add(v.y0, self._zb, out=v.y0)
         # log-step scan: after the step of size s, y[k] sums the last 2s inputs; once
         # b**s is below float32 resolution the older inputs no longer count (bright
         # cutoffs need 4-5 steps, not 9)
-        s, bs = 1, b
-        while s < n and bs > 1e-8:
+        bs = b
+        for head, tmp, tail in v.scan:
+            if bs <= 1e-8:
+                break
             # through a second buffer: an in-place overlapping add would copy
-            np.multiply(y[: n - s], np.float32(bs), out=t[: n - s])
-            y[s:n] += t[: n - s]
-            s *= 2
+            np.multiply(head, bs, out=tmp)
+            np.add(tail, tmp, out=tail)
             bs *= bs
-        self._z[:] = y[n - 1]
+        np.copyto(self._z, v.y_last)
         # keep loudness independent of brightness: white noise through this filter
         # keeps a/(2-a) of its power
         norm = math.sqrt((2.0 - a) / a) if a > 0 else 1.0
         # grain, sample-rate crush: hold every sample `hold` frames on a global grid
-        h = max(1, int(p.hold))
+        h = max(1, min(MAX_HOLD, int(p.hold)))
+        y_last = v.y_last
         if h > 1:
-            idx = self._idx[:n]
-            np.add(self._iota[:n], self._frame, out=idx)
+            idx = v.idx
+            np.add(v.iota, self._frame, out=idx)
             np.floor_divide(idx, h, out=idx)
             np.multiply(idx, h, out=idx)
             np.subtract(idx, self._frame, out=idx)
             np.maximum(idx, 0, out=idx)
-            np.take(y, idx, axis=0, out=t)
+            # mode="clip": the indices are in range anyway, and the default "raise"
+            # buffers `out` (a copy per call)
+            np.take(y, idx, axis=0, out=t, mode="clip")
             k = (h - self._frame % h) % h  # frames still holding the last block's value
             if k:
-                t[: min(k, n)] = self._held
-            y, t = t, y  # the held signal is in t now: swap roles rather than copy
-        self._held[:] = y[n - 1]
+                v.t_head[min(k, n, MAX_HOLD)][:] = self._held
+            y, y_last = t, v.t_last  # the held signal is in t now: swap roles, no copy
+        np.copyto(self._held, y_last)
         self._frame += n
         # grain, bit-depth crush; the final scale folds into the gain ramp below
         if p.bits < 16:
             q = float(2 ** (max(2, p.bits) - 1))
-            np.multiply(y, np.float32(norm * q), out=y)
+            np.multiply(y, norm * q, out=y)
             np.rint(y, out=y)
             scale = 1.0 / q
         else:
             scale = norm
         # loudness: a linear ramp from the last block's gain to this one's
-        if n != self._unit_n:
-            np.multiply(self._iota64[:n], 1.0 / n, out=self._f64[:n])
-            self._unit[:n] = self._f64[:n]
-            self._unit_n = n
-        ramp = self._ramp[:n]
-        np.multiply(self._unit[:n], np.float32(scale * (p.gain - self._gain)), out=ramp)
-        ramp += np.float32(scale * self._gain)
-        np.multiply(y, ramp[:, None], out=out)
+        ramp = v.ramp
+        np.multiply(v.unit, scale * (p.gain - self._gain), out=ramp)
+        np.add(ramp, scale * self._gain, out=ramp)
+        np.multiply(y, ramp, out=out)
         self._gain = p.gain
         # stutter: 21 ms segments that play, drop out, or chop, as often as PSI stalls
         pos = 0
@@ -301,7 +361,8 @@ class Synth:
             np.subtract(float(self._tone - 1), local, out=env)
             np.minimum(env, local, out=env)
             np.multiply(env, 1.0 / self._fade, out=env)
-            np.clip(env, 0.0, 1.0, out=env)
+            np.minimum(env, 1.0, out=env)
+            np.maximum(env, 0.0, out=env)
             np.multiply(env, math.pi, out=env)
             np.cos(env, out=env)
             np.multiply(env, -0.5 * BEEP_LEVEL, out=env)
