@@ -247,18 +247,21 @@ class Synth:
             self._gain = 0.0  # a hard cut, no fade: the noise stops dead
         o = v.o
         if self._beep_pos < 0:
-            self._noise(state, v, noise)
+            if self._noise(state, v, noise, out):
+                return  # bounded below PEAK: written straight into `out`, no clip
         else:
             o.fill(0.0)
             self._beep(o, n, now)
-        # the clip writes the block out: `out` is never sliced (it is PortAudio's)
+        # the clip writes the block out
         np.minimum(o, PEAK, out=o)
         np.maximum(o, -PEAK, out=out)
 
-    def _noise(self, state: ShowState, v: _Views, noise: Noise) -> None:
+    def _noise(self, state: ShowState, v: _Views, noise: Noise, dest: np.ndarray) -> bool:
+        """The noise voice of one block: into `dest` when it cannot exceed PEAK (True),
+        else into v.o for the caller to clip (False)."""
         p = voice_params(state, self.muted)
         n = v.n
-        x, y, t, out = v.x, v.y, v.t, v.o
+        x, y, t = v.x, v.y, v.t
         noise.fill_uniform(x)
         # brightness: a one-pole low-pass y[k] = a x[k] + b y[k-1]; the cutoff glides
         # between blocks so a phase change does not click
@@ -310,14 +313,24 @@ class Synth:
             np.multiply(y, norm * q, out=y)
             np.rint(y, out=y)
             scale = 1.0 / q
+            reach = norm + 0.5 / q  # rint adds at most half a step
         else:
             scale = norm
+            reach = norm
+        # |y| <= 1 (a one-pole low-pass with a + b = 1 of inputs in [-1, 1)), so the
+        # block stays within max gain x reach: most blocks need no clip at all
+        g0, g1 = self._gain, p.gain
+        direct = max(g0, g1) * reach <= PEAK
+        out = dest if direct else v.o
         # loudness: a linear ramp from the last block's gain to this one's
-        ramp = v.ramp
-        np.multiply(v.unit, scale * (p.gain - self._gain), out=ramp)
-        np.add(ramp, scale * self._gain, out=ramp)
-        np.multiply(y, ramp, out=out)
-        self._gain = p.gain
+        if g1 == g0:
+            np.multiply(y, scale * g0, out=out)
+        else:
+            ramp = v.ramp
+            np.multiply(v.unit, scale * (g1 - g0), out=ramp)
+            np.add(ramp, scale * g0, out=ramp)
+            np.multiply(y, ramp, out=out)
+        self._gain = g1
         # stutter: 21 ms segments that play, drop out, or chop, as often as PSI stalls
         pos = 0
         while pos < n:
@@ -343,6 +356,7 @@ class Synth:
                     c += piece
             pos += run
             self._seg_pos = (self._seg_pos + run) % STUTTER_SEGMENT
+        return direct
 
     def _beep(self, out: np.ndarray, n: int, now: float) -> None:
         pos = self._beep_pos
