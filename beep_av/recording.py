@@ -2,8 +2,9 @@
 
 Writer: `Recorder` turns the stream of published ShowStates into `sample` lines, plus
 `phase`, `skip` and `kill` lines found by diffing with the previous state, and takes
-`beep` and `end` lines from the conductor. Line-buffered, no fsync: a crash leaves at
-most one truncated last line.
+`beep` and `end` lines from the conductor; its own thread encodes and writes them, the
+callers only queue. Line-buffered, no fsync: a crash leaves whole lines and at most one
+truncated last line.
 
 Reader: `load(path) -> Recording` with the samples as numpy columns and the events in
 order. Anything that is not a recording raises BadInput naming the file."""
@@ -14,6 +15,8 @@ import json
 import math
 import os
 import threading
+import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,19 +97,29 @@ def kill_fields(kill: KillRecord) -> dict[str, Any]:
     }
 
 
+MAX_PENDING = 4096  # states queued for the writer (~80 s at 50 Hz) before samples drop
+WRITER_JOIN_S = 10.0  # close() waits this long for the writer to finish the file
+
+
 class Recorder:
     """Writes one recording. `header` carries stage, ram_limit, swap_limit, cache_bytes,
     rate, kernel, date, seed, hz (free-form: readers keep every key).
 
-    Thread-safe (one lock) so the engine thread and the conductor may both write; never
-    call it from the audio callback.
+    The callers only queue: a writer thread of its own turns the queued states and
+    events into lines, in order, and writes them (JSON and write(2) are off the
+    sampling thread, which a full memory domain or a slow disk would otherwise stall).
+    Any thread may call it; never the audio callback. While the writer is MAX_PENDING
+    states behind, states that would only add a `sample` line are dropped and counted
+    (`dropped`); phases, skips, kills, beep and end are always kept.
 
     `every_kill` (watch mode): a `kill` line for each distinct kill reaching finale, and
     a `phase` line for each new (phase, t) in `entered` (a watch's phase may fall back
     and enter a phase again). A show keeps one kill line and one line per phase.
 
     A write that fails mid-show (disk full) stops the recording, not the show: `say`
-    gets one line, `failed` says why, and the file keeps every whole line written."""
+    gets one line, `failed` says why, and the file keeps every whole line written.
+    Line-buffered, no fsync: a crash leaves whole lines and at most one truncated last
+    line; `flush()` waits until what was queued is written."""
 
     def __init__(
         self,
@@ -117,21 +130,130 @@ class Recorder:
     ) -> None:
         self.path = path
         self.failed: str | None = None
+        self.dropped = 0  # sample lines dropped while the writer was behind
         self._say = say
         try:
             # buffering=1: line-buffered text, one write(2) per line, no fsync
             self._f = open(path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
         except OSError as e:
             raise BadInput(f"--record {path}: cannot write ({e.strerror or e})") from None
-        self._lock = threading.Lock()
+        # the writer thread's own state: what it wrote so far
         self._prev: ShowState | None = None
         self._kill_written = False
         self._last_kill: KillRecord | None = None
         self.every_kill = every_kill
         self._kills_written: set[tuple[float, int]] = set()  # (t, pid) of kill lines
+        # between callers and the writer: a deque (append and popleft are atomic, the
+        # callers never wait) and an event that wakes the writer
+        self._queue: deque[tuple[str, Any]] = deque()
+        self._wake = threading.Event()
+        self._queued = 0  # items appended (callers)
+        self._done = 0  # items handled (writer)
+        self._last_queued: ShowState | None = None
+        self._closing = False
         head = {"type": "header", "format": FORMAT, "version": __version__}
         head.update({k: v for k, v in header.items() if k not in ("type", "format")})
-        self._line(head)
+        self._put("line", head)
+        self._thread = threading.Thread(target=self._run, name="beep-recorder", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------ callers' side
+
+    def _put(self, kind: str, item: Any) -> None:
+        self._queue.append((kind, item))
+        self._queued += 1
+        self._wake.set()
+
+    def write_state(self, state: ShowState) -> None:
+        """Queue one state: its `sample` line, plus `phase`/`skip` lines for what is
+        new since the previous state, plus the `kill` line once it reaches finale."""
+        if self._closing:
+            return
+        last = self._last_queued
+        if (
+            len(self._queue) >= MAX_PENDING
+            and last is not None
+            and state.phase is last.phase
+            and state.kill == last.kill
+            and state.entered == last.entered
+            and state.skipped == last.skipped
+        ):
+            self.dropped += 1  # only a sample line: the show must not wait for a disk
+            return
+        self._last_queued = state
+        self._put("state", state)
+
+    def kill(self, kill: KillRecord) -> None:
+        """A `kill` line for `kill` unless one was written already (watch mode: kills
+        still waiting for the stage when the watch ends)."""
+        if not self._closing:
+            self._put("kill", kill)
+
+    def beep(self, t: float, **fields: Any) -> None:
+        """A `beep` line: pass freq (Hz) and length_ms, and anything else worth keeping."""
+        if not self._closing:
+            self._put("line", {"type": "beep", "t": _r(t, 4), **fields})
+
+    def end(self, t: float, reason: str, **fields: Any) -> None:
+        """An `end` line: why the show ended (finale, quit, released, interrupted...)."""
+        if not self._closing:
+            self._put("line", {"type": "end", "t": _r(t, 4), "reason": reason, **fields})
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything queued so far is written (not fsynced); False if the
+        writer did not get there within `timeout` s."""
+        target = self._queued
+        deadline = time.monotonic() + timeout
+        while self._done < target and self._thread.is_alive():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
+        return self._done >= target
+
+    def close(self) -> None:
+        """Write a kill that was never written (show ended before finale), finish the
+        file and stop the writer. Safe to call twice."""
+        if self._closing:
+            return
+        self._closing = True
+        self._put("close", None)
+        self._thread.join(WRITER_JOIN_S)
+        if self._thread.is_alive() and self._say is not None:
+            self._say(f"recording: {self.path} is still being written; its end may be missing")
+        if self.dropped and self._say is not None:
+            self._say(
+                f"recording: {self.dropped} samples dropped (the disk was slower than the show)"
+            )
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ the writer thread
+
+    def _run(self) -> None:
+        queue = self._queue
+        while True:
+            self._wake.wait(1.0)
+            self._wake.clear()  # before draining: a put after this wakes the next round
+            while queue:
+                kind, item = queue.popleft()
+                try:
+                    if kind == "close":
+                        self._finish()
+                        return
+                    if self.failed is None:
+                        if kind == "state":
+                            self._lines_of(item)
+                        elif kind == "kill":
+                            if (item.t, item.pid) not in self._kills_written:
+                                self._write_kill(item)
+                        else:
+                            self._line(item)
+                finally:
+                    self._done += 1
 
     def _line(self, obj: dict[str, Any]) -> None:
         if self._f.closed or self.failed is not None:
@@ -151,100 +273,68 @@ class Recorder:
         if self._say is not None:
             self._say(f"recording: stopped, cannot write {self.failed}; the show goes on")
 
-    def write_state(self, state: ShowState) -> None:
-        """One `sample` line, plus `phase`/`skip` lines for what is new since the
-        previous state, plus the `kill` line once the state reaches finale."""
+    def _lines_of(self, state: ShowState) -> None:
         s = state.snapshot
-        with self._lock:
-            prev = self._prev
-            seen: set = set(prev.entered) if prev is not None else set()
-            if not self.every_kill:
-                seen = {p for p, _ in seen}
-            for p, t in state.entered:
-                if (p if not self.every_kill else (p, t)) not in seen:
-                    self._line({"type": "phase", "t": _r(t, 4), "phase": p.value})
-            seen_skips = set(prev.skipped) if prev is not None else set()
-            for p, reason in state.skipped:
-                if (p, reason) not in seen_skips:
-                    self._line(
-                        {"type": "skip", "t": _r(state.t, 4), "phase": p.value, "reason": reason}
-                    )
-            # The writer's exact key order is the reader's fast path: keep it in sync
-            # with SAMPLE_KEYS.
-            self._line(
-                {
-                    "type": "sample",
-                    "t": _r(state.t, 4),
-                    "ram": int(s.anon_bytes),
-                    "cache": int(s.cache_bytes),
-                    "swap": int(s.swap_bytes),
-                    "usage": int(s.usage_bytes),
-                    "ram_limit": int(s.ram_limit),
-                    "swap_limit": int(s.swap_limit),
-                    "psi_some_us": int(s.psi_some_us),
-                    "psi_full_us": int(s.psi_full_us),
-                    "hog": int(s.hog_bytes),
-                    "intensity": _r(state.intensity, 4),
-                    "stall": _r(state.stall, 4),
-                    "phase": state.phase.value,
-                }
-            )
-            if state.kill is not None:
-                self._last_kill = state.kill
-                if state.phase is Phase.FINALE and (
-                    not self._kill_written
-                    or (
-                        self.every_kill
-                        and (state.kill.t, state.kill.pid) not in self._kills_written
-                    )
-                ):
-                    self._write_kill(state.kill)
-            self._prev = state
+        prev = self._prev
+        seen: set = set(prev.entered) if prev is not None else set()
+        if not self.every_kill:
+            seen = {p for p, _ in seen}
+        for p, t in state.entered:
+            if (p if not self.every_kill else (p, t)) not in seen:
+                self._line({"type": "phase", "t": _r(t, 4), "phase": p.value})
+        seen_skips = set(prev.skipped) if prev is not None else set()
+        for p, reason in state.skipped:
+            if (p, reason) not in seen_skips:
+                self._line(
+                    {"type": "skip", "t": _r(state.t, 4), "phase": p.value, "reason": reason}
+                )
+        # The writer's exact key order is the reader's fast path: keep it in sync
+        # with SAMPLE_KEYS.
+        self._line(
+            {
+                "type": "sample",
+                "t": _r(state.t, 4),
+                "ram": int(s.anon_bytes),
+                "cache": int(s.cache_bytes),
+                "swap": int(s.swap_bytes),
+                "usage": int(s.usage_bytes),
+                "ram_limit": int(s.ram_limit),
+                "swap_limit": int(s.swap_limit),
+                "psi_some_us": int(s.psi_some_us),
+                "psi_full_us": int(s.psi_full_us),
+                "hog": int(s.hog_bytes),
+                "intensity": _r(state.intensity, 4),
+                "stall": _r(state.stall, 4),
+                "phase": state.phase.value,
+            }
+        )
+        if state.kill is not None:
+            self._last_kill = state.kill
+            if state.phase is Phase.FINALE and (
+                not self._kill_written
+                or (self.every_kill and (state.kill.t, state.kill.pid) not in self._kills_written)
+            ):
+                self._write_kill(state.kill)
+        self._prev = state
 
     def _write_kill(self, kill: KillRecord) -> None:
         self._line({"type": "kill", "t": _r(kill.t, 4), **kill_fields(kill)})
         self._kill_written = True
         self._kills_written.add((kill.t, kill.pid))
 
-    def kill(self, kill: KillRecord) -> None:
-        """A `kill` line for `kill` unless one was written already (watch mode: kills
-        still waiting for the stage when the watch ends)."""
-        with self._lock:
-            if (kill.t, kill.pid) not in self._kills_written:
-                self._write_kill(kill)
-
-    def beep(self, t: float, **fields: Any) -> None:
-        """A `beep` line: pass freq (Hz) and length_ms, and anything else worth keeping."""
-        with self._lock:
-            self._line({"type": "beep", "t": _r(t, 4), **fields})
-
-    def end(self, t: float, reason: str, **fields: Any) -> None:
-        """An `end` line: why the show ended (finale, quit, released, interrupted...)."""
-        with self._lock:
-            self._line({"type": "end", "t": _r(t, 4), "reason": reason, **fields})
-
-    def close(self) -> None:
-        """Write a kill that was never written (show ended before finale) and close.
-        Safe to call twice."""
-        with self._lock:
-            if self._f.closed:
-                return
-            last = self._last_kill
-            if last is not None and (
-                not self._kill_written
-                or (self.every_kill and (last.t, last.pid) not in self._kills_written)
-            ):
-                self._write_kill(last)
-            try:
-                self._f.close()
-            except OSError as e:  # the last lines did not fit on the disk
-                self._stop_recording(e)
-
-    def __enter__(self) -> Recorder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _finish(self) -> None:
+        if self._f.closed:
+            return
+        last = self._last_kill
+        if last is not None and (
+            not self._kill_written
+            or (self.every_kill and (last.t, last.pid) not in self._kills_written)
+        ):
+            self._write_kill(last)
+        try:
+            self._f.close()
+        except OSError as e:  # the last lines did not fit on the disk
+            self._stop_recording(e)
 
 
 # ---------------------------------------------------------------- reader

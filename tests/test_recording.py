@@ -105,9 +105,142 @@ def test_writer_is_line_buffered(tmp_path):
     path = tmp_path / "r.jsonl"
     r = Recorder(str(path), {"stage": "x"})
     r.write_state(_state(0.0, Phase.CALM, ((Phase.CALM, 0.0),)))
-    # not closed: a crash now would still leave complete lines on disk
+    # not closed: once the writer thread has had its turn, a crash now would still
+    # leave complete lines on disk (the callers only queue: see the tests below)
+    assert r.flush()
     assert path.read_text().count("\n") == 3
     r.close()
+
+
+class SlowFile:
+    """A recording file whose writes are seen (thread names) and can be held up."""
+
+    def __init__(self, real, gate=None) -> None:
+        self.real = real
+        self.gate = gate
+        self.threads: list[str] = []
+
+    def write(self, text):
+        import threading
+
+        self.threads.append(threading.current_thread().name)
+        if self.gate is not None:
+            self.gate.wait(10)
+        return self.real.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+
+def _recorder_on(monkeypatch, path, gate=None):
+    import beep_av.recording as rec_mod
+
+    files = []
+
+    def fake_open(*a, **kw):
+        files.append(SlowFile(open(*a, **kw), gate))  # noqa: SIM115 - the recorder closes it
+        return files[-1]
+
+    monkeypatch.setattr(rec_mod, "open", fake_open, raising=False)
+    return Recorder(str(path), {"stage": "x"}), files
+
+
+def test_lines_are_written_by_the_recorders_own_thread(tmp_path, monkeypatch):
+    import threading
+
+    path = tmp_path / "r.jsonl"
+    r, files = _recorder_on(monkeypatch, path)
+    e = ((Phase.CALM, 0.0),)
+    for i in range(20):
+        r.write_state(_state(i * 0.02, Phase.CALM, e))
+    r.beep(0.5, freq=880, length_ms=400)
+    r.end(0.6, "finale")
+    r.close()
+    threads = set(files[0].threads)
+    assert threads == {"beep-recorder"}, threads
+    assert threading.current_thread().name not in threads
+    lines = _lines(path)
+    assert [x["type"] for x in lines] == ["header", "phase", *["sample"] * 20, "beep", "end"]
+
+
+def test_a_stalled_disk_never_holds_the_caller_and_keeps_every_event(tmp_path, monkeypatch):
+    """The writer is stuck in write(2) (a disk or a memory domain that does not answer):
+    write_state returns at once; past MAX_PENDING queued states only sample lines are
+    dropped, counted and said; phases, the kill, beep and end all reach the file."""
+    import threading
+    import time
+
+    import beep_av.recording as rec_mod
+
+    monkeypatch.setattr(rec_mod, "MAX_PENDING", 50)
+    gate = threading.Event()
+    path = tmp_path / "r.jsonl"
+    said: list[str] = []
+    r, _ = _recorder_on(monkeypatch, path, gate)
+    r._say = said.append
+    c, f, o, fi = Phase.CALM, Phase.FILLING, Phase.OOM, Phase.FINALE
+    e1 = ((c, 0.0),)
+    e2 = (*e1, (f, 2.0))
+    e3 = (*e2, (o, 4.0))
+    e4 = (*e3, (fi, 4.02))
+    slowest = 0.0
+    for i in range(300):
+        t = i * 0.02
+        if t < 2.0:
+            st = _state(t, c, e1)
+        elif t < 4.0:
+            st = _state(t, f, e2)
+        elif t < 4.02:
+            st = _state(t, o, e3, kill=KILL)
+        else:
+            st = _state(t, fi, e4, kill=KILL)
+        t0 = time.perf_counter()
+        r.write_state(st)
+        slowest = max(slowest, time.perf_counter() - t0)
+    r.beep(4.1, freq=880, length_ms=400)
+    r.end(6.0, "finale")
+    assert slowest < 0.05, f"write_state waited {slowest * 1000:.0f} ms for the disk"
+    assert r.dropped > 0
+    gate.set()
+    r.close()
+    lines = _lines(path)
+    kinds = [x["type"] for x in lines]
+    assert [(x["phase"], x["t"]) for x in lines if x["type"] == "phase"] == [
+        ("calm", 0.0),
+        ("filling", 2.0),
+        ("oom", 4.0),
+        ("finale", 4.02),
+    ]
+    assert kinds.count("kill") == 1 and kinds[-2:] == ["beep", "end"]
+    assert kinds.count("sample") == 300 - r.dropped
+    ts = [x["t"] for x in lines if x["type"] == "sample"]
+    assert ts == sorted(ts)
+    assert said == [f"recording: {r.dropped} samples dropped (the disk was slower than the show)"]
+
+
+def test_a_full_disk_stops_the_recording_with_one_line(tmp_path, monkeypatch):
+    path = tmp_path / "r.jsonl"
+    said: list[str] = []
+    r, files = _recorder_on(monkeypatch, path)
+    r._say = said.append
+    e = ((Phase.CALM, 0.0),)
+    for i in range(5):
+        r.write_state(_state(i * 0.02, Phase.CALM, e))
+    assert r.flush()
+
+    def full(text):
+        raise OSError(28, "No space left on device")
+
+    files[0].write = full
+    for i in range(5, 50):
+        r.write_state(_state(i * 0.02, Phase.CALM, e))
+    r.end(1.0, "finale")
+    r.close()
+    assert said == [
+        f"recording: stopped, cannot write {path}: No space left on device; the show goes on"
+    ]
+    assert r.failed is not None
+    assert [x["type"] for x in _lines(path)] == ["header", "phase", *["sample"] * 5]
 
 
 @pytest.mark.parametrize(
