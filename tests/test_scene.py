@@ -420,8 +420,85 @@ def test_frame_saver_numbers_every_nth(tmp_path: Path) -> None:
         None,
         "frame-00003.png",
     ]
+    saver.close()  # the files are written by the saver thread: close waits for them
     back = pygame.image.load(str(tmp_path / "f" / "frame-00002.png"))
     assert back.get_at((0, 0))[:3] == (80, 0, 0)
+    assert saver.written == 3 and saver.dropped == 0
+
+
+def test_frames_are_encoded_on_the_saver_thread_not_the_callers(tmp_path: Path, monkeypatch):
+    import threading
+
+    from beep_av.video import frames as frames_mod
+
+    threads: list[str] = []
+    real = frames_mod.write_png
+
+    def spy(path, rgb, level=frames_mod.LEVEL):
+        threads.append(threading.current_thread().name)
+        real(path, rgb, level)
+
+    monkeypatch.setattr(frames_mod, "write_png", spy)
+    monkeypatch.setattr(
+        pygame.image, "save", lambda *a, **k: pytest.fail("pygame.image.save holds the GIL")
+    )
+    saver = FrameSaver(tmp_path / "f")
+    surf = pygame.Surface((64, 32))
+    for i in range(3):
+        surf.fill((10 * i, 200, 30))
+        saver.offer(surf)
+    saver.close()
+    assert threads == ["beep-frames"] * 3
+    back = pygame.image.load(str(tmp_path / "f" / "frame-00003.png"))  # libpng reads it
+    assert back.get_size() == (64, 32) and back.get_at((5, 5))[:3] == (20, 200, 30)
+
+
+def test_a_busy_saver_drops_frames_and_counts_them(tmp_path: Path, monkeypatch):
+    """Every pool surface waits for a stuck disk: offer() returns at once, the frame is
+    dropped and counted, and the saved ones keep consecutive numbers."""
+    import threading
+    import time
+
+    from beep_av.video import frames as frames_mod
+
+    gate = threading.Event()
+    real = frames_mod.write_png
+
+    def stuck(path, rgb, level=frames_mod.LEVEL):
+        gate.wait(10)
+        real(path, rgb, level)
+
+    monkeypatch.setattr(frames_mod, "write_png", stuck)
+    saver = FrameSaver(tmp_path / "f", pool=2)
+    surf = pygame.Surface((32, 16))
+    slowest = 0.0
+    got = []
+    for _ in range(10):
+        t0 = time.perf_counter()
+        got.append(saver.offer(surf))
+        slowest = max(slowest, time.perf_counter() - t0)
+    assert slowest < 0.05
+    assert [p.name for p in got if p] == ["frame-00001.png", "frame-00002.png"]
+    assert saver.dropped == 8
+    gate.set()
+    saver.close()
+    assert sorted(p.name for p in (tmp_path / "f").iterdir()) == [
+        "frame-00001.png",
+        "frame-00002.png",
+    ]
+
+
+def test_an_unwritable_frame_ends_the_show_on_the_ui_thread(tmp_path: Path, monkeypatch):
+    from beep_av.video import frames as frames_mod
+
+    def fail(path, rgb, level=frames_mod.LEVEL):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(frames_mod, "write_png", fail)
+    saver = FrameSaver(tmp_path / "f")
+    saver.offer(pygame.Surface((8, 8)))
+    with pytest.raises(BadInput, match="cannot write frame-00001.png"):
+        saver.close()
 
 
 @pytest.mark.parametrize("every", [0, -1, 1.5, "2"])

@@ -169,6 +169,7 @@ def test_frames_are_saved(dummy, tmp_path: Path) -> None:
     w = open_window(dummy, frames_dir=tmp_path / "frames", frames_every=3)
     for i in range(7):
         w.frame(ShowState(t=i / 60, phase=Phase.SWAPPING, intensity=0.9, stall=0.5))
+    w.close()  # the saver thread writes the files; closing waits for it
     names = sorted(p.name for p in (tmp_path / "frames").iterdir())
     assert names == ["frame-00001.png", "frame-00002.png", "frame-00003.png"]
     img = pygame.image.load(str(tmp_path / "frames" / "frame-00002.png"))

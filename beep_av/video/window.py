@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 import warnings
 from collections.abc import Sequence
@@ -186,7 +187,23 @@ class WindowOutput:
             pygame.mouse.set_visible(True)
 
     def close(self) -> None:
-        """Close the window and give SDL's environment back as it was. Safe twice."""
+        """Close the window and give SDL's environment back as it was. Safe twice.
+        Saved frames are finished first (raises BadInput if one could not be written)."""
+        try:
+            if self.saver is not None:
+                self.saver.close()
+        finally:
+            self._close_display()
+        if self.saver is not None and self.saver.dropped:
+            s = self.saver
+            print(
+                f"frames: {s.written} saved in {s.dir}, {s.dropped} dropped "
+                "(saving was slower than the show)",
+                file=sys.stderr,
+            )
+            s.dropped = 0  # said once
+
+    def _close_display(self) -> None:
         if pygame.display.get_init():
             pygame.display.quit()
         self.screen = None
