@@ -291,9 +291,20 @@ def test_open_close_frame_sequence_and_single_bell(tmp_path):
     states += [ShowState(t=3 + i, phase=Phase.FINALE, kill=KILL, oom_t=3) for i in range(3)]
     data = _run(states, tmp_path, color="truecolor", max_bps=1e12)
     assert data.startswith(b"\x1b[?1049h\x1b[?25l")
-    assert data.endswith(b"\x1b[?25h\x1b[?1049l")
+    restored = data.index(b"\x1b[?25h\x1b[?1049l") + len(b"\x1b[?25h\x1b[?1049l")
     assert data.count(b"\a") == 1
-    assert b"31337" in data and b"\xe2\x96\x80" in data
+    assert b"31337" in data[:restored] and b"\xe2\x96\x80" in data
+    # after the restore: the victim card once, as plain lines, as headless prints it
+    from beep_av.summary import victim_card
+
+    after = data[restored:].decode()
+    assert after == "\n" + "".join(f"  {line}\n" for line in victim_card(KILL))
+
+
+def test_a_show_that_ends_before_the_finale_leaves_no_card(tmp_path):
+    states = [ShowState(t=i, phase=Phase.SWAPPING, snapshot=SNAP) for i in range(2)]
+    data = _run(states, tmp_path, color="truecolor", max_bps=1e12)
+    assert data.endswith(b"\x1b[?25h\x1b[?1049l")
 
 
 def test_no_color_output_has_no_sgr_at_all(tmp_path):

@@ -157,6 +157,11 @@ def test_show_fills_the_pane_in_truecolor_then_restores(tmux, tmp_path):
     wait_status(status, "closed")
     time.sleep(0.2)
     assert modes(tmux) == ("0", "1")
+    # the main screen keeps the victim card (the picture went with the alternate one)
+    main = pane(tmux, escapes=False).splitlines()
+    assert "  victim      pid 424242 (python3)" in main, main
+    assert "  status      exit 137 (OOMKilled)" in main
+    assert not any("▀" in line or "RAM [" in line for line in main)
 
 
 def test_ctrl_c_in_the_middle_restores_the_terminal(tmux, tmp_path):
@@ -167,6 +172,7 @@ def test_ctrl_c_in_the_middle_restores_the_terminal(tmux, tmp_path):
     wait_status(status, "closed")
     time.sleep(0.2)
     assert modes(tmux) == ("0", "1")
+    assert "victim" not in pane(tmux, escapes=False)  # no kill, no card
 
 
 def test_no_color_has_no_colour_sequences(tmux, tmp_path):
@@ -240,3 +246,5 @@ def test_cli_rehearse_in_the_terminal(tmux, tmp_path):
     assert seen_picture, "no half-block truecolor picture seen during the rehearsal"
     time.sleep(0.2)
     assert modes(tmux) == ("0", "1")
+    main = pane(tmux, escapes=False)
+    assert "OOM KILL" in main and "victim      pid" in main, main  # the card stayed

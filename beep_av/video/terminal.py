@@ -456,6 +456,10 @@ class TerminalOutput:
         self._bell_rung = False
         self._last_phase: Phase | None = None
         self.bytes_written = 0
+        # the victim cards shown, as text for the main screen after close (as headless
+        # prints them): one per kill, keyed (pid, t) like headless (a watch sees many)
+        self.cards: list[list[str]] = []
+        self._card_keys: set[tuple[int, float]] = set()
 
     # -- Output protocol
 
@@ -496,7 +500,8 @@ class TerminalOutput:
         return cmds
 
     def close(self) -> None:
-        """Main screen, visible cursor, terminal modes and SIGWINCH restored. Safe twice."""
+        """Main screen, visible cursor, terminal modes and SIGWINCH restored; then the
+        victim card(s) shown, as plain lines on the main screen. Safe twice."""
         self._stop_keys()
         self._remove_winch()
         if not self._open:
@@ -507,8 +512,10 @@ class TerminalOutput:
         except Exception:  # noqa: BLE001 - never fail a restore
             pass
         reset = RESET if self.mode != "none" else ""
+        # the card stays on the main screen: the alternate one goes with the show
+        after = "".join(f"{line}\n" for card in self.cards for line in ["", *card])
         try:
-            self._write((reset + CURSOR_SHOW + ALT_OFF).encode())
+            self._write((reset + CURSOR_SHOW + ALT_OFF + after).encode())
         except OSError:
             pass  # the terminal went away: nothing left to restore
 
@@ -543,11 +550,23 @@ class TerminalOutput:
             tail.append(f"\033[{prows + 1 + i};1H{line}\033[K")
         if state.phase is Phase.FINALE:
             tail.append(self._card(state, cols, prows, colour))
+            self._keep_card(state)
             if not self._bell_rung:
                 self._bell_rung = True
                 tail.append("\a")
         tail.append(f"\033[{prows + text};{cols}H")
         return head.encode() + enc.encode(pixels) + "".join(tail).encode()
+
+    def _keep_card(self, state: ShowState) -> None:
+        """Remember the victim card's text for the main screen (the lines headless
+        prints), once per kill."""
+        kill = state.kill
+        if kill is None or (kill.pid, kill.t) in self._card_keys:
+            return
+        from beep_av.summary import victim_card
+
+        self._card_keys.add((kill.pid, kill.t))
+        self.cards.append(["  " + line for line in victim_card(kill)])
 
     def _card(self, state: ShowState, cols: int, prows: int, colour: bool) -> str:
         lines = card_block(state, cols, prows)
