@@ -22,6 +22,12 @@ pytestmark = pytest.mark.real
 
 FREQ = 1234.0
 MS = RATE // 1000  # frames per millisecond
+# Underflows allowed in a ~4 s scripted show (~400 blocks). A block renders in ~30 us of
+# its 10.7 ms budget and the callback neither allocates nor calls the kernel, so an
+# underflow is the scheduler's, not ours: 0 in 18 of 19 runs here (2026-12-01, also with
+# both cores busy), 1 in one, on a fresh server. A callback that stalls ~80 ms shows one
+# underflow per stall, and a render over budget would show one per block.
+MAX_UNDERFLOWS = 1
 
 
 def rms(x: np.ndarray) -> float:
@@ -96,7 +102,8 @@ def test_scripted_show_through_pulseaudio(pulse_server, monitor_recording):
     rec = monitor_recording.stop()
     print(f"audio report: {report}")
     assert said == []
-    assert isinstance(report.underflows, int) and report.underflows >= 0
+    assert isinstance(report.underflows, int)
+    assert report.underflows <= MAX_UNDERFLOWS, f"{report.underflows} underflows in a 4 s show"
     assert report.beep_t is not None and report.beep_t >= tl[-1][0]
     figures = check_show_sound(rec, report.beep_t, calm=(0.2, 1.1), swapping=(2.6, 3.5))
     print(f"underflows {report.underflows}, {figures}")
@@ -126,7 +133,7 @@ def test_wav_and_device_together(pulse_server, monitor_recording, tmp_path):
     for x in (data, rec):
         first, end = last_tonal_event(x)
         assert abs(peak_hz(x[first:end, 0]) - FREQ) <= 2.0
-    assert report.underflows >= 0
+    assert report.underflows <= MAX_UNDERFLOWS, f"{report.underflows} underflows in a 2 s show"
 
 
 def _cli_ready() -> bool:
@@ -187,3 +194,5 @@ def test_cli_show_on_a_cgroup_stage_through_pulseaudio(pulse_server, monitor_rec
     underflows = [e.get("underflows") for e in events if e.get("type") == "end"]
     print(f"phases {phases}, underflows {underflows}, {figures}")
     assert "underflow" in r.stdout + r.stderr  # the show reports the count
+    # through swapping and the kill, as in the scripted show: 0 in 4 of 4 runs here
+    assert underflows and underflows[0] <= MAX_UNDERFLOWS, underflows
