@@ -8,7 +8,13 @@ import time
 from collections.abc import Callable
 
 from beep_av.config import Settings
-from beep_av.errors import EXIT_CANNOT_STAGE, EXIT_INTERRUPTED, BadInput, CannotStage
+from beep_av.errors import (
+    EXIT_CANNOT_STAGE,
+    EXIT_INTERRUPTED,
+    EXIT_USER_KILL,
+    BadInput,
+    CannotStage,
+)
 from beep_av.model import Phase, ShowState, Snapshot
 from beep_av.plan import Plan, auto_swap_size, resolve_plan
 
@@ -186,6 +192,7 @@ def run_live(
             cache_bytes=stage.cache_bytes,
             expected_sources=_expected_sources(stage),
         )
+        clock_fields = _calibrate_kernel_clock(stage, say)
         conductor.flags["message"] = ""
         conductor.publish(
             ShowState(
@@ -216,6 +223,7 @@ def run_live(
                 header["hog_pid"] = hog.pid  # so a reader can tell the victim is the hog
             if conductor.guard is not None:
                 header["host_floor"] = conductor.guard.floor
+            header.update(clock_fields)
             recorder = Recorder(settings.record, header, say=say)
             conductor.recorder = recorder
             conductor.publish(conductor.state)
@@ -243,7 +251,34 @@ def run_live(
         say("beep-av: interrupted; the stage is torn down")
     elif conductor is not None and conductor.end_reason == "released":
         say("beep-av: released; the hog is gone and the stage torn down")
+    elif code == EXIT_USER_KILL and conductor is not None and conductor.state.kill is not None:
+        say(f"beep-av: {user_kill_line(conductor.state.kill)}")
     return code
+
+
+def user_kill_line(kill) -> str:
+    """The one line on stderr when user space killed the hog."""
+    from beep_av.summary import killer_phrase
+
+    return (
+        f"the hog (pid {kill.pid}) was killed by a signal from {killer_phrase(kill)}, "
+        "not by the kernel's OOM killer (nothing to show; exit 4)"
+    )
+
+
+def _calibrate_kernel_clock(stage, say: Say) -> dict:
+    """Calibrate the printk clock against CLOCK_MONOTONIC for a stage with a real
+    kernel (kclock.py); give the stage its clock; the recording header's fields."""
+    if stage.kind == "rehearsal":
+        return {}
+    from beep_av.kclock import calibrate
+
+    clock, why = calibrate()
+    stage.kernel_clock = clock
+    if clock is None:
+        say(f"note: no kernel clock calibration ({why}): detection latency unknown")
+        return {"kernel_clock": None, "kernel_clock_why": why}
+    return {"kernel_clock": clock.header()}
 
 
 def _finish_and_restore(conductor, stage, audio, output, recorder, code, say, old_handlers) -> None:
@@ -331,7 +366,7 @@ def run_replay(settings: Settings, path: str, keys: str | None = None, say: Say 
     key_plan = parse_key_plan(keys)
     rec = load(path)
     check_record_path(settings.record)
-    driver = ReplayDriver(rec, speed=settings.speed)
+    driver = ReplayDriver(rec, speed=settings.speed, name=path)
 
     def make_recorder(t0: float):  # the replay, recorded again as it is performed
         from beep_av.recording import Recorder
@@ -342,7 +377,9 @@ def run_replay(settings: Settings, path: str, keys: str | None = None, say: Say 
 
     parts = _Parts()
     old_handlers = install_signal_handlers()
-    initial = ShowState(stage=str(rec.header.get("stage", "replay")), captions=settings.captions)
+    initial = ShowState(
+        stage=str(rec.header.get("stage", "replay")), captions=settings.captions, replay_of=path
+    )
     try:
         code = _perform(parts, settings, driver, initial, key_plan, say, make_recorder)
         c = parts.conductor
@@ -376,6 +413,9 @@ def run_watch(
     check_record_path(settings.record)
     target = resolve_target(cgroup)  # BadInput before anything is opened
     driver = WatchDriver(target, hz=settings.sample_hz)
+    from beep_av.kclock import calibrate
+
+    driver.kernel_clock, clock_why = calibrate()
     parts = _Parts()
     old_handlers = install_signal_handlers()
     code = 1
@@ -395,7 +435,11 @@ def run_watch(
 
             header = header_for(settings, "watch", ram, swap, 0, 0)
             header["watch"] = target.describe()
-            header["t0_monotonic"] = t0  # kernel (kmsg) times = t + t0_monotonic
+            header["t0_monotonic"] = t0  # show time t is time.monotonic() - t0_monotonic
+            if driver.kernel_clock is not None:
+                header["kernel_clock"] = driver.kernel_clock.header()
+            else:
+                header.update(kernel_clock=None, kernel_clock_why=clock_why)
             return Recorder(settings.record, header, every_kill=True)
 
         code = _perform(parts, settings, driver, initial, key_plan, say, make_recorder)

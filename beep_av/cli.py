@@ -26,7 +26,8 @@ examples:
 SIZE: 512M, 1.5G, 256MiB, 10% (of available memory). RATE: 64M/s.
 exit codes: 0 finale reached or done; 1 an output failed mid-show; 2 bad input;
 3 this machine cannot stage it, or the host guard stopped the show (the message names
-the fix); 130 interrupted (after full cleanup).
+the fix); 4 the hog was killed by a signal from user space (kill -9, earlyoom,
+systemd-oomd), not by the kernel's OOM killer; 130 interrupted (after full cleanup).
 """
 
 EXAMPLE_HELP = "a recording (JSON Lines), or `example`: the real cgroup show shipped with beep-av"

@@ -5,6 +5,11 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_CANNOT_STAGE = 3
+# The hog was killed by a signal from user space (kill -9, earlyoom, systemd-oomd), not by
+# the kernel's OOM killer: the show ran, but what it shows did not happen. Not 1 (beep-av
+# failed) nor 3 (preflight: this machine cannot stage it): a code of its own, so a script
+# can tell "something else killed the hog" from both.
+EXIT_USER_KILL = 4
 EXIT_INTERRUPTED = 130
 
 

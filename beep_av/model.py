@@ -36,6 +36,14 @@ class KmsgKill:
     cgroup_oom: bool  # "Memory cgroup out of memory" (True) or global "Out of memory"
     timestamp_us: int | None = None  # kernel monotonic timestamp from the kmsg prefix
     text: str = ""
+    # from the "oom-kill:" line (since 4.19): which OOM it was and where the victim lived
+    global_oom: bool = False  # a machine-wide OOM (no memory cgroup limit was hit)
+    oom_memcg: str | None = None  # the memory cgroup whose limit was hit
+    task_memcg: str | None = None  # the victim's memory cgroup
+    # set by the sampler (show time, seconds): when it read the record, and the kernel's
+    # own time of it on the show's clock (None without a calibrated kernel clock)
+    seen_t: float | None = None
+    kernel_t: float | None = None
 
 
 @dataclass(frozen=True)
@@ -60,7 +68,16 @@ class Snapshot:
     oom_kill_count: int = 0  # stage oom_kill counter, relative to the stage start
     oom_kill_t: float | None = None  # when the counter was first seen to rise
     kmsg_kill: KmsgKill | None = None  # record naming the hog's pid, if seen
-    kmsg_t: float | None = None  # show time of the kmsg record (kernel timestamp)
+    # the kernel's own time of the hog's kill record on the show's clock (calibrated);
+    # None when no kernel time is comparable with the show's (no calibration)
+    kmsg_t: float | None = None
+    kmsg_seen_t: float | None = None  # when the show first read a kernel record of it
+    # kernel kill records of OTHER processes in an OOM the hog was a candidate in (the
+    # stage's domain), in the order read
+    others: tuple[KmsgKill, ...] = ()
+    others_counted: int = 0  # how many of `others` the stage's oom_kill counter counts
+    kernel_log: bool | None = None  # the kernel log can name the hog (None: not said)
+    user_killers: tuple[str, ...] = ()  # user-space OOM killers running at the hog's death
 
 
 @dataclass(frozen=True)
@@ -75,8 +92,13 @@ class KillRecord:
     kmsg: str | None
     anon_rss_kib: int | None
     detected_by: tuple[str, ...]  # subset of ("exit", "oom_kill", "kmsg"), in that order
-    latency_ms: float  # earliest evidence to the story's `oom`
-    t: float  # show time of the story's `oom`
+    # from the kernel's own time of the kill (its kmsg record, on the calibrated clock)
+    # to the moment the show read that record; None: no comparable kernel time
+    latency_ms: float | None
+    t: float  # show time of the story's `oom` (the kill's time for a bystander)
+    hog: bool = True  # False: the kernel killed another process, not the hog
+    oom: bool = True  # False: a SIGKILL without kernel OOM evidence (user space)
+    killer: str = "kernel"  # "kernel", or "user space" / "systemd-oomd" / "earlyoom" ...
 
 
 @dataclass(frozen=True)
@@ -99,6 +121,10 @@ class ShowState:
     stage: str = "cgroup"
     message: str = ""  # one-line notice for the HUD (e.g. "released by presenter")
     cache_peak: int = 0  # the story's memory: largest stage cache seen so far, bytes
+    # kills of other processes in the stage's domain (not the hog), in the order seen
+    bystanders: tuple[KillRecord, ...] = ()
+    counter_seen_t: float | None = None  # the story's memory: an unexplained counter rise
+    replay_of: str | None = None  # the recording a replay performs
 
     def phase_time(self, phase: Phase) -> float | None:
         for p, t in self.entered:

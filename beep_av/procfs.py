@@ -418,6 +418,9 @@ _KILLED_RE = re.compile(r"Killed process (\d+) \((.*)\) total-vm:\d+kB, anon-rss
 _KILLED_SHORT_RE = re.compile(r"Killed process (\d+) \((.*)\)")
 # "oom-kill:constraint=CONSTRAINT_MEMCG,...,task=a) b (c,pid=7155,uid=0" (since 4.19)
 _OOMKILL_RE = re.compile(r"^oom-kill:constraint=([A-Z_]+),.*,task=(.*),pid=(\d+),uid=\d+")
+# ",oom_memcg=/a/b,task_memcg=/a/b/c,task=..." (memcg OOM) or ",global_oom,task_memcg=..."
+_OOM_MEMCG_RE = re.compile(r",oom_memcg=([^,]*),")
+_TASK_MEMCG_RE = re.compile(r",task_memcg=([^,]*),")
 
 
 def parse_oom_kill(message: str, timestamp_us: int | None = None) -> KmsgKill | None:
@@ -429,6 +432,8 @@ def parse_oom_kill(message: str, timestamp_us: int | None = None) -> KmsgKill | 
     _str(message, "kmsg message")
     m = _OOMKILL_RE.match(message)
     if m:
+        oom_memcg = _OOM_MEMCG_RE.search(message)
+        task_memcg = _TASK_MEMCG_RE.search(message)
         return KmsgKill(
             pid=_int(m.group(3), "oom-kill pid"),
             name=m.group(2),
@@ -436,6 +441,9 @@ def parse_oom_kill(message: str, timestamp_us: int | None = None) -> KmsgKill | 
             cgroup_oom=m.group(1) == "CONSTRAINT_MEMCG",
             timestamp_us=timestamp_us,
             text=message,
+            global_oom=",global_oom," in message,
+            oom_memcg=oom_memcg.group(1) if oom_memcg else None,
+            task_memcg=task_memcg.group(1) if task_memcg else None,
         )
     if "Killed process " not in message:
         return None
@@ -516,3 +524,75 @@ def mount_of(mounts: list[Mount], path: str) -> Mount | None:
         if best is None or len(mp) >= len(best.mount_point.rstrip("/") or "/"):
             best = m
     return best
+
+
+def in_memcg(path: str, ancestor: str) -> bool:
+    """Is the cgroup hierarchy path `path` the cgroup `ancestor` or below it?"""
+    _str(path, "cgroup path")
+    _str(ancestor, "cgroup path")
+    a = ancestor.rstrip("/")
+    return a == "" or path == a or path.startswith(a + "/")
+
+
+def parse_nspid(status: str) -> tuple[int, ...]:
+    """/proc/PID/status (or a pidfd's fdinfo) -> the process's pids, one per PID
+    namespace, from the namespace of that /proc down to its own (the NSpid line, since
+    Linux 4.1); kernels without it give the Pid line alone. ParseError without either."""
+    _str(status, "status")
+    pid_line = None
+    for line in status.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            continue
+        if key == "NSpid":
+            pids = tuple(_int(x, "NSpid") for x in value.split())
+            if not pids:
+                raise ParseError("status: empty NSpid line")
+            return pids
+        if key == "Pid":
+            pid_line = value
+    if pid_line is None:
+        raise ParseError("status: no NSpid or Pid line")
+    return (_int(pid_line.strip(), "Pid"),)
+
+
+def parse_memcg_path(proc_cgroup: str) -> str | None:
+    """/proc/PID/cgroup -> the process's memory cgroup as the kernel log names it: the
+    v1 `memory` controller's line when there is one, else the v2 `0::` line."""
+    _str(proc_cgroup, "cgroup")
+    v2 = None
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hid, ctrls, path = parts
+        if "memory" in ctrls.split(","):
+            return path
+        if hid == "0" and ctrls == "":
+            v2 = path
+    return v2
+
+
+def cgroup_mount_path(mountinfo: str, path: str) -> tuple[int, str] | None:
+    """(cgroup version, hierarchy path) of the directory `path` from /proc/self/mountinfo
+    text: the longest v1 `memory` or v2 mount holding it, joined to that mount's root.
+    None when no cgroup mount holds it. Pure."""
+    best: tuple[int, int, str] | None = None  # (mount point length, version, rel)
+    for m in parse_mountinfo(mountinfo):
+        if m.fstype == "cgroup2":
+            version = 2
+        elif m.fstype == "cgroup" and "memory" in m.super_options:
+            version = 1
+        else:
+            continue
+        mp = m.mount_point.rstrip("/") or "/"
+        if path == mp:
+            rest = ""
+        elif path.startswith(mp.rstrip("/") + "/"):
+            rest = path[len(mp.rstrip("/")) :]
+        else:
+            continue
+        rel = "/" + "/".join(p for p in (m.root + rest).split("/") if p)
+        if best is None or len(mp) > best[0]:
+            best = (len(mp), version, rel)
+    return (best[1], best[2]) if best else None

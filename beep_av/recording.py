@@ -55,7 +55,10 @@ KILL_KEYS = (
     "kmsg",
     "anon_rss_kib",
     "detected_by",
-    "latency_ms",
+    "latency_ms",  # absent when no kernel time was comparable with the show's
+    "hog",  # false: the kernel killed another process, not the hog
+    "oom",  # false: a SIGKILL from user space, not an OOM kill
+    "killer",  # "kernel", "user space", "systemd-oomd", ...
 )
 
 # ---------------------------------------------------------------- writer
@@ -83,8 +86,9 @@ def _r(x: float, nd: int) -> float:
 
 
 def kill_fields(kill: KillRecord) -> dict[str, Any]:
-    """A KillRecord as the `kill` line's fields (without type and t)."""
-    return {
+    """A KillRecord as the `kill` line's fields (without type and t). `latency_ms` is
+    left out when unknown: never a 0 that measures nothing."""
+    fields: dict[str, Any] = {
         "pid": kill.pid,
         "name": kill.name,
         "exit": kill.exit,
@@ -93,8 +97,11 @@ def kill_fields(kill: KillRecord) -> dict[str, Any]:
         "kmsg": kill.kmsg,
         "anon_rss_kib": kill.anon_rss_kib,
         "detected_by": list(kill.detected_by),
-        "latency_ms": _r(kill.latency_ms, 3),
     }
+    if kill.latency_ms is not None and math.isfinite(kill.latency_ms):
+        fields["latency_ms"] = round(float(kill.latency_ms), 3)
+    fields.update(hog=kill.hog, oom=kill.oom, killer=kill.killer)
+    return fields
 
 
 MAX_PENDING = 4096  # states queued for the writer (~80 s at 50 Hz) before samples drop
@@ -151,6 +158,7 @@ class Recorder:
         self._done = 0  # items handled (writer)
         self._last_queued: ShowState | None = None
         self._closing = False
+        self._bystanders_written = 0  # kills of others (hog false) written so far
         head = {"type": "header", "format": FORMAT, "version": __version__}
         head.update({k: v for k, v in header.items() if k not in ("type", "format")})
         self._put("line", head)
@@ -308,6 +316,9 @@ class Recorder:
                 "phase": state.phase.value,
             }
         )
+        for b in state.bystanders[self._bystanders_written :]:
+            self._line({"type": "kill", "t": _r(b.t, 4), **kill_fields(b)})
+        self._bystanders_written = max(self._bystanders_written, len(state.bystanders))
         if state.kill is not None:
             self._last_kill = state.kill
             if state.phase is Phase.FINALE and (
@@ -368,8 +379,15 @@ class Recording:
 
     @property
     def kill(self) -> dict[str, Any] | None:
-        kills = self.events_of("kill")
+        """The hog's kill record (the first kill not marked `hog: false`); older
+        recordings have one kill line, the hog's."""
+        kills = [k for k in self.events_of("kill") if k.get("hog") is not False]
         return kills[0] if kills else None
+
+    @property
+    def bystanders(self) -> list[dict[str, Any]]:
+        """Kills of other processes in the stage's domain (`hog: false`), in order."""
+        return [k for k in self.events_of("kill") if k.get("hog") is False]
 
     def phases(self) -> list[tuple[Phase, float]]:
         """Entered phases in order, with their times."""

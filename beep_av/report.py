@@ -41,6 +41,7 @@ RAM_LIMIT_COLOUR = (240, 240, 240)
 TOTAL_LIMIT_COLOUR = (150, 150, 160)
 STALL_COLOUR = (250, 220, 60)
 KILL_COLOUR = (255, 40, 200)  # the kill marker: a colour no area or band uses
+BYSTANDER_COLOUR = (255, 200, 90)  # a kill of another process (not the hog)
 
 MIN_SIZE = (320, 240)
 MAX_SIZE = (8192, 8192)
@@ -365,6 +366,17 @@ def _draw_bands(surf, lay: Layout, rec: Recording, font) -> None:
 def _draw_kill(surf, lay: Layout, rec: Recording, font) -> None:
     import pygame
 
+    for i, b in enumerate(rec.bystanders[:3]):  # kills of other processes: thin, labelled
+        x = round(lay.x_of(float(b["t"])))
+        pygame.draw.line(surf, BYSTANDER_COLOUR, (x, lay.top), (x, lay.bottom), 1)
+        who = f"{b.get('pid')} ({b.get('name', '?')})" if b.get("pid") else "a process"
+        lab = font.render(f"the kernel killed {who}, not the hog", True, BYSTANDER_COLOUR)
+        bx = x - lab.get_width() - 8 if x + 8 + lab.get_width() > lay.right else x + 8
+        y = lay.top + 30 + 22 * i
+        pygame.draw.rect(
+            surf, BACKGROUND, (bx - 4, y - 3, lab.get_width() + 8, lab.get_height() + 6)
+        )
+        surf.blit(lab, (bx, y))
     kill = rec.kill
     if kill is None:
         return
@@ -372,11 +384,20 @@ def _draw_kill(surf, lay: Layout, rec: Recording, font) -> None:
     pygame.draw.line(surf, KILL_COLOUR, (x, lay.top), (x, lay.bottom), 3)
     by = kill.get("detected_by") or []
     lat = kill.get("latency_ms")
-    text = f"killed: pid {kill.get('pid', '?')} ({kill.get('name', '?')})"
-    if isinstance(lat, int | float):
-        text += f", detected in {lat:.1f} ms"
-    if by:
-        text += f" by {' + '.join(str(b) for b in by)}"
+    calibrated = isinstance(rec.header.get("kernel_clock"), dict)
+    who = f"pid {kill.get('pid', '?')} ({kill.get('name', '?')})"
+    if rec.header.get("stage") == "rehearsal":
+        text = "rehearsal: nothing was killed"
+    elif kill.get("oom") is False:
+        text = f"{who} killed by a signal from user space: not an OOM kill"
+    else:
+        text = f"killed: {who}"
+        if isinstance(lat, int | float) and not isinstance(lat, bool) and calibrated:
+            text += f", detected in {lat:.1f} ms"
+        else:
+            text += ", latency unknown"
+        if by:
+            text += f" by {' + '.join(str(b) for b in by)}"
     lab = font.render(text, True, KILL_COLOUR)
     bx = x - lab.get_width() - 8 if x + 8 + lab.get_width() > lay.right else x + 8
     box = pygame.Rect(bx - 4, lay.top + 6, lab.get_width() + 8, lab.get_height() + 6)

@@ -9,9 +9,18 @@ allocation-heavy parsing. Parsing itself is procfs's (pure).
 Times: `read(t)` takes the show time t (seconds since show start). Evidence times are
 the earliest each was seen: the hog's exit and the oom_kill counter carry the `t` of the
 read that first saw them (the thread wakes on the event fds, so that read is prompt);
-a kmsg record carries its own kernel timestamp converted to show time,
-`ts_us / 1e6 - t0`, where t0 is `time.monotonic()` at show start (the kmsg clock and
-CLOCK_MONOTONIC agree to within ~1 ms on these machines: kmsg is ~0.75 ms behind)."""
+each kernel record carries the show time just after the read that returned it
+(`time.monotonic() - t0`: `t` is taken before the read, and a record that came in
+between would look older than the kernel's own time of it). A kernel record also
+carries the kernel's own time of it on the show's clock, through the calibration of the
+printk clock (kclock.KernelClock: `monotonic = printk - offset`), and none without one:
+the two clocks differ (printk is ~0.76 ms behind CLOCK_MONOTONIC here), so an
+uncalibrated kernel time means nothing.
+
+Attribution (attribution.py decides): a record names the hog when its pid is the hog's
+pid as the kernel prints it (the initial PID namespace's, found through the hog's NSpid);
+a record of another process counts when the hog was a candidate in that OOM (a global
+OOM, or the limit of a memory cgroup holding the hog), and goes to `others`."""
 
 from __future__ import annotations
 
@@ -20,13 +29,18 @@ import os
 import re
 import select
 import time
+from dataclasses import replace
 
+from beep_av import attribution
 from beep_av.model import KmsgKill, Snapshot
 from beep_av.procfs import (
     ParseError,
+    cgroup_mount_path,
     parse_kmsg_record,
     parse_limit,
+    parse_memcg_path,
     parse_meminfo,
+    parse_nspid,
     parse_oom_kill,
     pick_fields,
 )
@@ -36,6 +50,7 @@ BUF = 16384  # memory.stat v1 is ~1.2 KiB, v2 ~1.5 KiB; /proc/meminfo ~1.5 KiB
 KMSG_READ = 8192  # /dev/kmsg rejects reads shorter than a record with EINVAL
 RECHECK = 0.002  # s: wait after an OOM eventfd wake-up whose kill is not counted yet
 KMSG_MAX_RECORDS = 4096  # per drain: a flood of kernel messages must not stall a sample
+SCOPES_KEPT = 64  # "oom-kill:" lines kept to place the "Killed process" line after them
 
 _V1_KEYS = ("total_rss", "total_cache", "total_swap", "rss", "cache", "swap")
 # Fast paths on the raw bytes: one compiled scan instead of decoding and searching. A
@@ -52,6 +67,8 @@ class Sampler:
 
     `t0`: time.monotonic() at show start, used to turn kmsg timestamps into show time;
     None: derived from the first read(t) as time.monotonic() - t.
+    `kernel_clock`: the printk clock's calibration (kclock.KernelClock); None: kernel
+    times are not comparable with the show's, and none is given.
     `ram_limit`/`swap_limit` (bytes): None reads them from the cgroup (or the host).
     Sources that cannot be opened are absent; `notes` says which and why."""
 
@@ -64,10 +81,14 @@ class Sampler:
         *,
         ram_limit: int | None = None,
         swap_limit: int | None = None,
+        kernel_clock=None,
+        proc_root: str = "/proc",
     ) -> None:
         self.files = files
         self.hog = hog
         self.t0 = t0
+        self.kernel_clock = kernel_clock
+        self.proc_root = proc_root
         self.hz = hz
         self.notes: list[str] = []  # one line per absent source
         self.errors = 0  # reads that failed (file gone, garbage); last values are kept
@@ -119,10 +140,10 @@ class Sampler:
         self._oom_count = 0
         self._oom_t: float | None = None
         self._kmsg_kill: KmsgKill | None = None
-        self._kmsg_t_us: int | None = None  # earliest kmsg timestamp naming the hog
         self._recheck = 0  # short waits left after an OOM eventfd without a counted kill
         self.oom_notified = False  # the v1 OOM eventfd has fired: the kernel is killing
         self._samples = 0
+        self._init_attribution()
 
     # ------------------------------------------------------------ opening
 
@@ -353,6 +374,9 @@ class Sampler:
                 self._hog_exit, self._hog_exit_t = code, t
                 if self._pidfd is not None:
                     self._unpoll(self._pidfd)  # stays readable forever once exited
+                if code in attribution.SIGKILLED:
+                    # once per show, not in the 50 Hz path: who could have sent it
+                    self._user_killers = running_killers(self.proc_root)
 
     def _read_oom(self, t: float) -> None:
         fired = self._v2_fired
@@ -412,11 +436,11 @@ class Sampler:
             yield raw
 
     def _drain_kmsg(self) -> None:
-        pid = self.hog.pid if self.hog is not None else None
         for raw in self._kmsg_records():
             # cheap filter first: nearly every record is not about an OOM kill
             if b"Killed process" not in raw and b"oom-kill:" not in raw:
                 continue
+            seen = time.monotonic() - self.t0  # the show has this record from now on
             try:
                 rec = parse_kmsg_record(raw.decode("utf-8", "replace"))
                 kill = parse_oom_kill(rec.message, rec.timestamp_us) if rec else None
@@ -425,15 +449,113 @@ class Sampler:
                 continue
             if kill is None:
                 continue
+            kill = replace(kill, seen_t=seen, kernel_t=self._kernel_time(rec.timestamp_us))
             self.kills.append(kill)
-            if pid is None or kill.pid != pid:
-                continue
-            if self._kmsg_t_us is None or rec.timestamp_us < self._kmsg_t_us:
-                self._kmsg_t_us = rec.timestamp_us
+            self._take_kill(kill)
+
+    def _kernel_time(self, timestamp_us: int | None) -> float | None:
+        """A printk timestamp as show time, when the clocks are calibrated."""
+        if self.kernel_clock is None or timestamp_us is None or self.t0 is None:
+            return None
+        return self.kernel_clock.to_monotonic(timestamp_us) - self.t0
+
+    def _take_kill(self, kill: KmsgKill) -> None:
+        """One kernel kill record: the hog's, another's in the stage's domain, or none
+        of the show's business. The "oom-kill:" line comes first and says which OOM it
+        was; the "Killed process" line after it carries anon-rss."""
+        scope = kill.text.startswith("oom-kill:")
+        if scope:
+            self._scopes[kill.pid] = kill
+            if len(self._scopes) > SCOPES_KEPT:
+                self._scopes.pop(next(iter(self._scopes)))
+        else:
+            first = self._scopes.get(kill.pid)
+            if first is not None:  # the same kill: its scope and its earliest times
+                kill = replace(
+                    kill,
+                    global_oom=first.global_oom,
+                    oom_memcg=first.oom_memcg,
+                    task_memcg=first.task_memcg,
+                    seen_t=_earliest(first.seen_t, kill.seen_t),
+                    kernel_t=_earliest(first.kernel_t, kill.kernel_t),
+                )
+        if self.hog is None:
+            return
+        if self._hog_kpid is not None and kill.pid == self._hog_kpid:
+            self._kmsg_t = _earliest(self._kmsg_t, kill.kernel_t)
+            self._kmsg_seen_t = _earliest(self._kmsg_seen_t, kill.seen_t)
             # the "Killed process" record carries anon-rss; the earlier oom-kill: line
             # only stands in until it arrives
             if self._kmsg_kill is None or kill.anon_rss_kib is not None:
                 self._kmsg_kill = kill
+            return
+        if scope or not self.kernel_log:
+            return
+        if attribution.oom_covers(kill, self._hog_memcg):
+            self._others.append(kill)
+            if attribution.counted_by(kill, self._counter_memcg, self.files.cgroup_version == 2):
+                self._others_counted += 1
+
+    # ------------------------------------------------------------ attribution
+
+    def _init_attribution(self) -> None:
+        """Once, at the start: how the kernel log names the hog (its pid in the initial
+        PID namespace; its memory cgroup) and which kills the stage's counter counts."""
+        self._scopes: dict[int, KmsgKill] = {}  # pid -> its "oom-kill:" line
+        self._others: list[KmsgKill] = []
+        self._others_counted = 0
+        self._kmsg_t: float | None = None  # kernel time of the hog's kill (show clock)
+        self._kmsg_seen_t: float | None = None
+        self._user_killers: tuple[str, ...] = ()
+        self._hog_kpid: int | None = None
+        self._hog_memcg: str | None = None
+        self._counter_memcg = self._memcg_of_dir(self.files.cgroup_dir)
+        has_log = self._kmsg_fd is not None or self._journal is not None
+        self.kernel_log = False  # the kernel log can name the hog
+        if self.hog is None:
+            return
+        self._hog_kpid = attribution.kernel_pid(
+            self._hog_nspid(), procfs_initial(self.proc_root), self.hog.pid
+        )
+        self._hog_memcg = self._read_text(
+            f"{self.proc_root}/{self.hog.pid}/cgroup", parse_memcg_path
+        )
+        if has_log and self._hog_kpid is None:
+            self.notes.append(
+                "the kernel log names processes by their pid in the initial PID namespace, "
+                "which this /proc does not show: it cannot name the hog; kills are "
+                "confirmed by exit status and counter"
+            )
+        self.kernel_log = has_log and self._hog_kpid is not None
+
+    def _hog_nspid(self) -> tuple[int, ...] | None:
+        """The hog's NSpid: from its pidfd's fdinfo (exact whatever namespace we are in),
+        else /proc/PID/status."""
+        pidfd = getattr(self.hog, "pidfd", None)
+        paths = [f"{self.proc_root}/self/fdinfo/{pidfd}"] if pidfd is not None else []
+        paths.append(f"{self.proc_root}/{self.hog.pid}/status")
+        for path in paths:
+            got = self._read_text(path, parse_nspid)
+            if got:
+                return got
+        return None
+
+    def _memcg_of_dir(self, cgroup_dir: str | None) -> str | None:
+        """A cgroup directory's hierarchy path, as the kernel log writes it."""
+        if not cgroup_dir:
+            return None
+        found = self._read_text(
+            f"{self.proc_root}/self/mountinfo", lambda t: cgroup_mount_path(t, cgroup_dir)
+        )
+        return found[1] if found else None
+
+    @staticmethod
+    def _read_text(path: str, parse):
+        try:
+            with open(path) as f:
+                return parse(f.read())
+        except (OSError, ParseError, ValueError):
+            return None
 
     def _unpoll(self, fd: int) -> None:
         try:
@@ -450,7 +572,6 @@ class Sampler:
         self._read_hog(t)
         self._read_oom(t)
         self._drain_kmsg()
-        kmsg_t = self._kmsg_t_us / 1e6 - self.t0 if self._kmsg_t_us is not None else None
         return Snapshot(
             t=t,
             anon_bytes=self._anon,
@@ -469,7 +590,12 @@ class Sampler:
             oom_kill_count=self._oom_count,
             oom_kill_t=self._oom_t,
             kmsg_kill=self._kmsg_kill,
-            kmsg_t=kmsg_t,
+            kmsg_t=self._kmsg_t,
+            kmsg_seen_t=self._kmsg_seen_t,
+            others=tuple(self._others),
+            others_counted=self._others_counted,
+            kernel_log=self.kernel_log if self.hog is not None else None,
+            user_killers=self._user_killers,
         )
 
     def wait(self, timeout: float) -> None:
@@ -523,3 +649,45 @@ class Sampler:
             except OSError:
                 pass
         self._fds.clear()
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+def procfs_initial(proc_root: str = "/proc") -> bool | None:
+    """Does this /proc belong to the initial PID namespace? Its pid 1 lives in /proc's
+    namespace; None when that cannot be read (not root) and ours is not /proc's."""
+    try:
+        return os.stat(f"{proc_root}/1/ns/pid").st_ino == attribution.PROC_PID_INIT_INO
+    except OSError:
+        pass
+    try:
+        with open(f"{proc_root}/self/status") as f:
+            own = parse_nspid(f.read())
+        if len(own) == 1:  # our namespace is /proc's
+            return os.stat(f"{proc_root}/self/ns/pid").st_ino == attribution.PROC_PID_INIT_INO
+    except (OSError, ParseError):
+        pass
+    return None
+
+
+def running_killers(proc_root: str = "/proc") -> tuple[str, ...]:
+    """The user-space OOM killers running now, by their comm (a scan of /proc: call it
+    once, never in the 50 Hz path)."""
+    found = set()
+    try:
+        pids = [p for p in os.listdir(proc_root) if p.isdigit()]
+    except OSError:
+        return ()
+    for pid in pids:
+        try:
+            with open(f"{proc_root}/{pid}/comm") as f:
+                comm = f.read().strip()
+        except OSError:
+            continue
+        if comm in attribution.USER_SPACE_KILLERS:
+            found.add(comm)
+    return tuple(sorted(found))

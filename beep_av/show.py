@@ -16,7 +16,14 @@ from typing import Any
 
 from beep_av import __version__
 from beep_av.config import Settings
-from beep_av.errors import EXIT_INTERRUPTED, EXIT_OK, BadInput, BeepError, CannotStage
+from beep_av.errors import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USER_KILL,
+    BadInput,
+    BeepError,
+    CannotStage,
+)
 from beep_av.model import Phase, ShowState
 
 Say = Callable[[str], None]
@@ -30,6 +37,7 @@ ENGINE_JOIN_S = 5.0
 # After the finale, the audio gets this long (plus the beeps' own length) to play the
 # beep out; a device that never finishes must not hold the show on stage forever
 BEEP_GRACE_S = 3.0
+USER_KILL_REASON = "user-space-kill"  # the `end` reason when user space killed the hog
 
 
 class Interrupted(Exception):
@@ -301,6 +309,9 @@ class Conductor:
                         finished_at = time.monotonic()
                     if finished_at is not None and time.monotonic() - finished_at >= hold:
                         self.end_reason = "finale" if state.phase is Phase.FINALE else "end"
+                        if self.replay is None and state.kill is not None and not state.kill.oom:
+                            self.end_reason = USER_KILL_REASON
+                            return EXIT_USER_KILL
                         return EXIT_OK
             if not paces_itself:
                 next_frame += frame_dt
@@ -392,6 +403,9 @@ def finish(
             fields["fds_start"] = conductor.fds_start
             fields["fds"] = None if now_open is None else now_open - 1
         reason = conductor.end_reason if conductor is not None else "error"
+        kill = conductor.state.kill if conductor is not None else None
+        if kill is not None and not kill.oom:
+            fields.update(oom=False, killer=kill.killer)  # never an OOM kill
         if code == EXIT_INTERRUPTED:
             reason = "interrupted"
         t = conductor.now() if conductor is not None else 0.0

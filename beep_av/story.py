@@ -7,14 +7,22 @@ it). Hostile snapshots (zero limits, counters going down, time going backwards, 
 never raise: the phase simply does not move backwards and rates hold their last value.
 
 Phases only move forward: calm -> filling -> evicting -> swapping -> oom -> finale.
-A phase passed over is recorded in `skipped` with its reason, in phase order."""
+A phase passed over is recorded in `skipped` with its reason, in phase order.
+
+`oom` means the kernel killed the hog (attribution.hog_verdict): a kernel record names
+it, or (without a kernel log) its SIGKILL came with a rise of the oom_kill counter that
+no other kill explains. A kernel kill of another process in the stage's domain is a
+bystander: its own KillRecord (hog False) in `bystanders`, and the story goes on. A
+SIGKILL without kernel OOM evidence is a signal from user space: `oom` is skipped, the
+story ends in `finale` with a KillRecord that says so (oom False)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
 
-from beep_av.model import PHASES, KillRecord, MiB, Phase, ShowState, Snapshot
+from beep_av.attribution import hog_verdict, killer_name, sigkilled
+from beep_av.model import PHASES, KillRecord, KmsgKill, MiB, Phase, ShowState, Snapshot
 
 # Evidence sources, in the order `detected_by` lists them.
 SOURCES = ("exit", "oom_kill", "kmsg")
@@ -26,6 +34,7 @@ SWAP_BEFORE_EVICT = "swap came before the cache was evicted"
 KILL_BEFORE_EVICT = "the kill came before the cache was evicted"
 KILL_BEFORE_SWAP = "the kill came before anything was swapped"
 KILL_BEFORE_FILL = "the kill came before the hog was seen growing"
+USER_SPACE_KILL = "the hog was killed by a signal from user space, not by the kernel"
 
 
 @dataclass(frozen=True)
@@ -37,6 +46,13 @@ class StoryConfig:
     cache_bytes: int  # page cache warmed in the stage; 0: nothing to evict
     expected_sources: tuple[str, ...] = SOURCES  # kill evidence the stage can give
     confirm_timeout: float = 1.0  # s after `oom` before `finale` without full confirmation
+    # s after the hog's SIGKILL to wait for the kernel's evidence before calling it a
+    # signal from user space: the kernel's record and counter come ~20 ms BEFORE waitpid
+    # here (FIELD-NOTES), so this only covers a reader that fell behind a flood
+    kernel_grace: float = 0.15
+    # s an unexplained oom_kill rise may wait for the hog's exit (no kernel log) before
+    # it is a kill of another process: a dying hog frees its memory first
+    bystander_grace: float = 0.5
     evict_min_drop: int = 4 * MiB  # cache must fall by max(this, evict_fraction * peak)
     evict_fraction: float = 0.10
     swap_min: int = 1 * MiB  # swap in use above this, and rising, means `swapping`
@@ -88,16 +104,17 @@ def stage_fill(cfg: StoryConfig, snap: Snapshot) -> float:
 # ---------------------------------------------------------------- evidence
 
 
-def evidence(snap: Snapshot) -> dict[str, float]:
-    """Kill evidence in `snap`: source name -> show time it was seen or stamped
-    (the snapshot's time when the source gave none)."""
+def evidence(snap: Snapshot, accounted: int = 0) -> dict[str, float]:
+    """Evidence of the HOG's kill in `snap`: source name -> show time it was seen (the
+    snapshot's time when the source gave none). `accounted`: the rises of the oom_kill
+    counter that kills of other processes explain; only a rise beyond them is the hog's."""
     out: dict[str, float] = {}
-    if snap.hog_exit in (-9, 137):
+    if sigkilled(snap):
         out["exit"] = _time(snap.hog_exit_t, snap.t)
-    if snap.oom_kill_count > 0:
+    if snap.oom_kill_count > accounted:
         out["oom_kill"] = _time(snap.oom_kill_t, snap.t)
     if snap.kmsg_kill is not None:
-        out["kmsg"] = _time(snap.kmsg_t, snap.t)
+        out["kmsg"] = _time(snap.kmsg_seen_t, snap.t)
     return out
 
 
@@ -105,19 +122,29 @@ def _time(t: float | None, default: float) -> float:
     return t if t is not None and math.isfinite(t) else default
 
 
+def latency_ms(kernel_t: float | None, seen_t: float | None) -> float | None:
+    """From the kernel's own time of a kill (its record, on the show's calibrated
+    clock) to the moment the show read that record, in ms; None when either is unknown
+    (no comparable kernel time: never 0)."""
+    if kernel_t is None or seen_t is None:
+        return None
+    if not (math.isfinite(kernel_t) and math.isfinite(seen_t)):
+        return None
+    return (seen_t - kernel_t) * 1000.0
+
+
 def _kill_record(
     prev: KillRecord | None, snap: Snapshot, seen: dict[str, float], oom_t: float
 ) -> KillRecord:
-    """The kill as known now: merged with what earlier samples confirmed."""
+    """The hog's kill as known now: merged with what earlier samples confirmed."""
     detected = set(seen) | set(prev.detected_by if prev else ())
-    times = list(seen.values())
-    if prev is not None:
-        times.append(prev.t - prev.latency_ms / 1000.0)  # earliest evidence so far
-    earliest = min(times) if times else oom_t
     k = snap.kmsg_kill
     pid = k.pid if k else (snap.hog_pid if snap.hog_pid is not None else (prev.pid if prev else 0))
     name = k.name if k else (prev.name if prev else "hog")
-    exited = snap.hog_exit in (-9, 137) or (prev is not None and prev.exit == 137)
+    exited = sigkilled(snap) or (prev is not None and prev.exit == 137)
+    lat = prev.latency_ms if prev is not None else None
+    if k is not None:
+        lat = latency_ms(snap.kmsg_t, snap.kmsg_seen_t) if lat is None else lat
     return KillRecord(
         pid=pid,
         name=name,
@@ -127,9 +154,86 @@ def _kill_record(
         kmsg=k.text if k else (prev.kmsg if prev else None),
         anon_rss_kib=k.anon_rss_kib if k else (prev.anon_rss_kib if prev else None),
         detected_by=tuple(s for s in SOURCES if s in detected),
-        latency_ms=max(0.0, (oom_t - earliest) * 1000.0),
+        latency_ms=lat,
         t=oom_t,
     )
+
+
+def _user_space_record(snap: Snapshot, t: float) -> KillRecord:
+    """The hog's SIGKILL with no kernel OOM evidence: a signal from user space."""
+    return KillRecord(
+        pid=snap.hog_pid or 0,
+        name="hog",
+        exit=137,
+        signal=9,
+        oom_kill_count=snap.oom_kill_count,
+        kmsg=None,
+        anon_rss_kib=None,
+        detected_by=("exit",),
+        latency_ms=None,
+        t=t,
+        oom=False,
+        killer=killer_name(snap.user_killers),
+    )
+
+
+def bystander_record(k: KmsgKill, t: float) -> KillRecord:
+    """A kernel kill of another process in the stage's domain (not the hog)."""
+    return KillRecord(
+        pid=k.pid,
+        name=k.name,
+        exit=None,  # not our child: no exit status to read
+        signal=9,  # the OOM killer always sends SIGKILL
+        oom_kill_count=0,
+        kmsg=k.text,
+        anon_rss_kib=k.anon_rss_kib,
+        detected_by=("kmsg",),
+        latency_ms=latency_ms(k.kernel_t, k.seen_t),
+        t=_time(k.seen_t, t),
+        hog=False,
+    )
+
+
+def _bystanders(
+    cfg: StoryConfig, state: ShowState, snap: Snapshot, kernel_log: bool, t: float
+) -> tuple[tuple[KillRecord, ...], float | None, int]:
+    """Kills of other processes in the stage's domain: (all of them, the time an
+    unexplained counter rise was first seen, the counter rises they explain)."""
+    out = list(state.bystanders)
+    named = sum(1 for b in out if b.kmsg is not None)
+    for k in snap.others[named:]:
+        out.append(bystander_record(k, t))
+    anonymous = sum(1 for b in out if b.kmsg is None)
+    accounted = snap.others_counted + anonymous
+    counter_t = state.counter_seen_t
+    if kernel_log or state.kill is not None:
+        return tuple(out), None, accounted
+    # without a kernel log, only the counter says a kill happened: it is another
+    # process's when the hog lives on well after it
+    if snap.oom_kill_count > accounted and not sigkilled(snap):
+        if counter_t is None:
+            counter_t = t
+        if t - counter_t >= cfg.bystander_grace and snap.hog_running:
+            out.append(
+                KillRecord(
+                    pid=0,
+                    name="?",
+                    exit=None,
+                    signal=9,
+                    oom_kill_count=snap.oom_kill_count,
+                    kmsg=None,
+                    anon_rss_kib=None,
+                    detected_by=("oom_kill",),
+                    latency_ms=None,
+                    t=counter_t,
+                    hog=False,
+                )
+            )
+            accounted += 1
+            counter_t = None
+    else:
+        counter_t = None
+    return tuple(out), counter_t, accounted
 
 
 # ---------------------------------------------------------------- the phase machine
@@ -144,6 +248,8 @@ def _skip_reason(cfg: StoryConfig, state_cache_peak: int, phase: Phase, target: 
         return SWAP_BEFORE_EVICT if target is Phase.SWAPPING else KILL_BEFORE_EVICT
     if phase is Phase.SWAPPING:
         return NO_SWAP if cfg.swap_limit <= 0 else KILL_BEFORE_SWAP
+    if phase is Phase.OOM:
+        return USER_SPACE_KILL
     return "passed over"
 
 
@@ -173,8 +279,14 @@ def advance(cfg: StoryConfig, state: ShowState, snap: Snapshot) -> ShowState:
     cache_peak = max(state.cache_peak, snap.cache_bytes)
 
     # What is true now, each condition judged on this snapshot against the previous one.
-    seen = evidence(snap)
-    seen_any = state.kill is not None or bool(seen)
+    stamp0 = snap.t if math.isfinite(snap.t) else state.t
+    kernel_log = "kmsg" in cfg.expected_sources and snap.kernel_log is not False
+    bystanders, counter_seen_t, accounted = _bystanders(cfg, state, snap, kernel_log, stamp0)
+    seen = evidence(snap, accounted)
+    verdict = None
+    if state.kill is None:
+        verdict = hog_verdict(snap, kernel_log, accounted, cfg.kernel_grace)
+    seen_any = (state.kill is not None and state.kill.oom) or verdict == "oom"
     hog_growing = snap.hog_bytes > prev.hog_bytes or snap.anon_bytes > prev.anon_bytes
     drop_needed = max(cfg.evict_min_drop, cfg.evict_fraction * cache_peak)
     target = state.phase
@@ -206,6 +318,13 @@ def advance(cfg: StoryConfig, state: ShowState, snap: Snapshot) -> ShowState:
         enter(target)
         phase = target
 
+    kill, oom_t = state.kill, state.oom_t
+    if verdict == "user":
+        # a signal from user space: never an OOM kill; the story ends here
+        kill = _user_space_record(snap, stamp)
+        enter(Phase.FINALE)
+        phase = Phase.FINALE
+
     # Phases this stage cannot show are skipped as soon as they are next in line.
     while frontier + 1 < Phase.OOM.index:
         nxt = PHASES[frontier + 1]
@@ -216,12 +335,12 @@ def advance(cfg: StoryConfig, state: ShowState, snap: Snapshot) -> ShowState:
         frontier = nxt.index
 
     # The kill record: created at oom, updated with each new source until finale.
-    kill, oom_t = state.kill, state.oom_t
     if phase is Phase.OOM:
         if oom_t is None:
             oom_t = stamp
         kill = _kill_record(kill, snap, seen, oom_t)
-        confirmed = set(cfg.expected_sources) <= set(kill.detected_by)
+        expected = set(cfg.expected_sources) - (set() if kernel_log else {"kmsg"})
+        confirmed = expected <= set(kill.detected_by)
         if confirmed or (math.isfinite(snap.t) and snap.t - oom_t >= cfg.confirm_timeout):
             enter(Phase.FINALE)
             phase = Phase.FINALE
@@ -238,5 +357,7 @@ def advance(cfg: StoryConfig, state: ShowState, snap: Snapshot) -> ShowState:
         skipped=skipped,
         kill=kill,
         oom_t=oom_t,
+        bystanders=bystanders,
+        counter_seen_t=counter_seen_t,
         intensity=intensity(stage_fill(cfg, snap), stall, phase),
     )

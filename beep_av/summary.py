@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from beep_av.model import KillRecord, Phase, ShowState
 
 MiB = 1024**2
@@ -16,17 +18,125 @@ def confirmed_by(kill: KillRecord) -> str:
     return " + ".join(names.get(s, s) for s in kill.detected_by) or "nothing"
 
 
-def victim_card(kill: KillRecord) -> list[str]:
-    """The victim card as lines of text."""
+REHEARSAL = "rehearsal: nothing was killed"
+
+
+def is_rehearsal(stage: str) -> bool:
+    return stage == "rehearsal"
+
+
+def latency_text(kill: KillRecord) -> str:
+    """ "detected in 0.4 ms" from the kernel's own time of the kill; "latency unknown"
+    without a comparable kernel time (never a 0.0 that measures nothing)."""
+    lat = kill.latency_ms
+    if lat is None or not math.isfinite(lat):
+        return "latency unknown"
+    if lat < 0.05:
+        return "detected in < 0.1 ms"
+    return f"detected in {lat:.1f} ms" if lat < 10 else f"detected in {lat:.0f} ms"
+
+
+def killer_phrase(kill: KillRecord) -> str:
+    """ "user space", or "user space (systemd-oomd is running)"."""
+    if kill.killer in ("user space", "kernel", ""):
+        return "user space"
+    verb = "are" if " or " in kill.killer else "is"
+    return f"user space ({kill.killer} {verb} running)"
+
+
+def bystander_title(kill: KillRecord) -> str:
+    """ "the kernel killed 1234 (python3), not the hog"."""
+    if not kill.pid:
+        return "the kernel killed a process in the stage's domain, not the hog"
+    return f"the kernel killed {kill.pid} ({kill.name}), not the hog"
+
+
+def _mib(kib: int | None) -> str:
+    return f"{kib / 1024:.0f} MiB" if kib is not None else "?"
+
+
+def card_lines(state: ShowState) -> list[str]:
+    """The victim card's lines (under the big BEEP of the window and the terminal),
+    plain text, composed here for every output: the hog's OOM kill, a signal from user
+    space, a rehearsal (nothing was killed), a replay (names its file)."""
+    lines = [f"replay of {state.replay_of}"] if state.replay_of else []
+    k = state.kill
+    if is_rehearsal(state.stage):
+        lines.append(REHEARSAL)
+        if k is not None and k.anon_rss_kib is not None:
+            lines.append(f"the model's hog reached {_mib(k.anon_rss_kib)}")
+        return lines
+    if k is None:
+        return [*lines, "the hog is gone", "no kill record"]
+    if not k.oom:
+        return [
+            *lines,
+            f"pid {k.pid}  {k.name}",
+            f"killed by a signal from {killer_phrase(k)}",
+            "not an OOM kill: the kernel said nothing",
+            "exit 137 (SIGKILL)",
+        ]
+    lines.append(f"pid {k.pid}  {k.name}")
+    lines.append(f"anon-rss {_mib(k.anon_rss_kib)}")
+    if k.exit == 137 or k.signal == 9:
+        lines.append("exit 137 (OOMKilled)")
+    elif k.exit is not None:
+        lines.append(f"exit {k.exit}")
+    if k.detected_by:
+        lines.append("confirmed by " + " + ".join(k.detected_by))
+    lines.append(latency_text(k))
+    for b in state.bystanders[-2:]:
+        lines.append(f"before: {bystander_title(b)}")
+    return lines
+
+
+def bystander_lines(kill: KillRecord) -> list[str]:
+    """The card of a kernel kill that was not the hog's (the show goes on)."""
+    lines = [bystander_title(kill)]
+    if kill.anon_rss_kib is not None:
+        lines.append(f"anon-rss {_mib(kill.anon_rss_kib)}")
+    if kill.detected_by:
+        lines.append("confirmed by " + " + ".join(kill.detected_by))
+    lines.append(latency_text(kill))
+    lines.append("the show goes on")
+    return lines
+
+
+def victim_card(kill: KillRecord, stage: str = "", replay_of: str | None = None) -> list[str]:
+    """The victim card as lines of text (headless)."""
+    head = [f"replay of {replay_of}"] if replay_of else []
+    if is_rehearsal(stage):
+        lines = [*head, "REHEARSAL", REHEARSAL]
+        if kill.anon_rss_kib is not None:
+            lines.append(f"model       the hog reached {_mib(kill.anon_rss_kib)} anon-rss")
+        return lines
+    rss = _mib(kill.anon_rss_kib) if kill.anon_rss_kib is not None else "unknown"
+    if not kill.hog:
+        return [
+            *head,
+            "OOM KILL (not the hog)",
+            f"victim      {bystander_title(kill)}",
+            f"anon-rss    {rss}",
+            f"confirmed   {confirmed_by(kill)}",
+            latency_text(kill),
+        ]
+    if not kill.oom:
+        return [
+            *head,
+            "NOT AN OOM KILL",
+            f"victim      pid {kill.pid} ({kill.name})",
+            f"killed by   a signal from {killer_phrase(kill)}",
+            "status      exit 137 (SIGKILL), no kernel OOM evidence",
+        ]
     exit_text = f"exit {kill.exit} (OOMKilled)" if kill.exit == 137 else f"exit {kill.exit}"
-    rss = f"{kill.anon_rss_kib / 1024:.0f} MiB" if kill.anon_rss_kib is not None else "unknown"
     return [
+        *head,
         "OOM KILL",
         f"victim      pid {kill.pid} ({kill.name})",
         f"anon-rss    {rss}",
         f"status      {exit_text}",
         f"confirmed   {confirmed_by(kill)}",
-        f"detected in {kill.latency_ms:.1f} ms",
+        latency_text(kill),
     ]
 
 
@@ -46,9 +156,18 @@ def phase_line(state: ShowState, phase: Phase, t: float, cache_peak: int) -> str
         k = state.kill
         who = f"pid {k.pid} ({k.name})" if k else "the hog"
         why = f"the kernel killed {who}, {hog}, swap {mib(s.swap_bytes)}"
+        if is_rehearsal(state.stage):
+            why = f"{REHEARSAL} (the model's hog met the limit), {hog}, swap {mib(s.swap_bytes)}"
     else:
         k = state.kill
-        why = f"confirmed by {confirmed_by(k)} in {k.latency_ms:.1f} ms" if k else "noise cut, beep"
+        if is_rehearsal(state.stage):
+            why = f"{REHEARSAL}; noise cut, beep"
+        elif k is not None and not k.oom:
+            why = f"killed by a signal from {killer_phrase(k)}: not an OOM kill"
+        elif k is not None:
+            why = f"confirmed by {confirmed_by(k)}, {latency_text(k)}"
+        else:
+            why = "noise cut, beep"
     return f"{t:6.1f}s  {phase.value:<9} {why}"
 
 

@@ -30,9 +30,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from beep_av import procfs
 from beep_av.errors import BadInput
 from beep_av.model import KillRecord, KmsgKill, Phase, ShowState, Snapshot
+from beep_av.procfs import cgroup_mount_path
 from beep_av.stages.base import StageFiles, memory_files
 from beep_av.story import StoryConfig, intensity, stage_fill
 
@@ -54,31 +54,6 @@ class WatchTarget:
         if not self.version:
             return "the host"
         return f"cgroup v{self.version} {self.memcg or self.cgroup_dir}"
-
-
-def cgroup_mount_path(mountinfo: str, path: str) -> tuple[int, str] | None:
-    """(cgroup version, hierarchy path) of the directory `path` from /proc/self/mountinfo
-    text: the longest v1 `memory` or v2 mount holding it, joined to that mount's root.
-    None when no cgroup mount holds it. Pure."""
-    best: tuple[int, int, str] | None = None  # (mount point length, version, rel)
-    for m in procfs.parse_mountinfo(mountinfo):
-        if m.fstype == "cgroup2":
-            version = 2
-        elif m.fstype == "cgroup" and "memory" in m.super_options:
-            version = 1
-        else:
-            continue
-        mp = m.mount_point.rstrip("/") or "/"
-        if path == mp:
-            rest = ""
-        elif path.startswith(mp.rstrip("/") + "/"):
-            rest = path[len(mp.rstrip("/")) :]
-        else:
-            continue
-        rel = "/" + "/".join(p for p in (m.root + rest).split("/") if p)
-        if best is None or len(mp) > best[0]:
-            best = (len(mp), version, rel)
-    return (best[1], best[2]) if best else None
 
 
 def _candidates(path: str, cgroup_root: str) -> list[Path]:
@@ -168,7 +143,8 @@ class _Draft:
     name: str = "?"
     anon_rss_kib: int | None = None
     kmsg: str | None = None
-    kmsg_t: float | None = None  # kernel timestamp in show time
+    kmsg_t: float | None = None  # the kernel's time of it on the show's clock (calibrated)
+    kmsg_seen_t: float | None = None  # when the show read its first kernel record
     counter_t: float | None = None  # when the oom_kill counter rose for it
     oom_kill_count: int = 0
     killed_line: bool = False  # the "Killed process" record (with anon-rss) arrived
@@ -179,8 +155,9 @@ class _Draft:
             sources.append("oom_kill")
         if self.kmsg is not None:
             sources.append("kmsg")
-        times = [x for x in (self.kmsg_t, self.counter_t) if x is not None]
-        earliest = min(times) if times else self.t
+        lat = None
+        if self.kmsg_t is not None and self.kmsg_seen_t is not None:
+            lat = (self.kmsg_seen_t - self.kmsg_t) * 1000.0
         return KillRecord(
             pid=self.pid,
             name=self.name,
@@ -190,7 +167,7 @@ class _Draft:
             kmsg=self.kmsg,
             anon_rss_kib=self.anon_rss_kib,
             detected_by=tuple(sources),
-            latency_ms=max(0.0, (self.t - earliest) * 1000.0),
+            latency_ms=lat,
             t=self.t,
         )
 
@@ -238,7 +215,10 @@ class WatchStory:
 
     def _take_kmsg(self, k: KmsgKill, t: float, t0: float) -> None:
         cfg = self.cfg
-        kt = k.timestamp_us / 1e6 - t0 if k.timestamp_us is not None else None
+        # the sampler's annotations: the kernel's time on the show's (calibrated) clock,
+        # None without a calibration; and when the record was read
+        kt = k.kernel_t
+        seen = k.seen_t if k.seen_t is not None else t
         if k.pid in self._foreign:
             return
         draft = self._drafts.get(k.pid)
@@ -250,13 +230,15 @@ class WatchStory:
             if memcg is None and not cfg.host and cfg.memcg is not None:
                 # no oom-kill: line to place it (kernels before 4.19): it counts only
                 # with a rise of the cgroup's own counter
-                self._orphans.append((k, kt, t))
+                self._orphans.append((k, kt, seen))
                 return
-            draft = _Draft(t=t, pid=k.pid, name=k.name, kmsg_t=kt)
+            draft = _Draft(t=t, pid=k.pid, name=k.name, kmsg_t=kt, kmsg_seen_t=seen)
             self._drafts[k.pid] = draft
             self._new_draft(draft)
         if kt is not None and (draft.kmsg_t is None or kt < draft.kmsg_t):
             draft.kmsg_t = kt
+        if draft.kmsg_seen_t is None or seen < draft.kmsg_seen_t:
+            draft.kmsg_seen_t = seen
         if draft.kmsg is None or k.anon_rss_kib is not None:
             draft.kmsg = k.text  # the "Killed process" line wins over "oom-kill:"
             draft.name = k.name
@@ -284,6 +266,7 @@ class WatchStory:
                 anon_rss_kib=k.anon_rss_kib,
                 kmsg=k.text,
                 kmsg_t=kt,
+                kmsg_seen_t=seen,
                 counter_t=self._credits.popleft(),
                 oom_kill_count=self._count,
                 killed_line=k.anon_rss_kib is not None,
@@ -430,13 +413,16 @@ class WatchDriver:
     cfg_overrides: dict = field(default_factory=dict)
     sampler: object | None = None
     story: WatchStory | None = None
+    kernel_clock: object | None = None  # kclock.KernelClock: kernel times -> show times
 
     def open(self) -> tuple[int, int]:
         """Open the sampler; return (ram_limit, swap_limit) in bytes."""
         if self.sampler is None:
             from beep_av.sampler import Sampler
 
-            self.sampler = Sampler(self.target.files, None, hz=self.hz)
+            self.sampler = Sampler(
+                self.target.files, None, hz=self.hz, kernel_clock=self.kernel_clock
+            )
             s = self.sampler
             cfg = WatchConfig(
                 ram_limit=s.ram_limit,

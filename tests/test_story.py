@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 from hypothesis import given, settings
@@ -19,11 +20,14 @@ KMSG = KmsgKill(
 )
 
 CFG = StoryConfig(ram_limit=192 * MiB, swap_limit=128 * MiB, cache_bytes=64 * MiB)
+SOURCES3 = ("exit", "oom_kill", "kmsg")
 
 
 def snap(row: tuple) -> Snapshot:
     """Row: (t, hog MiB, anon MiB, cache MiB, swap MiB, psi_some_us, exit, oom_kills, kmsg)
-    with optional evidence times as a dict in a 10th column."""
+    with optional evidence times as a dict in a 10th column ("kmsg": the kernel's time
+    of the record on the show's clock, None for no calibration; "kmsg_seen": when the
+    show read it; "exit", "oom_kill")."""
     t, hog, anon, cache, swap, psi, ex, kills, km, *rest = row
     times = rest[0] if rest else {}
     return Snapshot(
@@ -43,6 +47,7 @@ def snap(row: tuple) -> Snapshot:
         oom_kill_t=times.get("oom_kill", t) if kills else None,
         kmsg_kill=KMSG if km else None,
         kmsg_t=times.get("kmsg", t) if km else None,
+        kmsg_seen_t=times.get("kmsg_seen", t) if km else None,
     )
 
 
@@ -70,9 +75,11 @@ FULL = [
     (0.8,  190,  170,   10,   0,    60_000,  None, 0, False),
     (1.0,  230,  180,    2,  40,    150_000, None, 0, False),   # swap rising: swapping
     (1.2,  300,  185,    1, 110,    250_000, None, 0, False),
-    (1.4,  320,  185,    1, 128,    400_000, None, 1, False),   # counter: oom
-    (1.42, 320,    0,    0,   0,    400_000, -9,   1, True),    # exit + kmsg: all three, finale
-    (1.6,  320,    0,    0,   0,    400_000, -9,   1, True),
+    # the kernel's record of the hog's kill (stamped 0.4 ms before the read) and its
+    # counter: oom; waitpid 20 ms later: all three, finale
+    (1.4,  320,  185,    1, 128,    400_000, None, 1, True, {"kmsg": 1.3996}),
+    (1.42, 320,    0,    0,   0,    400_000, -9,   1, True, {"kmsg": 1.3996, "kmsg_seen": 1.4}),
+    (1.6,  320,    0,    0,   0,    400_000, -9,   1, True, {"kmsg": 1.3996, "kmsg_seen": 1.4}),
 ]
 # fmt: on
 
@@ -87,15 +94,16 @@ def test_full_story():
     k = last.kill
     assert (k.pid, k.name, k.exit, k.signal, k.oom_kill_count) == (4242, "a) b (c", 137, 9, 1)
     assert k.detected_by == ("exit", "oom_kill", "kmsg") and k.anon_rss_kib == 65024
-    assert k.latency_ms == 0.0 and k.t == 1.4
+    assert math.isclose(k.latency_ms, 0.4, abs_tol=1e-6) and k.t == 1.4
+    assert (k.hog, k.oom, k.killer) == (True, True, "kernel")
 
 
 def test_kill_record_created_at_oom_then_updated():
     states = play(CFG, FULL)
     at_oom = states[8].kill
-    assert at_oom.detected_by == ("oom_kill",) and at_oom.exit is None and at_oom.kmsg is None
-    assert at_oom.pid == 4242 and at_oom.name == "hog"  # no kmsg yet: pid from the snapshot
-    assert states[9].kill.kmsg == "Killed process 4242"
+    assert at_oom.detected_by == ("oom_kill", "kmsg") and at_oom.exit is None
+    assert at_oom.pid == 4242 and at_oom.kmsg == "Killed process 4242"
+    assert states[9].kill.exit == 137 and states[9].kill.detected_by == ("exit", "oom_kill", "kmsg")
 
 
 # fmt: off
@@ -103,13 +111,13 @@ NO_SWAP_ROWS = [
     (0.0,   0,   0, 64, 0, 0, None, 0, False),
     (0.2,  50,  50, 64, 0, 0, None, 0, False),
     (0.4, 150, 140, 40, 0, 0, None, 0, False),   # evicting; swapping known impossible
-    (0.6, 200, 190,  1, 0, 0, None, 1, False),
+    (0.6, 200, 190,  1, 0, 0, None, 1, True),
 ]
 NO_CACHE_ROWS = [
     (0.0,   0,   0, 0,  0, 0, None, 0, False),
     (0.2,  50,  50, 0,  0, 0, None, 0, False),   # filling; evicting known impossible
     (0.4, 190, 190, 0, 20, 0, None, 0, False),   # swapping
-    (0.6, 300, 190, 0, 128, 0, -9,  0, False),
+    (0.6, 300, 190, 0, 128, 0, None, 1, True),
 ]
 SWAP_FIRST_ROWS = [
     (0.0,   0,   0, 64,  0, 0, None, 0, False),
@@ -120,11 +128,11 @@ SWAP_FIRST_ROWS = [
 JUMP_ROWS = [
     (0.0,   0,   0, 64,  0, 0, None, 0, False),
     (0.2,  50,  50, 64,  0, 0, None, 0, False),
-    (0.4,  60,  60, 64,  0, 0, -9,   0, False),  # killed while filling
+    (0.4,  60,  60, 64,  0, 0, -9,   0, True),   # killed while filling
 ]
 CALM_KILL_ROWS = [
     (0.0, 0, 0, 64, 0, 0, None, 0, False),
-    (0.3, 0, 0, 64, 0, 0, 137,  0, False),
+    (0.3, 0, 0, 64, 0, 0, 137,  0, True),
 ]
 # fmt: on
 
@@ -179,19 +187,113 @@ FILLING_THEN = [(0.0, 0, 0, 64, 0, 0, None, 0, False), (0.2, 50, 50, 64, 0, 0, N
 # fmt: on
 
 
-@pytest.mark.parametrize(
-    "evidence_row, source",
-    [
-        ((0.4, 50, 50, 64, 0, 0, -9, 0, False), "exit"),
-        ((0.4, 50, 50, 64, 0, 0, 137, 0, False), "exit"),
-        ((0.4, 50, 50, 64, 0, 0, None, 1, False), "oom_kill"),
-        ((0.4, 50, 50, 64, 0, 0, None, 0, True), "kmsg"),
-    ],
-)
-def test_each_source_alone_triggers_oom(evidence_row, source):
-    states = play(CFG, FILLING_THEN + [evidence_row])
+NO_KMSG = StoryConfig(192 * MiB, 128 * MiB, 64 * MiB, expected_sources=("exit", "oom_kill"))
+
+
+def test_the_kernels_record_alone_names_the_hog():
+    states = play(CFG, FILLING_THEN + [(0.4, 50, 50, 64, 0, 0, None, 0, True)])
     assert states[-1].phase is O
-    assert states[-1].kill.detected_by == (source,)
+    assert states[-1].kill.detected_by == ("kmsg",) and states[-1].kill.hog
+
+
+@pytest.mark.parametrize("cfg", [CFG, NO_KMSG], ids=["kernel-log", "no-kernel-log"])
+def test_a_counter_rise_alone_never_names_the_hog(cfg):
+    # the hog lives on: the rise is *an* OOM kill in the domain, not the hog's
+    rows = FILLING_THEN + [(0.4 + 0.1 * i, 50, 50, 64, 0, 0, None, 1, False) for i in range(8)]
+    states = play(cfg, rows)
+    assert all(s.phase is F and s.kill is None for s in states[2:])
+
+
+def test_without_a_kernel_log_a_lasting_counter_rise_is_another_process():
+    rows = FILLING_THEN + [(0.4 + 0.1 * i, 50, 50, 64, 0, 0, None, 1, False) for i in range(8)]
+    states = play(NO_KMSG, rows)
+    (b,) = states[-1].bystanders
+    assert (b.hog, b.pid, b.detected_by, b.latency_ms) == (False, 0, ("oom_kill",), None)
+    assert b.t == pytest.approx(0.4)
+    assert states[-1].phase is F  # the show goes on
+    # then the hog's kill: a second rise with its SIGKILL
+    more = rows + [(1.3, 60, 60, 64, 0, 0, -9, 2, False)]
+    last = play(NO_KMSG, more)[-1]
+    assert last.phase is Z and last.kill.detected_by == ("exit", "oom_kill") and last.kill.oom
+    assert last.kill.latency_ms is None  # no kernel time to measure from
+
+
+@pytest.mark.parametrize("code", [-9, 137])
+def test_a_sigkill_and_the_counter_name_the_hog_without_a_kernel_log(code):
+    states = play(NO_KMSG, FILLING_THEN + [(0.4, 50, 50, 64, 0, 0, code, 1, False)])
+    assert states[-1].phase is Z and states[-1].kill.detected_by == ("exit", "oom_kill")
+
+
+@pytest.mark.parametrize("cfg", [CFG, NO_KMSG], ids=["kernel-log", "no-kernel-log"])
+def test_a_sigkill_without_kernel_evidence_is_user_space(cfg):
+    rows = FILLING_THEN + [
+        (0.40, 50, 50, 64, 0, 0, -9, 0, False, {"exit": 0.40}),
+        (0.50, 50, 0, 64, 0, 0, -9, 0, False, {"exit": 0.40}),  # within the grace: wait
+        (0.56, 50, 0, 64, 0, 0, -9, 0, False, {"exit": 0.40}),  # 160 ms: user space
+    ]
+    states = play(cfg, rows)
+    assert [s.phase for s in states] == [C, F, F, F, Z]
+    k = states[-1].kill
+    assert (k.oom, k.hog, k.killer, k.detected_by, k.latency_ms) == (
+        False, True, "user space", ("exit",), None)  # fmt: skip
+    assert (O, story.USER_SPACE_KILL) in states[-1].skipped  # never an OOM kill
+    assert O not in [p for p, _ in states[-1].entered]
+
+
+def test_a_user_space_killer_running_is_named():
+    rows = FILLING_THEN + [(0.6, 50, 50, 64, 0, 0, -9, 0, False, {"exit": 0.40})]
+    state = ShowState()
+    for row in rows:
+        state = advance(CFG, state, replace(snap(row), user_killers=("systemd-oomd",)))
+    assert state.kill.killer == "systemd-oomd" and not state.kill.oom
+
+
+def test_the_kernels_record_after_the_exit_within_the_grace_is_an_oom_kill():
+    rows = FILLING_THEN + [
+        (0.40, 50, 50, 64, 0, 0, -9, 0, False),
+        (0.45, 50, 0, 64, 0, 0, -9, 1, True, {"kmsg": 0.3999, "kmsg_seen": 0.45}),
+    ]
+    states = play(CFG, rows)
+    assert states[-1].phase is Z and states[-1].kill.oom
+    assert math.isclose(states[-1].kill.latency_ms, 50.1, abs_tol=1e-6)
+
+
+def test_a_kill_of_another_process_is_a_bystander_and_the_show_goes_on():
+    other = KmsgKill(
+        pid=1234, name="python3", anon_rss_kib=120 * 1024, cgroup_oom=True,
+        text="Memory cgroup out of memory: Killed process 1234 (python3)",
+        oom_memcg="/outer", task_memcg="/outer", seen_t=0.401, kernel_t=0.4007,
+    )  # fmt: skip
+    state = ShowState()
+    rows = FILLING_THEN + [(0.42, 60, 60, 64, 0, 0, None, 0, False)] * 3
+    for row in rows:
+        state = advance(CFG, state, replace(snap(row), others=(other,)))
+    (b,) = state.bystanders
+    assert (b.pid, b.name, b.hog, b.oom, b.detected_by) == (1234, "python3", False, True, ("kmsg",))
+    assert math.isclose(b.latency_ms, 0.3, abs_tol=1e-6) and b.t == 0.401
+    assert state.phase is F and state.kill is None  # the show goes on
+    # the hog's own kill later: its counter rise is its own (the outer OOM's was not
+    # counted by the stage), all three sources confirm it
+    last = advance(CFG, state, replace(snap((1.0, 90, 90, 64, 0, 0, -9, 1, True)), others=(other,)))
+    assert last.phase is Z and last.kill.hog and last.kill.detected_by == SOURCES3
+    assert last.bystanders == (b,)
+
+
+def test_a_bystander_the_stage_counter_counts_is_not_the_hogs_rise():
+    other = KmsgKill(1234, "python3", 1024, True, "Killed process 1234", seen_t=0.4)
+    s = replace(snap((0.42, 60, 60, 64, 0, 0, None, 1, False)), others=(other,), others_counted=1)
+    state = advance(CFG, advance(CFG, ShowState(), snap(FILLING_THEN[0])), s)
+    assert state.kill is None and len(state.bystanders) == 1
+    assert story.evidence(s, accounted=1) == {}
+
+
+def test_kernel_log_false_confirms_without_it():
+    # the sampler says the kernel log cannot name the hog (a PID namespace of its own)
+    rows = FILLING_THEN + [(0.4, 50, 50, 64, 0, 0, -9, 1, False)]
+    state = ShowState()
+    for row in rows:
+        state = advance(CFG, state, replace(snap(row), kernel_log=False))
+    assert state.phase is Z and state.kill.detected_by == ("exit", "oom_kill")
 
 
 @pytest.mark.parametrize("code", [0, 1, -15, 143, None])
@@ -201,50 +303,55 @@ def test_other_exits_are_not_kill_evidence(code):
 
 
 def test_finale_on_confirmation():
-    cfg = StoryConfig(192 * MiB, 128 * MiB, 64 * MiB, expected_sources=("exit", "oom_kill"))
     rows = FILLING_THEN + [
-        (0.4, 50, 50, 64, 0, 0, None, 1, False),
-        (0.45, 50, 50, 64, 0, 0, -9, 1, False),
+        (0.4, 50, 50, 64, 0, 0, None, 1, True),
+        (0.45, 50, 50, 64, 0, 0, -9, 1, True),
     ]
-    states = play(cfg, rows)
+    states = play(CFG, rows)
     assert phases(states) == [C, F, O, Z]
     assert states[-1].entered[-1] == (Z, 0.45)
 
 
 def test_finale_on_timeout():
     rows = FILLING_THEN + [
-        (0.4, 50, 50, 64, 0, 0, None, 1, False),
-        (1.0, 50, 50, 64, 0, 0, None, 1, False),
-        (1.39, 50, 50, 64, 0, 0, None, 1, False),
-        (1.41, 50, 50, 64, 0, 0, None, 1, False),
+        (0.4, 50, 50, 64, 0, 0, None, 0, True),
+        (1.0, 50, 50, 64, 0, 0, None, 0, True),
+        (1.39, 50, 50, 64, 0, 0, None, 0, True),
+        (1.41, 50, 50, 64, 0, 0, None, 0, True),
     ]
     states = play(CFG, rows)
     assert phases(states) == [C, F, O, O, O, Z]
-    assert states[-1].kill.detected_by == ("oom_kill",)
+    assert states[-1].kill.detected_by == ("kmsg",)
 
 
-def test_latency_from_the_earliest_evidence():
+def test_latency_runs_from_the_kernels_time_to_reading_its_record():
     rows = FILLING_THEN + [
-        # the exit was seen at 0.40; the kernel stamped the kmsg record at 0.385,
-        # read in the next sample: latency is 15 ms, the counter came later
+        # the exit was seen at 0.40 (no kernel word yet); the kernel stamped its record
+        # at 0.385 on the show's clock and the show read it at 0.40: 15 ms
         (0.40, 50, 50, 64, 0, 0, -9, 0, False),
-        (0.42, 50, 50, 64, 0, 0, -9, 1, True, {"exit": 0.40, "kmsg": 0.385, "oom_kill": 0.42}),
+        (0.42, 50, 50, 64, 0, 0, -9, 1, True, {"kmsg": 0.385, "kmsg_seen": 0.40}),
     ]
     states = play(CFG, rows)
-    assert states[2].kill.latency_ms == 0.0
+    assert states[2].kill is None  # a SIGKILL alone is not yet anything
     k = states[3].kill
     assert k.detected_by == ("exit", "oom_kill", "kmsg")
     assert math.isclose(k.latency_ms, 15.0, abs_tol=1e-6)
     assert states[3].phase is Z
 
 
+def test_no_calibrated_kernel_time_means_latency_unknown():
+    rows = FILLING_THEN + [(0.42, 50, 50, 64, 0, 0, -9, 1, True, {"kmsg": None})]
+    k = play(CFG, rows)[-1].kill
+    assert k.latency_ms is None and k.detected_by == ("exit", "oom_kill", "kmsg")
+
+
 def test_evidence_vanishing_keeps_the_kill():
     rows = FILLING_THEN + [
-        (0.4, 50, 50, 64, 0, 0, None, 1, False),
+        (0.4, 50, 50, 64, 0, 0, None, 0, True),
         (0.5, 50, 50, 64, 0, 0, None, 0, False),  # a source that forgets
     ]
     states = play(CFG, rows)
-    assert states[-1].phase is O and states[-1].kill.detected_by == ("oom_kill",)
+    assert states[-1].phase is O and states[-1].kill.detected_by == ("kmsg",)
 
 
 def test_never_backwards():

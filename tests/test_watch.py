@@ -37,11 +37,13 @@ T0 = 1000.0  # time.monotonic() at "show start" in the pure tests
 
 
 def oomkill_line(pid: int, memcg: str, t: float, name: str = "python3") -> KmsgKill:
+    """As the sampler hands it over: the kernel's time `t` on the show's (calibrated)
+    clock; read at the step that takes it."""
     text = (
         "oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=/,mems_allowed=0,"
         f"oom_memcg={memcg},task_memcg={memcg},task={name},pid={pid},uid=0"
     )
-    return KmsgKill(pid, name, None, True, int((T0 + t) * 1e6), text)
+    return KmsgKill(pid, name, None, True, int((T0 + t) * 1e6), text, kernel_t=t)
 
 
 def killed_line(pid: int, t: float, rss_kib: int = 65536, name: str = "python3") -> KmsgKill:
@@ -49,7 +51,7 @@ def killed_line(pid: int, t: float, rss_kib: int = 65536, name: str = "python3")
         f"Memory cgroup out of memory: Killed process {pid} ({name}) total-vm:100kB, "
         f"anon-rss:{rss_kib}kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:1kB oom_score_adj:0"
     )
-    return KmsgKill(pid, name, rss_kib, True, int((T0 + t) * 1e6), text)
+    return KmsgKill(pid, name, rss_kib, True, int((T0 + t) * 1e6), text, kernel_t=t)
 
 
 def snap(t: float, count: int = 0, anon: int = 10 * MiB, cache: int = 0, swap: int = 0):
@@ -472,6 +474,9 @@ def test_watch_a_cgroup_while_our_hog_is_oom_killed_twice(scratch_cgroup, tmp_pa
         assert f"Killed process {pid} " in k["kmsg"] and k["anon_rss_kib"] > 0
         # seen within 100 ms of the kernel's own timestamp
         assert abs(k["t"] - (ts - t0)) <= 0.1, (k["t"], ts - t0)
+        # and measured from it on the calibrated clock
+        assert records[0]["kernel_clock"]["uncertainty_ns"] > 0
+        assert 0 < k["latency_ms"] < 50, k
     lines = out.strip().splitlines()
     assert lines[-1].startswith("watch: 2 OOM kills seen in cgroup v1 "), out
     for pid, _ in hogs:

@@ -71,6 +71,7 @@ class HogStage:
     define `files()`."""
 
     hog = None  # HogProcess once prepared
+    kernel_clock = None  # kclock.KernelClock, set by the show before it runs
     rate = 0
     paused = False
     ram_limit = 0
@@ -83,7 +84,13 @@ class HogStage:
         """The sampler over this stage's files and hog."""
         from beep_av.sampler import Sampler
 
-        return Sampler(self.files(), self.hog, ram_limit=self.ram_limit, swap_limit=self.swap_limit)
+        return Sampler(
+            self.files(),
+            self.hog,
+            ram_limit=self.ram_limit,
+            swap_limit=self.swap_limit,
+            kernel_clock=self.kernel_clock,
+        )
 
     def start(self) -> None:
         if self.hog:

@@ -292,7 +292,7 @@ class RehearsalModel:
             if t >= plan.oom_kill_t:
                 snap.update(oom_kill_count=1, oom_kill_t=plan.oom_kill_t)
             if t >= plan.kmsg_t and plan.kmsg is not None:
-                snap.update(kmsg_kill=plan.kmsg, kmsg_t=plan.kmsg_t)
+                snap.update(kmsg_kill=plan.kmsg, kmsg_t=plan.kmsg_t, kmsg_seen_t=t)
         return Snapshot(**snap)
 
     def _noise(self, t: float) -> float:

@@ -23,13 +23,19 @@ from beep_av.recording import Recording
 # (benchmarks/bench_report.py).
 
 
-def kill_record(e: dict) -> KillRecord:
-    """A `kill` line back as a KillRecord (missing fields become None / 0)."""
+def kill_record(e: dict, calibrated: bool = True) -> KillRecord:
+    """A `kill` line back as a KillRecord (missing fields become None / 0). With
+    `calibrated` False (a recording whose header has no `kernel_clock`: older versions
+    compared the kernel's timestamps with a clock it does not share) the recorded
+    latency measured nothing and is dropped."""
 
     def _int(v: object) -> int | None:
         return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
     detected = e.get("detected_by") or []
+    lat = e.get("latency_ms")
+    ok = calibrated and isinstance(lat, int | float) and not isinstance(lat, bool)
+    killer = e.get("killer")
     return KillRecord(
         pid=_int(e.get("pid")) or 0,
         name=str(e.get("name") or "?"),
@@ -39,15 +45,18 @@ def kill_record(e: dict) -> KillRecord:
         kmsg=e.get("kmsg") if isinstance(e.get("kmsg"), str) else None,
         anon_rss_kib=_int(e.get("anon_rss_kib")),
         detected_by=tuple(str(x) for x in detected) if isinstance(detected, list) else (),
-        latency_ms=float(e.get("latency_ms") or 0.0),
+        latency_ms=float(lat) if ok and math.isfinite(lat) else None,
         t=float(e["t"]),
+        hog=e.get("hog") is not False,
+        oom=e.get("oom") is not False,
+        killer=killer if isinstance(killer, str) else "kernel",
     )
 
 
 class ReplayDriver:
     """Re-performs `rec` at `speed` (2.0: twice as fast). Times in seconds."""
 
-    def __init__(self, rec: Recording, speed: float = 1.0) -> None:
+    def __init__(self, rec: Recording, speed: float = 1.0, name: str | None = None) -> None:
         if (
             isinstance(speed, bool)
             or not isinstance(speed, int | float)
@@ -58,8 +67,10 @@ class ReplayDriver:
         self.rec = rec
         self.speed = float(speed)
         self.stage = str(rec.header.get("stage", "replay"))
-        kills = rec.events_of("kill")
-        self.kill = kill_record(kills[0]) if kills else None
+        self.name = name if name is not None else rec.path  # the card names the file
+        calibrated = isinstance(rec.header.get("kernel_clock"), dict)
+        self.kill = kill_record(rec.kill, calibrated) if rec.kill is not None else None
+        self._bystanders = [kill_record(e, calibrated) for e in rec.bystanders]
         # the conductor's share: beeps to sound and the recorded end
         self.events = [e for e in rec.events if e["type"] in ("beep", "end")]
         self._phase_events = [(Phase(e["phase"]), float(e["t"])) for e in rec.events_of("phase")]
@@ -100,7 +111,8 @@ class ReplayDriver:
             }
         entered: tuple[tuple[Phase, float], ...] = ()
         skipped: tuple[tuple[Phase, str], ...] = ()
-        pi = si = 0
+        bystanders: tuple[KillRecord, ...] = ()
+        pi = si = bi = 0
         oom_t = None
         for i in range(len(cols["t"])):
             t = cols["t"][i]
@@ -115,6 +127,9 @@ class ReplayDriver:
             while si < len(self._skip_events) and self._skip_events[si][0] <= t + 1e-9:
                 skipped += ((self._skip_events[si][1], self._skip_events[si][2]),)
                 si += 1
+            while bi < len(self._bystanders) and self._bystanders[bi].t <= t + 1e-9:
+                bystanders += (self._bystanders[bi],)
+                bi += 1
             if oom_t is None and phase.index >= Phase.OOM.index:
                 oom_t = dict(entered).get(Phase.OOM, kill.t if kill else t)
             killed = kill is not None and (phase.index >= Phase.OOM.index or t >= kill.t)
@@ -145,6 +160,8 @@ class ReplayDriver:
                 kill=kill if killed else None,
                 oom_t=oom_t,
                 stage=self.stage,
+                bystanders=bystanders,
+                replay_of=self.name,
             )
 
     def run(self, publish: Callable[[ShowState], None], stop: threading.Event, t0: float) -> bool:

@@ -52,11 +52,18 @@ class HeadlessOutput:
             if p not in self._skips:
                 self._skips.add(p)
                 self._line(f"{'':7}  {p.value:<9} skipped: {reason}")
+        for b in state.bystanders:  # kills of other processes: a card each, show goes on
+            if (b.pid, b.t) not in self._cards_shown:
+                self._cards_shown.add((b.pid, b.t))
+                self._line("")
+                for line in victim_card(b, state.stage, state.replay_of):
+                    self._line("  " + line)
+                self._line("")
         card_key = (state.kill.pid, state.kill.t) if state.kill else None
         if state.phase is Phase.FINALE and card_key and card_key not in self._cards_shown:
             self._cards_shown.add(card_key)
             self._line("")
-            for line in victim_card(state.kill):
+            for line in victim_card(state.kill, state.stage, state.replay_of):
                 self._line("  " + line)
         elif self.tty and state.phase.index < Phase.OOM.index:
             self.stream.write("\r\033[K" + progress_line(state))

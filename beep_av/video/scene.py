@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pygame
 
+from beep_av import summary
 from beep_av.model import MiB, Phase, ShowState
 from beep_av.noise import Noise
 from beep_av.video.captions import Captions
@@ -55,6 +56,7 @@ ROWS_CALM = 150  # low-res rows of static at intensity 0 (coarse grain) ...
 ROWS_MAX = 400  # ... and at intensity 1 (fine grain)
 MIN_GRAIN = 2  # never generate at full resolution: np.take costs ~2.3 ns a pixel
 LUT_STEPS = 64  # intensity is quantised to cache the lookup tables
+BYSTANDER_S = 5.0  # a kill that was not the hog's stays on screen this long
 
 WHITE: RGB = (255, 255, 255)
 GREY: RGB = (170, 170, 170)
@@ -107,23 +109,19 @@ def fmt_mib(n: float) -> str:
 
 
 def card_lines(state: ShowState) -> list[str]:
-    """The victim card's lines under the big BEEP (plain text, tested on its own)."""
-    k = state.kill
-    if k is None:
-        return ["the hog is gone", "no kill record"]
-    lines = [f"pid {k.pid}  {k.name}"]
-    lines.append(
-        f"anon-rss {k.anon_rss_kib / 1024:.0f} MiB" if k.anon_rss_kib is not None else "anon-rss ?"
-    )
-    if k.exit == 137 or k.signal == 9:
-        lines.append("exit 137 (OOMKilled)")
-    elif k.exit is not None:
-        lines.append(f"exit {k.exit}")
-    if k.detected_by:
-        lines.append("confirmed by " + " + ".join(k.detected_by))
-    lat = k.latency_ms if math.isfinite(k.latency_ms) else 0.0
-    lines.append(f"detected in {lat:.1f} ms" if lat < 10 else f"detected in {lat:.0f} ms")
-    return lines
+    """The victim card's lines under the big BEEP (plain text; summary.card_lines)."""
+    return summary.card_lines(state)
+
+
+def bystander_card(state: ShowState) -> list[str] | None:
+    """The card of the latest kill that was not the hog's, while it is fresh (it stays
+    BYSTANDER_S on screen over the running show), else None."""
+    if not state.bystanders or state.phase in (Phase.OOM, Phase.FINALE):
+        return None
+    b = state.bystanders[-1]
+    if not (0.0 <= state.t - b.t < BYSTANDER_S):
+        return None
+    return summary.bystander_lines(b)
 
 
 # ---------------------------------------------------------------- the scene
@@ -399,6 +397,27 @@ class Scene:
         self._draw_caption(state, surface, top=y + m // 2)
         self._draw_gauges(state, surface)
         self._draw_message(state, surface)
+        self.draw_bystander(state, surface)
+
+    def draw_bystander(self, state: ShowState, surface: pygame.Surface) -> pygame.Rect | None:
+        """A fresh kill of another process: its card on a panel mid-screen (the show
+        goes on around it); returns the rectangle drawn, None when there is none."""
+        lines = bystander_card(state)
+        if not lines:
+            return None
+        w, h = self.size
+        texts = [self._text(s, int(h * 0.05), (255, 230, 140)) for s in lines]
+        gap = int(h * 0.01)
+        height = sum(t.get_height() + gap for t in texts)
+        width = max(t.get_width() for t in texts)
+        pad = max(4, int(h * 0.02))
+        y = int(h * 0.36) - height // 2
+        box = pygame.Rect((w - width) // 2 - pad, y - pad, width + 2 * pad, height + 2 * pad)
+        surface.fill((40, 0, 0), box)
+        for t in texts:
+            surface.blit(t, ((w - t.get_width()) // 2, y))
+            y += t.get_height() + gap
+        return box
 
     def _draw_caption(
         self, state: ShowState, surface: pygame.Surface, top: int | None = None

@@ -395,13 +395,34 @@ def big(word: str) -> list[str]:
     return [" ".join(BIG[ch][i] for ch in word) for i in range(5)]
 
 
+def card_title(state: ShowState) -> str:
+    """The word over the card: what happened, said plainly."""
+    if state.stage == "rehearsal":
+        return "REHEARSAL"
+    k = state.kill
+    if k is not None and not k.oom:
+        return "NOT AN OOM KILL"
+    return "OOM KILLED"
+
+
+def bystander_block(state: ShowState, width: int) -> list[str] | None:
+    """A fresh kill of another process, as lines for a box over the running show."""
+    from beep_av.video.scene import bystander_card
+
+    lines = bystander_card(state)
+    if not lines:
+        return None
+    inner = min(max(len(x) for x in lines), max(1, width - 4))
+    return [fit(x, inner).center(inner) for x in lines]
+
+
 def card_block(state: ShowState, width: int, height: int) -> list[str]:
     """The finale's victim card as lines (big BEEP when there is room)."""
     from beep_av.video.scene import card_lines
 
     lines = card_lines(state)
     head = big("BEEP") if height >= len(lines) + 8 and width >= 27 else ["B E E P"]
-    body = [*head, "", "OOM KILLED", *lines]
+    body = [*head, "", card_title(state), *lines]
     inner = min(max(len(x) for x in body), max(1, width - 4))
     return [fit(x, inner).center(inner) for x in body]
 
@@ -548,6 +569,9 @@ class TerminalOutput:
         ][:text]
         for i, line in enumerate(lines):
             tail.append(f"\033[{prows + 1 + i};1H{line}\033[K")
+        box = bystander_block(state, cols) if state.phase is not Phase.FINALE else None
+        if box:
+            tail.append(self._box(box, cols, prows, colour, "\033[1;30;43m"))
         if state.phase is Phase.FINALE:
             tail.append(self._card(state, cols, prows, colour))
             self._keep_card(state)
@@ -569,11 +593,16 @@ class TerminalOutput:
         self.cards.append(["  " + line for line in victim_card(kill)])
 
     def _card(self, state: ShowState, cols: int, prows: int, colour: bool) -> str:
-        lines = card_block(state, cols, prows)
+        return self._box(card_block(state, cols, prows), cols, prows, colour)
+
+    @staticmethod
+    def _box(
+        lines: list[str], cols: int, prows: int, colour: bool, style: str = "\033[1;97;41m"
+    ) -> str:
         width = len(lines[0]) + 4
         top = max(1, (prows - len(lines) - 2) // 2 + 1)
         left = max(1, (cols - width) // 2 + 1)
-        on = "\033[1;97;41m" if colour else ""
+        on = style if colour else ""
         off = RESET if colour else ""
         out = []
         for i, line in enumerate(["", *lines, ""]):
