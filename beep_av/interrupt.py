@@ -48,15 +48,19 @@ def _handler(signum: int, frame: Any) -> None:
 
 
 def install() -> dict[int, Any]:
-    """Note SIGINT, SIGTERM and SIGHUP in the flag from now on (main thread only).
-    Returns the old handlers. Clears a flag left by an earlier show of this process."""
+    """Note SIGINT, SIGTERM and SIGHUP in the flag from now on (main thread only, before
+    the show starts its threads, which inherit its mask). Returns the old handlers.
+    Clears a flag left by an earlier show of this process, and unblocks the three in
+    case whoever started us had them blocked."""
     global _pending, _pipe, _old_wakeup
     _pending = None
     if _pipe is None:
         r, w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         _pipe = (r, w)
         _old_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
-    return {sig: signal.signal(sig, _handler) for sig in ENDING}
+    old = {sig: signal.signal(sig, _handler) for sig in ENDING}
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, ENDING)
+    return old
 
 
 def ignore() -> None:
