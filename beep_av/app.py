@@ -132,9 +132,14 @@ def run_live(
     """`beep-av show` and `beep-av rehearse`. Returns the exit code (DESIGN contract;
     the host guard ends a show with 3, a failing output with 1).
 
+    SIGINT, SIGTERM and SIGHUP only set a flag (beep_av.interrupt); the flag is checked
+    between the steps below, inside the long ones (the swapfile, the wait for the hog)
+    and between two frames, and ends the show with the teardown and exit 130.
+
     The factories are the fault-injection seams of the tests, defaulting to the real
     ones: make_stage(settings, plan, t0, say) -> stage, make_output(settings, key_plan,
     say) -> (output, name), make_audio(settings, get_state, t0, say) -> AudioOut."""
+    from beep_av.interrupt import Interrupted, check
     from beep_av.protect import lock_memory
     from beep_av.show import (
         Conductor,
@@ -162,6 +167,7 @@ def run_live(
     try:
         t0 = time.monotonic()
         stage = make_stage(settings, plan, t0, say)
+        check()
         output, output_name = make_output(settings, key_plan, say)
         why = lock_memory()
         if why:
@@ -181,7 +187,9 @@ def run_live(
             conductor.guard = make_guard(settings.host_floor, stage.ram_limit, available, total)
             conductor.guard.preflight()  # exit 3 before the stage exists
         output.frame(conductor.state)
-        stage.prepare(say)
+        check()
+        stage.prepare(say)  # checks the flag itself, and its teardown undoes any step
+        check()
         if conductor.guard is not None:
             conductor.guard.attach(stage.files().usage)
         from beep_av.story import StoryConfig
@@ -207,6 +215,7 @@ def run_live(
         )
         audio = make_audio(settings, conductor.get_state, t0, say)
         conductor.audio = audio
+        check()
         if settings.record:
             from beep_av.recording import Recorder
 
@@ -229,23 +238,16 @@ def run_live(
             conductor.publish(conductor.state)
         audio.start()
         code = conductor.run()
-    except KeyboardInterrupt:
+    except (Interrupted, KeyboardInterrupt):  # raised at a safe point (interrupt.check)
         code = EXIT_INTERRUPTED
         if conductor is not None:
             conductor.end_reason = "interrupted"
     except BaseException as e:
-        from beep_av.show import Interrupted
-
-        if isinstance(e, Interrupted):
-            code = EXIT_INTERRUPTED
-            if conductor is not None:
-                conductor.end_reason = "interrupted"
-        else:
-            code = getattr(e, "code", 1)
-            if conductor is not None:
-                conductor.end_reason = getattr(e, "end_reason", "error")
-            _finish_and_restore(conductor, stage, audio, output, recorder, code, say, old_handlers)
-            raise
+        code = getattr(e, "code", 1)
+        if conductor is not None:
+            conductor.end_reason = getattr(e, "end_reason", "error")
+        _finish_and_restore(conductor, stage, audio, output, recorder, code, say, old_handlers)
+        raise
     _finish_and_restore(conductor, stage, audio, output, recorder, code, say, old_handlers)
     if code == EXIT_INTERRUPTED:
         say("beep-av: interrupted; the stage is torn down")
@@ -282,16 +284,14 @@ def _calibrate_kernel_clock(stage, say: Say) -> dict:
 
 
 def _finish_and_restore(conductor, stage, audio, output, recorder, code, say, old_handlers) -> None:
-    import signal
-
+    from beep_av import interrupt
     from beep_av.show import finish
 
     # a second Ctrl-C, SIGTERM or SIGHUP during cleanup must not cut it short (an
     # interrupted teardown would leave a cgroup or a swapfile behind); they stay ignored
     # afterwards too: the command only reports and exits from here, and a late signal
     # would turn the documented exit code into a death by signal
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_IGN)
+    interrupt.ignore()
     finish(conductor, stage, audio, output, recorder, code, say)
 
 

@@ -1,8 +1,8 @@
 """The hog: the allocator process the show confines and the kernel kills.
 
 Run as `python -m beep_av.hog --rate BYTES_PER_S --cache BYTES --report-fd FD ...`.
-It arms itself first (PR_SET_PDEATHSIG, oom_score_adj 1000, joins its cgroup) before it
-imports anything heavy or touches memory, warms the page cache with a private unlinked
+It arms itself first (an empty signal mask and default dispositions, PR_SET_PDEATHSIG,
+oom_score_adj 1000, joins its cgroup) before it imports anything heavy or touches memory, warms the page cache with a private unlinked
 file, then waits for "start" on stdin and climbs: private anonymous mmap chunks, every
 page written with random bytes, paced to a rate. It reports the total bytes touched as
 "N\\n" lines on the report fd (~50 Hz and after every chunk).
@@ -292,15 +292,36 @@ def _parse(argv: list[str]) -> dict[str, str]:
     return out
 
 
+# ignored on purpose: Python's own start-up choice, the hog counts on BrokenPipeError
+KEEP_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def default_signals() -> None:
+    """No signal blocked, and every signal at its default action (SIGINT, SIGTERM and
+    SIGHUP end the hog), whatever the process that spawned us held or ignored: a mask
+    or a SIG_IGN survives exec (a show started under nohup, or in the background of a
+    script with SIGINT and SIGQUIT ignored, or a wrapper such as systemd-run, would pass
+    them on). Kept: Python's SIG_IGN of SIGPIPE and SIGXFSZ. The terminal's Ctrl-C never
+    reaches the hog anyway: it runs in a session of its own."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    for sig in signal.valid_signals():
+        if sig in KEEP_IGNORED or sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            if sig == signal.SIGINT or signal.getsignal(sig) == signal.SIG_IGN:
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):  # a signal number the C library keeps for itself
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Arm, join the cgroup, warm the cache, then climb under control of stdin."""
+    default_signals()
     args = _parse(sys.argv[1:] if argv is None else argv)
     _arm(int(args.get("parent", "0")))
     if args.get("cgroup-procs"):
         _join_cgroup(args["cgroup-procs"])
     _set_oom_score_adj(1000)
-    # the show handles Ctrl-C and tears down; SIGTERM keeps its default (exit at once)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         rate = int(args.get("rate", "0"))
         cache = int(args.get("cache", "0"))
@@ -429,17 +450,20 @@ class HogProcess:
 
     def wait_ready(self, timeout: float = 120.0) -> None:
         """Block until the hog's first report (armed, in its cgroup, cache warm).
-        Raises CannotStage when it exits or stays silent."""
-        import select
+        Raises CannotStage when it exits or stays silent, Interrupted (at once) on
+        SIGINT, SIGTERM or SIGHUP: the caller's teardown kills it."""
         import time
+
+        from beep_av import interrupt
 
         deadline = time.monotonic() + timeout
         while True:
+            interrupt.check()
             left = deadline - time.monotonic()
             if left <= 0:
                 self.kill()
                 raise CannotStage(f"the hog did not get ready within {timeout:.0f} s")
-            ready, _, _ = select.select([self.report_fd], [], [], min(left, 0.2))
+            ready = interrupt.wait_readable([self.report_fd], min(left, 0.2))
             if ready:
                 try:
                     data = os.read(self.report_fd, 4096)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import platform
-import signal
 import threading
 import time
 from collections.abc import Callable
@@ -14,7 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from beep_av import __version__
+from beep_av import __version__, interrupt
 from beep_av.config import Settings
 from beep_av.errors import (
     EXIT_INTERRUPTED,
@@ -24,6 +23,7 @@ from beep_av.errors import (
     BeepError,
     CannotStage,
 )
+from beep_av.interrupt import Interrupted
 from beep_av.model import Phase, ShowState
 
 Say = Callable[[str], None]
@@ -38,14 +38,6 @@ ENGINE_JOIN_S = 5.0
 # beep out; a device that never finishes must not hold the show on stage forever
 BEEP_GRACE_S = 3.0
 USER_KILL_REASON = "user-space-kill"  # the `end` reason when user space killed the hog
-
-
-class Interrupted(Exception):
-    """SIGINT, SIGTERM or SIGHUP: clean up and exit 130."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 class OutputFailed(BeepError):
@@ -67,15 +59,9 @@ def open_fds() -> int | None:
 
 
 def install_signal_handlers() -> dict[int, Any]:
-    """SIGTERM and SIGHUP (a closed SSH session) end the show like Ctrl-C does."""
-
-    def handler(signum, frame):
-        raise Interrupted(signum)
-
-    old = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        old[sig] = signal.signal(sig, handler)
-    return old
+    """SIGINT, SIGTERM and SIGHUP (a closed SSH session) end the show: their handler only
+    notes the signal (beep_av.interrupt), and the show's loops end it at a safe point."""
+    return interrupt.install()
 
 
 # ---------------------------------------------------------------- the conductor
@@ -283,6 +269,9 @@ class Conductor:
         next_frame = time.monotonic()
         self.run_started = time.monotonic()
         while True:
+            # the one place a signal ends a running show: between two frames, never in
+            # the middle of one (the handler only noted it)
+            interrupt.check()
             self.frames += 1
             for cmd in self._frame():
                 if not self.command(cmd):
@@ -317,7 +306,7 @@ class Conductor:
                 next_frame += frame_dt
                 delay = next_frame - time.monotonic()
                 if delay > 0:
-                    time.sleep(delay)
+                    interrupt.sleep(delay)  # returns at once on SIGINT, SIGTERM, SIGHUP
                 else:
                     next_frame = time.monotonic()
 

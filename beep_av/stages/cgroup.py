@@ -19,11 +19,10 @@ import errno
 import itertools
 import os
 import shutil
-import signal
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from beep_av import interrupt
 from beep_av.config import format_mib
 from beep_av.errors import BadInput, CannotStage
 from beep_av.stages.base import HogStage, Say, StageFiles, memory_files
@@ -36,17 +35,6 @@ _counter = itertools.count()
 FIX = "run as root, or on a systemd desktop with user delegation"
 
 # ---------------------------------------------------------------- the filesystem adapter
-
-
-_HELD = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-
-
-def _hold_signals() -> set[signal.Signals]:
-    """Block the ending signals in the main thread; returns what to unblock."""
-    if threading.current_thread() is not threading.main_thread():
-        return set()
-    signal.pthread_sigmask(signal.SIG_BLOCK, _HELD)
-    return set(_HELD)
 
 
 class CgroupFS:
@@ -325,17 +313,28 @@ class CgroupStage(HogStage):
         choice = choose_swap(
             self.swap_mode, self.ram_limit, free_swap(self.proc_root), self.is_root
         )
+        # SIGINT, SIGTERM and SIGHUP only set a flag: it is checked between these steps
+        # and inside the long ones (interrupt.Interrupted; the caller's teardown undoes
+        # whatever exists), and each thing is in the state file before it is made
+        interrupt.check()
         if choice.provision:
             self.swapfile = Swapfile.create(
-                choice.provision, say, self.state.record, self.swap_dir, self.proc_root
+                choice.provision,
+                say,
+                self.state.record,
+                self.swap_dir,
+                self.proc_root,
+                forget=self.state.forget,
             )
         else:
             say(choice.note)
         self.swap_limit = choice.limit
+        interrupt.check()
         if self.route.kind == "v1":
             self._make_v1()
         elif self.route.kind == "v2":
             self._make_v2(say)
+        interrupt.check()
         self._spawn_hog()
         say(f"stage: {self.describe()}")
 
@@ -349,12 +348,16 @@ class CgroupStage(HogStage):
 
     def _mkdir(self, parent: str) -> None:
         path = os.path.join(parent, self.name)
+        # recorded first: a crash right after the mkdir leaves it listed for cleanup,
+        # and teardown and cleanup take a listed cgroup that was never made as done
+        self.state.record("cgroup", path)
+        self.cgroup_dir = path
         try:
             self.fs.mkdir(path)
         except OSError as e:
+            self.cgroup_dir = None
+            self.state.forget("cgroup", path)
             raise CannotStage(f"cannot create cgroup {path} ({e.strerror}): {FIX}") from None
-        self.cgroup_dir = path
-        self.state.record("cgroup", path)
 
     def _make_v1(self) -> None:
         assert self.route and self.route.parent
@@ -391,10 +394,14 @@ class CgroupStage(HogStage):
         to children. Move ourselves to a leaf, then enable +memory."""
         leaf = os.path.join(own, f"beep-av-{os.getpid()}-show")
         say(f"cgroup v2: moving beep-av (pid {os.getpid()}) to {leaf} so {own} can enable memory")
+        self.state.record("cgroup", leaf)  # first: see _mkdir
         try:
-            self.fs.mkdir(leaf)
+            try:
+                self.fs.mkdir(leaf)
+            except OSError:
+                self.state.forget("cgroup", leaf)
+                raise
             self._v2_leaf = leaf
-            self.state.record("cgroup", leaf)
             self.fs.write(os.path.join(leaf, "cgroup.procs"), f"{os.getpid()}\n")
             self.fs.write(control, "+memory\n")
             self._v2_enabled = control
@@ -421,22 +428,19 @@ class CgroupStage(HogStage):
         else:
             assert self.cgroup_dir
             procs = os.path.join(self.cgroup_dir, "cgroup.procs")
-        # a signal between the spawn and `self.hog = ...` would lose the handle (and the
-        # hog would outlive the show in its cgroup): hold the signals for those lines
-        held = _hold_signals()
-        try:
-            self.hog = HogProcess(
-                rate=self.rate,
-                cache=self.cache_bytes,
-                cgroup_procs=procs,
-                cache_dir=self.cache_dir,
-                wrapper=wrapper,
-            )
-            self._hog_value = hog_value(self.hog.pid, self.proc_root)
-            self.state.record("hog", self._hog_value)
-        finally:
-            if held:
-                signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
+        # no signal is blocked around the spawn (the hog would inherit the mask): the
+        # handlers only set a flag, so nothing can come between the spawn and the record
+        # (the hog's pid is known only once it runs; PR_SET_PDEATHSIG ends it with a
+        # crashed show, and cleanup kills a hog of ours found in a listed cgroup)
+        self.hog = HogProcess(
+            rate=self.rate,
+            cache=self.cache_bytes,
+            cgroup_procs=procs,
+            cache_dir=self.cache_dir,
+            wrapper=wrapper,
+        )
+        self._hog_value = hog_value(self.hog.pid, self.proc_root)
+        self.state.record("hog", self._hog_value)
         try:
             self.hog.wait_ready()
         except CannotStage as e:

@@ -426,6 +426,12 @@ class HostStage(HogStage):
 
 
 def _ask_terminal(prompt: str) -> str:
+    from beep_av import interrupt
+
     sys.stderr.write(prompt)
     sys.stderr.flush()
+    # the ending signals only set a flag: wait for the answer where they can end the wait
+    while not interrupt.wait_readable([sys.stdin.fileno()], 0.5):
+        interrupt.check()
+    interrupt.check()
     return sys.stdin.readline()

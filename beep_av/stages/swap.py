@@ -1,25 +1,28 @@
 """Swap for a stage: `--swap auto|off|SIZE`.
 
 auto: use existing swap when enough is free; else, as root, provision a temporary
-swapfile (private mkdtemp dir on a disk filesystem, 0600, mkswap, swapon); else no swap.
+swapfile (a private 0700 dir on a disk filesystem, 0600, mkswap, swapon); else no swap.
 A provisioned swapfile is always swapoff'ed, then deleted with its dir."""
 
 from __future__ import annotations
 
 import ctypes
 import os
+import secrets
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from beep_av import interrupt
 from beep_av.config import format_mib
 from beep_av.errors import CannotStage
 from beep_av.stages.base import Say
 from beep_av.tunables import auto_swap_size
 
 MiB = 1 << 20
+ALLOC_CHUNK = 64 * MiB  # the swapfile is allocated in chunks: a signal is seen within one
+ZEROS_SYNC_MIB = 16  # without fallocate: written 1 MiB at a time, synced every 16 MiB
 SWAP_DIR = "/var/tmp"
 DISK_MARGIN = 256 * MiB  # leave this much free disk after the swapfile
 
@@ -113,8 +116,10 @@ def _run(argv: list[str]) -> subprocess.CompletedProcess:
 
 
 class Swapfile:
-    """A temporary swapfile in its own private dir. `record(kind, path)` is called as
-    each thing is created (the state file), before anything can fail after it."""
+    """A temporary swapfile in its own private dir. `record(kind, path)` is called just
+    before each thing is created (the state file), so a crash at any line leaves it
+    listed for cleanup (which takes a listed thing that is not there as done);
+    `forget(kind, path)` once a failed or interrupted creation has removed it again."""
 
     def __init__(self, path: str, dir: str, proc_root: str = "/proc", run: Run = _run):
         self.path = path
@@ -132,8 +137,11 @@ class Swapfile:
         base_dir: str = SWAP_DIR,
         proc_root: str = "/proc",
         run: Run = _run,
+        forget: Callable[[str, str], None] = lambda kind, value: None,
     ) -> Swapfile:
-        """Provision, format and enable a swapfile of `size` bytes. Raises CannotStage."""
+        """Provision, format and enable a swapfile of `size` bytes. Raises CannotStage,
+        or Interrupted when SIGINT, SIGTERM or SIGHUP comes (checked between chunks of
+        the write and between its steps); either way nothing of it is left."""
         size = max(MiB, size // MiB * MiB)
         problem = disk_fs_problem(base_dir)
         if problem:
@@ -149,17 +157,15 @@ class Swapfile:
                 f"swapfile: {base_dir} has {format_mib(avail)} free, {format_mib(size + DISK_MARGIN)}"
                 " needed; free disk space or use a smaller --swap (or --swap off)"
             )
-        try:
-            d = tempfile.mkdtemp(prefix="beep-av-swap-", dir=base_dir)  # 0700
-        except OSError as e:
-            raise _disk_error(base_dir, size, e) from None
-        record("swapdir", d)
+        d = _make_private_dir(base_dir, "beep-av-swap-", record, forget, size)
         self = cls(os.path.join(d, "swapfile"), d, proc_root, run)
-        record("swapfile", self.path)
+        record("swapfile", self.path)  # before the open that creates it
         try:
             self._provision(size)
         except BaseException as e:
             self.remove()
+            forget("swapfile", self.path)
+            forget("swapdir", self.dir)
             if isinstance(e, OSError):  # disk full (or inodes, or quota) mid-write
                 raise _disk_error(base_dir, size, e) from None
             raise
@@ -167,31 +173,42 @@ class Swapfile:
         return self
 
     def _provision(self, size: int) -> None:
-        """Allocate, format and enable. OSError when the disk refuses (ENOSPC...)."""
+        """Allocate, format and enable. OSError when the disk refuses (ENOSPC...);
+        Interrupted on an ending signal, seen within one chunk of the write."""
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.fchmod(fd, 0o600)  # before mkswap: swapon warns about (and leaks) other modes
             try:
-                os.posix_fallocate(fd, 0, size)
+                for off in range(0, size, ALLOC_CHUNK):
+                    interrupt.check()
+                    os.posix_fallocate(fd, off, min(ALLOC_CHUNK, size - off))
             except OSError:
-                # some filesystems refuse fallocate (or give holes swapon rejects): zeros
+                # some filesystems refuse fallocate (or give holes swapon rejects): zeros,
+                # synced every few MiB so that no fsync (the last one too) is long
                 os.ftruncate(fd, 0)
                 zeros = bytes(MiB)
-                for _ in range(size // MiB):
-                    os.write(fd, zeros)
+                for i in range(size // MiB):
+                    interrupt.check()
+                    if i and i % ZEROS_SYNC_MIB == 0:
+                        os.fdatasync(fd)
+                    _write_all(fd, zeros)
+            interrupt.check()
             os.fsync(fd)
         finally:
             os.close(fd)
         for argv in (["mkswap", self.path], ["swapon", self.path]):
+            interrupt.check()  # each runs to its end (milliseconds): swapon is recorded
             r = self.run(argv)
+            if argv[0] == "swapon" and r.returncode == 0:
+                self.active = True
+            # a Ctrl-C reaches these children too: the signal is the news, not their end
+            interrupt.check()
             if r.returncode != 0:
                 msg = (r.stderr or r.stdout or "").strip().splitlines()
                 raise CannotStage(
                     f"swapfile: {' '.join(argv)} failed ({msg[-1] if msg else r.returncode});"
                     " run as root on a disk filesystem, or use --swap off"
                 )
-            if argv[0] == "swapon":
-                self.active = True
 
     def remove(self) -> None:
         """swapoff (when listed in /proc/swaps), delete the file, then its dir. Idempotent."""
@@ -207,6 +224,37 @@ class Swapfile:
                 fn(target)
             except FileNotFoundError:
                 pass
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write until all of `data` is written (a write may be short)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _make_private_dir(
+    base_dir: str,
+    prefix: str,
+    record: Callable[[str, str], None],
+    forget: Callable[[str, str], None],
+    size: int,
+) -> str:
+    """mkdtemp's private dir (0700, a fresh random name), but listed as a "swapdir" in
+    the state file before the mkdir that makes it. Raises CannotStage."""
+    for _ in range(100):
+        d = os.path.join(base_dir, prefix + secrets.token_hex(4))
+        record("swapdir", d)
+        try:
+            os.mkdir(d, 0o700)
+            return d
+        except FileExistsError:
+            forget("swapdir", d)
+            continue
+        except OSError as e:
+            forget("swapdir", d)
+            raise _disk_error(base_dir, size, e) from None
+    raise CannotStage(f"swapfile: no free name for a private dir under {base_dir}")
 
 
 def _disk_error(base_dir: str, size: int, e: OSError) -> CannotStage:

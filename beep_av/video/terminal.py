@@ -640,18 +640,12 @@ class TerminalOutput:
             stream.flush()
         else:
             stream.flush()  # anything print()ed before must come first
-            # SIGINT is held back while a frame goes out: a Ctrl-C in mid-write would
-            # leave the terminal inside an escape or UTF-8 sequence and swallow the
-            # restore that close() sends; it is delivered right after the write
-            held = _hold_sigint()
-            try:
-                view = memoryview(data)
-                while view:
-                    n = os.write(fd, view)
-                    view = view[n:]
-            finally:
-                if held:
-                    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+            # a frame goes out whole: cut in mid-write, it would leave the terminal inside
+            # an escape or UTF-8 sequence and swallow the restore that close() sends.
+            # The show's signal handlers only set a flag (beep_av.interrupt), so a signal
+            # here is an EINTR that os.write retries (PEP 475) from any thread, and a
+            # short write is continued until every byte is out
+            _write_all(fd, data)
         self.bytes_written += len(data)
 
     def _install_winch(self) -> None:
@@ -706,9 +700,9 @@ class TerminalOutput:
         return parse_keys(data)
 
 
-def _hold_sigint() -> bool:
-    """Block SIGINT in this thread if it was not blocked; True when we blocked it."""
-    if threading.current_thread() is not threading.main_thread():
-        return False
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-    return signal.SIGINT not in old
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte of `data` to `fd`: a short write is continued (an EINTR is
+    retried by os.write itself, PEP 475, when the handler raises nothing)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
