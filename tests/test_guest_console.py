@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import wave
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,8 @@ def shot(run, name: str) -> np.ndarray:
 def finale_alone(rec_path: Path, size: tuple[int, int]) -> np.ndarray:
     """The finale of a recording drawn by the Scene on its own, at the screen's size."""
     states = list(ReplayDriver(load(str(rec_path))).states())
-    fin = [s for s in states if s.phase is Phase.FINALE][-1]
+    # the live show's finale, not the replay's (whose card opens with "replay of FILE")
+    fin = replace([s for s in states if s.phase is Phase.FINALE][-1], replay_of=None)
     scene = Scene(size, Captions.load())
     surface = pygame.Surface(size)
     scene.draw(fin, Noise(1), surface)
