@@ -126,7 +126,8 @@ def test_a_bystander_killed_first_is_not_the_hog_and_the_show_goes_on(
             text=True,
             timeout=240,
         )
-        assert bystander.wait(30) == -9, f"the bystander lives: {r.stdout}{r.stderr}"
+        # seen in CI: killed (-9) but reaped only after more than 30 s
+        assert bystander.wait(120) == -9, f"the bystander lives: {r.stdout}{r.stderr}"
     finally:
         if bystander.poll() is None:
             bystander.kill()
