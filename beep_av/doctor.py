@@ -23,7 +23,6 @@ ROUTE_WORDS = {
     "v1": "a cgroup v1 memory cgroup",
     "v2": "a cgroup v2 child cgroup",
 }
-USERSPACE_KILLERS = ("systemd-oomd", "earlyoom", "nohang", "oomd")
 
 
 def check_cgroup() -> tuple[bool, str]:
@@ -62,29 +61,12 @@ def user_memory_delegated(cgroup_root: str = "/sys/fs/cgroup") -> tuple[bool, st
     )
 
 
-def running_killers(proc_root: str = "/proc") -> list[tuple[int, str]]:
-    """(pid, name) of the userspace OOM killers running here, by /proc/PID/comm."""
-    found = []
-    try:
-        pids = [int(d) for d in os.listdir(proc_root) if d.isdigit()]
-    except OSError:
-        return found
-    for pid in pids:
-        try:
-            with open(f"{proc_root}/{pid}/comm") as f:
-                comm = f.read().strip()
-        except OSError:
-            continue
-        if comm in USERSPACE_KILLERS:
-            found.append((pid, comm))
-    return found
-
-
 def check_killers() -> tuple[bool | None, str]:
-    found = running_killers()
-    if not found:
+    from beep_av.sampler import running_killers  # the card's own scan of /proc
+
+    names = list(running_killers())
+    if not names:
         return True, "no userspace OOM killer running (systemd-oomd, earlyoom): the kernel acts"
-    names = sorted({name for _, name in found})
     fixes = []
     if "systemd-oomd" in names:
         fixes.append(
