@@ -1,6 +1,28 @@
-"""Assembling a show from settings: preflight checks (exit 2 and 3 before anything is
-created), the stage, the outputs, the audio, the recording; then the conductor; and the
-cleanup that always runs."""
+"""Assembling a performance from settings, and the one place where its parts are chosen.
+
+A performance is one driver feeding one conductor (driver.py, show.py), following
+DESIGN.md's data flow:
+
+    hog -> stage -> sampler -> story    (the driver: live.LiveDriver on a stage,
+                                         stages.replay.ReplayDriver, watch.WatchDriver)
+        -> conductor -> audio, outputs (renderers), recorder
+
+Each command (run_live for show and rehearse, run_replay, run_watch):
+1. checks its input before anything is created (exit 2; the host stage's confirmation);
+2. builds the parts in order inside one teardown ladder (teardown.py), pushing each as
+   soon as it exists: the stage (prepared after the output shows "preparing the
+   stage"), the output, the host guard, the driver, the audio, the recording, the
+   conductor. The conductor is built last, complete;
+3. runs the conductor; the ladder tears down whatever exists, in reverse order, once;
+4. says its last line (interrupted, released, a user-space kill, a watch's summary).
+
+Where to plug in:
+- a stage: STAGES maps `--stage KIND` to factory(settings, plan, t0, say) -> Stage
+  (stages/base.py). It must allocate nothing until `prepare(say)`, and its `teardown()`
+  must be safe before, during and after a failed prepare.
+- an act: ACTS maps `--act NAME` (settings.act; "story" without one) to
+  factory(stage, initial, settings, guard) -> Driver, called on the prepared stage
+  (make_live_driver). Replay and watch have one driver each (run_replay, run_watch)."""
 
 from __future__ import annotations
 
@@ -9,13 +31,12 @@ from collections.abc import Callable
 
 from beep_av.config import Settings
 from beep_av.errors import (
-    EXIT_CANNOT_STAGE,
     EXIT_INTERRUPTED,
     EXIT_USER_KILL,
     BadInput,
     CannotStage,
 )
-from beep_av.model import Phase, ShowState, Snapshot
+from beep_av.model import ShowState, Snapshot
 from beep_av.plan import Plan, auto_swap_size, resolve_plan
 
 Say = Callable[[str], None]
@@ -66,39 +87,84 @@ def warn_leftovers(say: Say) -> None:
         )
 
 
-def _make_stage(settings: Settings, plan: Plan, t0: float, say: Say):
-    kind = settings.stage
-    if kind == "rehearsal":
-        from beep_av.stages.rehearsal import RehearsalStage
+# ---------------------------------------------------------------- the stages
+# `--stage KIND` -> factory(settings, plan, t0, say) -> Stage (stages/base.py), built
+# before anything is allocated (it may refuse with BadInput) and prepared later.
 
-        swap = auto_swap_size(plan.ram) if plan.swap is None else plan.swap
-        return RehearsalStage(
-            ram=plan.ram, swap=swap, cache=plan.cache, rate=plan.rate, seed=settings.seed, t0=t0
-        )
-    if kind == "host":
-        from beep_av.stages.host import HostStage
 
-        # the domain is what it is: --ram and --swap do not apply; auto cache and rate
-        # follow the domain's size
-        given = [f"--{k}" for k in ("ram", "swap") if getattr(settings, k) != "auto"]
-        if given:
-            say(
-                f"note: {' and '.join(given)} ignored on the host stage: the hog fills the "
-                "domain beep-av lives in, whatever its size"
-            )
-        stage = HostStage(
-            cache=None if settings.cache == "auto" else plan.cache,
-            rate=None if settings.rate == "auto" else plan.rate,
-            seed=settings.seed,
+def _rehearsal_stage(settings: Settings, plan: Plan, t0: float, say: Say):
+    from beep_av.stages.rehearsal import RehearsalStage
+
+    swap = auto_swap_size(plan.ram) if plan.swap is None else plan.swap
+    return RehearsalStage(
+        ram=plan.ram, swap=swap, cache=plan.cache, rate=plan.rate, seed=settings.seed, t0=t0
+    )
+
+
+def _host_stage(settings: Settings, plan: Plan, t0: float, say: Say):
+    from beep_av.stages.host import HostStage
+
+    # the domain is what it is: --ram and --swap do not apply; auto cache and rate
+    # follow the domain's size
+    given = [f"--{k}" for k in ("ram", "swap") if getattr(settings, k) != "auto"]
+    if given:
+        say(
+            f"note: {' and '.join(given)} ignored on the host stage: the hog fills the "
+            "domain beep-av lives in, whatever its size"
         )
-        stage.confirm(say, yes=bool(settings.yes))  # BadInput before anything is allocated
-        return stage
+    stage = HostStage(
+        cache=None if settings.cache == "auto" else plan.cache,
+        rate=None if settings.rate == "auto" else plan.rate,
+        seed=settings.seed,
+    )
+    stage.confirm(say, yes=bool(settings.yes))  # BadInput before anything is allocated
+    return stage
+
+
+def _cgroup_stage(settings: Settings, plan: Plan, t0: float, say: Say):
     from beep_av.stages.cgroup import CgroupStage
 
     swap = "auto" if plan.swap is None else plan.swap
     return CgroupStage(
         ram=plan.ram, swap=swap, cache=plan.cache, rate=plan.rate, seed=settings.seed
     )
+
+
+STAGES: dict[str, Callable] = {
+    "cgroup": _cgroup_stage,
+    "host": _host_stage,
+    "rehearsal": _rehearsal_stage,
+}
+
+
+def build_stage(settings: Settings, plan: Plan, t0: float, say: Say):
+    """The stage `settings.stage` names (auto already resolved), from STAGES."""
+    return STAGES[settings.stage](settings, plan, t0, say)
+
+
+# ---------------------------------------------------------------- the drivers
+# The driver of a command: show and rehearse -> ACTS[--act] on the prepared stage;
+# replay -> stages.replay.ReplayDriver; watch -> watch.WatchDriver (run_replay and
+# run_watch). An act's factory(stage, initial, settings, guard) -> Driver (driver.py) is
+# called once the stage is prepared, the host guard attached and the kernel clock
+# calibrated; `initial` is the first ShowState (the stage's limits).
+
+
+def _story_act(stage, initial: ShowState, settings: Settings, guard):
+    from beep_av.live import LiveDriver
+
+    return LiveDriver(stage, initial, calm=settings.calm, hz=settings.sample_hz, guard=guard)
+
+
+ACTS: dict[str, Callable] = {"story": _story_act}
+
+
+def make_live_driver(stage, initial: ShowState, settings: Settings, guard):
+    """The driver of `show` and `rehearse`: the act `settings.act` (default: the story)."""
+    return ACTS[getattr(settings, "act", "story")](stage, initial, settings, guard)
+
+
+# ---------------------------------------------------------------- outputs and audio
 
 
 def _open_outputs(settings: Settings, keys, say: Say):
@@ -139,19 +205,13 @@ def run_live(
     The factories are the fault-injection seams of the tests, defaulting to the real
     ones: make_stage(settings, plan, t0, say) -> stage, make_output(settings, key_plan,
     say) -> (output, name), make_audio(settings, get_state, t0, say) -> AudioOut."""
-    from beep_av.interrupt import Interrupted, check
+    from beep_av.interrupt import check
     from beep_av.protect import lock_memory
-    from beep_av.show import (
-        Conductor,
-        header_for,
-        install_signal_handlers,
-        open_fds,
-    )
+    from beep_av.teardown import Teardown, open_fds
 
     fds_start = open_fds()
-    make_stage = make_stage or _make_stage
+    make_stage = make_stage or build_stage
     make_output = make_output or _open_outputs
-    make_audio = make_audio or _open_audio
     key_plan = parse_key_plan(keys)
     check_record_path(settings.record)
     available, total = machine_memory()
@@ -161,64 +221,48 @@ def run_live(
     if settings.stage != "rehearsal":
         warn_leftovers(say)
 
-    stage = output = audio = recorder = conductor = None
-    code = EXIT_CANNOT_STAGE
-    old_handlers = install_signal_handlers()
-    try:
+    with Teardown(say, fds_start=fds_start) as ladder:
         t0 = time.monotonic()
         stage = make_stage(settings, plan, t0, say)
+        ladder.push("stage", stage.teardown)  # safe before (and after a failed) prepare
         check()
         output, output_name = make_output(settings, key_plan, say)
+        ladder.push("output", output.close)
         why = lock_memory()
         if why:
             say(f"note: cannot lock beep-av in memory ({why}); continuing anyway")
         output.open()
-        initial = ShowState(
-            stage=stage.kind, captions=settings.captions, message="preparing the stage"
-        )
-        conductor = Conductor(
-            settings, output, None, None, say, output_name, stage=stage, initial=initial
-        )
-        conductor.t0 = t0
-        conductor.fds_start = fds_start
+        guard = None
         if stage.kind == "cgroup":
             from beep_av.guard import make_guard
 
-            conductor.guard = make_guard(settings.host_floor, stage.ram_limit, available, total)
-            conductor.guard.preflight()  # exit 3 before the stage exists
-        output.frame(conductor.state)
+            guard = make_guard(settings.host_floor, stage.ram_limit, available, total)
+            ladder.push("host guard", guard.close)
+            guard.preflight()  # exit 3 before the stage exists
+        output.frame(
+            ShowState(stage=stage.kind, captions=settings.captions, message="preparing the stage")
+        )
         check()
         stage.prepare(say)  # checks the flag itself, and its teardown undoes any step
         check()
-        if conductor.guard is not None:
-            conductor.guard.attach(stage.files().usage)
-        from beep_av.story import StoryConfig
-
-        conductor.story_cfg = StoryConfig(
-            ram_limit=stage.ram_limit,
-            swap_limit=stage.swap_limit,
-            cache_bytes=stage.cache_bytes,
-            expected_sources=_expected_sources(stage),
-        )
+        if guard is not None:
+            guard.attach(stage.files().usage)
         clock_fields = _calibrate_kernel_clock(stage, say)
-        conductor.flags["message"] = ""
-        conductor.publish(
-            ShowState(
-                stage=stage.kind,
-                snapshot=Snapshot(
-                    t=conductor.now(),
-                    ram_limit=stage.ram_limit,
-                    swap_limit=stage.swap_limit,
-                    cache_bytes=stage.cache_bytes,
-                ),
-            )
+        initial = ShowState(
+            stage=stage.kind,
+            captions=settings.captions,
+            snapshot=Snapshot(
+                t=time.monotonic() - t0,
+                ram_limit=stage.ram_limit,
+                swap_limit=stage.swap_limit,
+                cache_bytes=stage.cache_bytes,
+            ),
         )
-        audio = make_audio(settings, conductor.get_state, t0, say)
-        conductor.audio = audio
-        check()
-        if settings.record:
-            from beep_av.recording import Recorder
+        driver = make_live_driver(stage, initial, settings, guard)
+        ladder.push("driver", driver.close)
+        ladder.driver = driver
 
+        def recorder(t0: float):
             header = header_for(
                 settings,
                 stage.kind,
@@ -230,32 +274,94 @@ def run_live(
             hog = getattr(stage, "hog", None)
             if getattr(hog, "pid", None) is not None:
                 header["hog_pid"] = hog.pid  # so a reader can tell the victim is the hog
-            if conductor.guard is not None:
-                header["host_floor"] = conductor.guard.floor
+            if guard is not None:
+                header["host_floor"] = guard.floor
             header.update(clock_fields)
-            recorder = Recorder(settings.record, header, say=say)
-            conductor.recorder = recorder
-            conductor.publish(conductor.state)
-        audio.start()
-        code = conductor.run()
-    except (Interrupted, KeyboardInterrupt):  # raised at a safe point (interrupt.check)
-        code = EXIT_INTERRUPTED
-        if conductor is not None:
-            conductor.end_reason = "interrupted"
-    except BaseException as e:
-        code = getattr(e, "code", 1)
-        if conductor is not None:
-            conductor.end_reason = getattr(e, "end_reason", "error")
-        _finish_and_restore(conductor, stage, audio, output, recorder, code, say, old_handlers)
-        raise
-    _finish_and_restore(conductor, stage, audio, output, recorder, code, say, old_handlers)
+            return _recorder(settings, header, say)
+
+        ladder.code = _perform(
+            ladder, settings, driver, output, output_name, initial, t0, say,
+            make_audio=make_audio, make_recorder=recorder, record_initial=True,
+        )  # fmt: skip
+    code, c = ladder.code, ladder.conductor
     if code == EXIT_INTERRUPTED:
         say("beep-av: interrupted; the stage is torn down")
-    elif conductor is not None and conductor.end_reason == "released":
+    elif c is not None and c.end_reason == "released":
         say("beep-av: released; the hog is gone and the stage torn down")
-    elif code == EXIT_USER_KILL and conductor is not None and conductor.state.kill is not None:
-        say(f"beep-av: {user_kill_line(conductor.state.kill)}")
+    elif code == EXIT_USER_KILL and c is not None and c.state.kill is not None:
+        say(f"beep-av: {user_kill_line(c.state.kill)}")
     return code
+
+
+def _perform(
+    ladder,
+    settings: Settings,
+    driver,
+    output,
+    output_name: str,
+    initial: ShowState,
+    t0: float,
+    say: Say,
+    *,
+    make_audio: Callable | None = None,
+    make_recorder: Callable | None = None,
+    record_initial: bool = False,
+) -> int:
+    """What every performance ends with, once its driver and its opened output exist:
+    the audio, the recording (`make_recorder(t0)`, with --record), the conductor, each
+    pushed on `ladder` as it is made; then the run. Returns the conductor's exit code."""
+    from beep_av.interrupt import check
+    from beep_av.show import Conductor, Latest
+
+    latest = Latest(initial)
+    audio = (make_audio or _open_audio)(settings, latest.get, t0, say)
+    ladder.close_audio(audio)
+    check()
+    recorder = None
+    if settings.record and make_recorder is not None:
+        recorder = make_recorder(t0)
+        ladder.record(recorder, t0)
+        if record_initial:
+            recorder.write_state(initial)  # the recording opens with the stage's limits
+    conductor = Conductor(
+        settings, driver, output, output_name,
+        latest=latest, t0=t0, audio=audio, recorder=recorder, say=say,
+    )  # fmt: skip
+    ladder.push("engine", conductor.shutdown)
+    ladder.conductor = conductor
+    audio.start()
+    return conductor.run()
+
+
+def _recorder(settings: Settings, header: dict, say: Say, every_kill: bool = False):
+    from beep_av.recording import Recorder
+
+    return Recorder(settings.record, header, every_kill=every_kill, say=say)
+
+
+def header_for(
+    settings: Settings, stage_kind: str, ram: int, swap: int, cache: int, rate: int
+) -> dict:
+    """The recording header's common fields."""
+    import platform
+    from datetime import UTC, datetime
+
+    from beep_av import __version__
+
+    return {
+        "stage": stage_kind,
+        "ram_limit": ram,
+        "swap_limit": swap,
+        "cache_bytes": cache,
+        "rate": rate,
+        "kernel": platform.release(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seed": settings.seed,
+        "hz": settings.sample_hz,
+        "beep_freq": settings.beep_freq,
+        "beep_length_ms": settings.beep_length,
+        "version": __version__,
+    }
 
 
 def user_kill_line(kill) -> str:
@@ -283,30 +389,6 @@ def _calibrate_kernel_clock(stage, say: Say) -> dict:
     return {"kernel_clock": clock.header()}
 
 
-def _finish_and_restore(conductor, stage, audio, output, recorder, code, say, old_handlers) -> None:
-    from beep_av import interrupt
-    from beep_av.show import finish
-
-    # a second Ctrl-C, SIGTERM or SIGHUP during cleanup must not cut it short (an
-    # interrupted teardown would leave a cgroup or a swapfile behind); they stay ignored
-    # afterwards too: the command only reports and exits from here, and a late signal
-    # would turn the documented exit code into a death by signal
-    interrupt.ignore()
-    finish(conductor, stage, audio, output, recorder, code, say)
-
-
-def _expected_sources(stage) -> tuple[str, ...]:
-    srcs = ["exit", "oom_kill"]
-    if stage.kind == "rehearsal":
-        srcs.append("kmsg")
-    else:
-        from beep_av.kernlog import kernel_log_route
-
-        if kernel_log_route():
-            srcs.append("kmsg")
-    return tuple(srcs)
-
-
 def _auto_stage(settings: Settings, say: Say) -> Settings:
     """auto: the cgroup stage where this machine can make one, else a rehearsal."""
     from dataclasses import replace
@@ -324,78 +406,34 @@ def _auto_stage(settings: Settings, say: Say) -> Settings:
     return replace(settings, stage="rehearsal")
 
 
-class _Parts:
-    """What a driven performance (replay, watch) has opened so far: all of it is
-    closed by finish(), whatever failed half-way."""
-
-    output = audio = conductor = recorder = None
-
-    def finish(self, code: int, say: Say, old_handlers) -> None:
-        _finish_and_restore(
-            self.conductor, None, self.audio, self.output, self.recorder, code, say, old_handlers
-        )
-
-
-def _perform(parts: _Parts, settings: Settings, driver, initial: ShowState, key_plan, say: Say,
-             make_recorder=None) -> int:  # fmt: skip
-    """Open the outputs, the conductor, the recording and the audio around `driver`
-    (which has `run(publish, stop, t0)`), and run it; returns the conductor's exit code.
-    `make_recorder(t0)` builds the recorder when --record is given."""
-    from beep_av.show import Conductor
-
-    parts.output, output_name = _open_outputs(settings, key_plan, say)
-    parts.output.open()
-    c = Conductor(
-        settings, parts.output, None, None, say, output_name, replay=driver, initial=initial
-    )
-    parts.conductor = c
-    c.t0 = time.monotonic()
-    if settings.record and make_recorder is not None:
-        parts.recorder = c.recorder = make_recorder(c.t0)
-    parts.audio = c.audio = _open_audio(settings, c.get_state, c.t0, say)
-    parts.audio.start()
-    return c.run()
-
-
 def run_replay(settings: Settings, path: str, keys: str | None = None, say: Say = print) -> int:
     """`beep-av replay FILE`: re-perform a recording through the outputs."""
     from beep_av.recording import load
-    from beep_av.show import install_signal_handlers
     from beep_av.stages.replay import ReplayDriver
+    from beep_av.teardown import Teardown
 
     key_plan = parse_key_plan(keys)
     rec = load(path)
     check_record_path(settings.record)
     driver = ReplayDriver(rec, speed=settings.speed, name=path)
 
-    def make_recorder(t0: float):  # the replay, recorded again as it is performed
-        from beep_av.recording import Recorder
-
+    def recorder(t0: float):  # the replay, recorded again as it is performed
         header = {k: v for k, v in rec.header.items() if k not in ("type", "format")}
         header.update(replay_of=path, speed=settings.speed)
-        return Recorder(settings.record, header, say=say)
+        return _recorder(settings, header, say)
 
-    parts = _Parts()
-    old_handlers = install_signal_handlers()
-    initial = ShowState(
-        stage=str(rec.header.get("stage", "replay")), captions=settings.captions, replay_of=path
-    )
-    try:
-        code = _perform(parts, settings, driver, initial, key_plan, say, make_recorder)
-        c = parts.conductor
-        if c.state.phase is not Phase.FINALE and c.end_reason == "finale":
-            c.end_reason = "end"
-    except KeyboardInterrupt:
-        code = EXIT_INTERRUPTED
-    except BaseException as e:
-        from beep_av.show import Interrupted
-
-        if not isinstance(e, Interrupted):
-            parts.finish(1, say, old_handlers)
-            raise
-        code = EXIT_INTERRUPTED
-    parts.finish(code, say, old_handlers)
-    return code
+    initial = ShowState(stage=driver.stage, captions=settings.captions, replay_of=path)
+    with Teardown(say) as ladder:
+        ladder.push("replay", driver.close)
+        ladder.driver = driver
+        output, output_name = _open_outputs(settings, key_plan, say)
+        ladder.push("output", output.close)
+        output.open()
+        ladder.code = _perform(
+            ladder, settings, driver, output, output_name, initial, time.monotonic(), say,
+            make_recorder=recorder,
+        )  # fmt: skip
+    return ladder.code
 
 
 def run_watch(
@@ -404,22 +442,18 @@ def run_watch(
     """`beep-av watch [--cgroup PATH]`: no hog; follow the host or a cgroup and beep at
     every OOM kill until interrupted (SIGINT, SIGTERM, SIGHUP or q: the normal end, exit
     0), then print one line per kill seen and the total on stdout."""
-    import signal
-
-    from beep_av.show import Interrupted, header_for, install_signal_handlers
+    from beep_av.kclock import calibrate
+    from beep_av.teardown import Teardown
     from beep_av.watch import WatchDriver, resolve_target, summary_lines
 
     key_plan = parse_key_plan(keys)
     check_record_path(settings.record)
     target = resolve_target(cgroup)  # BadInput before anything is opened
-    driver = WatchDriver(target, hz=settings.sample_hz)
-    from beep_av.kclock import calibrate
-
-    driver.kernel_clock, clock_why = calibrate()
-    parts = _Parts()
-    old_handlers = install_signal_handlers()
-    code = 1
-    try:
+    clock, clock_why = calibrate()
+    driver = WatchDriver(target, hz=settings.sample_hz, kernel_clock=clock)
+    with Teardown(say, interrupted_code=0) as ladder:  # a signal is a watch's normal end
+        ladder.push("watch", driver.close)
+        ladder.driver = driver
         ram, swap = driver.open()
         for note in driver.notes:
             say(f"note: {note}")
@@ -430,49 +464,36 @@ def run_watch(
             snapshot=Snapshot(t=0.0, ram_limit=ram, swap_limit=swap),
         )
 
-        def make_recorder(t0: float):
-            from beep_av.recording import Recorder
-
+        def recorder(t0: float):
             header = header_for(settings, "watch", ram, swap, 0, 0)
             header["watch"] = target.describe()
             header["t0_monotonic"] = t0  # show time t is time.monotonic() - t0_monotonic
-            if driver.kernel_clock is not None:
-                header["kernel_clock"] = driver.kernel_clock.header()
+            if clock is not None:
+                header["kernel_clock"] = clock.header()
             else:
                 header.update(kernel_clock=None, kernel_clock_why=clock_why)
-            return Recorder(settings.record, header, every_kill=True)
+            return _recorder(settings, header, say, every_kill=True)
 
-        code = _perform(parts, settings, driver, initial, key_plan, say, make_recorder)
-        c = parts.conductor
-        c.end_reason = "quit" if c.end_reason == "finale" else c.end_reason
-    except KeyboardInterrupt:
-        code = 0
-        if parts.conductor is not None:
-            parts.conductor.end_reason = "interrupted"
-    except BaseException as e:
-        if not isinstance(e, Interrupted):
-            driver.close()
-            parts.finish(1, say, old_handlers)
-            raise
-        code = 0  # SIGTERM or SIGHUP: a watch's normal end, like Ctrl-C
-        if parts.conductor is not None:
-            parts.conductor.end_reason = "interrupted"
-    prev_int = signal.signal(signal.SIGINT, signal.SIG_IGN)  # the summary must get out
-    try:
-        if parts.conductor is not None:
-            parts.conductor.shutdown()
-        driver.close()
-        kills = driver.kills()
-        if parts.recorder is not None:
-            for k in kills:
-                parts.recorder.kill(k)
-        seconds = parts.conductor.now() if parts.conductor is not None else 0.0
-        parts.finish(code, say, old_handlers)
-        for line in summary_lines(kills, seconds, target.describe()):
-            print(line, flush=True)
-    finally:
-        signal.signal(signal.SIGINT, prev_int)
-    return code
+        output, output_name = _open_outputs(settings, key_plan, say)
+        ladder.push("output", output.close)
+        output.open()
+        ladder.code = _perform(
+            ladder, settings, driver, output, output_name, initial, time.monotonic(), say,
+            make_recorder=recorder,
+        )  # fmt: skip
+    seconds = ladder.stopped_t if ladder.stopped_t is not None else 0.0
+    for line in summary_lines(driver.kills(), seconds, target.describe()):
+        print(line, flush=True)
+    return ladder.code
 
 
-__all__ = ["run_live", "run_replay", "run_watch", "check_record_path"]
+__all__ = [
+    "ACTS",
+    "STAGES",
+    "check_record_path",
+    "build_stage",
+    "make_live_driver",
+    "run_live",
+    "run_replay",
+    "run_watch",
+]

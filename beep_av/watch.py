@@ -6,8 +6,9 @@ Three parts:
   else is BadInput) and the StageFiles the sampler reads there.
 - `WatchStory`: pure. Snapshots and kmsg kill records in, ShowStates out; no I/O, no
   clock (time is what the snapshots say).
-- `WatchDriver`: the conductor's driver, `run(publish, stop, t0)`: samples at 50 Hz with
-  the Sampler (hog=None) until stopped. Watch has no finale: an interrupt is its end.
+- `WatchDriver`: the conductor's driver (driver.py): `run(publish, stop, t0)` samples at
+  50 Hz with the Sampler (hog=None) until stopped. Watch has no finale: an interrupt is
+  its end. There is no hog: pause, rate and release do not apply.
 
 The phase follows the pressure, and unlike a show it may fall back (watch is not a
 forward-only story). Each sample names a target from smoothed rates (bytes/s, time
@@ -408,6 +409,7 @@ class WatchDriver:
     `open()` starts the sampler (kmsg from now on) and gives the limits; `run()` is the
     conductor's engine; `close()` is safe twice."""
 
+    kind = "watch"
     target: WatchTarget
     hz: float = 50.0
     cfg_overrides: dict = field(default_factory=dict)
@@ -465,6 +467,9 @@ class WatchDriver:
         finally:
             self.close()
         return False
+
+    def command(self, cmd: str) -> str | None:
+        return None  # no hog: nothing to pause, speed up or release
 
     def close(self) -> None:
         if self.sampler is not None:

@@ -1,5 +1,6 @@
-"""What the conductor needs from a stage. A stage creates the confinement, starts the
-hog, exposes readings as a `Source`, takes presenter controls, and tears down."""
+"""What a live driver (live.py) needs from a stage. A stage creates the confinement,
+starts the hog, exposes readings as a `Source`, takes presenter controls, and tears
+down."""
 
 from __future__ import annotations
 

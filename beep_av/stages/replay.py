@@ -1,9 +1,10 @@
 """Replay: re-perform a recording through the outputs.
 
-`ReplayDriver` turns each recorded sample back into a ShowState (snapshot fields,
-phase, entered, skipped, kill, oom_t, intensity, stall) and publishes it at its
-recorded time divided by `speed`. The conductor calls `run()` in its engine thread in
-place of a live stage; `beep` and `end` records are in `driver.events` for it."""
+`ReplayDriver` (a driver, driver.py) turns each recorded sample back into a ShowState
+(snapshot fields, phase, entered, skipped, kill, oom_t, intensity, stall) and publishes
+it at its recorded time divided by `speed`. The conductor calls `run()` in its engine
+thread in place of a live stage; `beep` and `end` records are in `driver.events`. The
+presenter's pause and rate do not apply to a recording."""
 
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ def kill_record(e: dict, calibrated: bool = True) -> KillRecord:
 
 class ReplayDriver:
     """Re-performs `rec` at `speed` (2.0: twice as fast). Times in seconds."""
+
+    kind = "replay"
 
     def __init__(self, rec: Recording, speed: float = 1.0, name: str | None = None) -> None:
         if (
@@ -174,6 +177,15 @@ class ReplayDriver:
             publish(state)
         # hold until the last record (an `end` may come after the last sample)
         return _sleep_until(t0 + self.duration / self.speed, stop)
+
+    def command(self, cmd: str) -> str | None:
+        return None  # a recording has no hog to pause, speed up or release
+
+    def kills(self) -> list[KillRecord]:
+        return [*self._bystanders, *([self.kill] if self.kill is not None else [])]
+
+    def close(self) -> None:
+        pass  # nothing open: the recording was read whole by load()
 
 
 def _fill_rate(t: np.ndarray, hog: np.ndarray, window: float = 0.5) -> np.ndarray:
