@@ -101,6 +101,8 @@ def kill_fields(kill: KillRecord) -> dict[str, Any]:
     if kill.latency_ms is not None and math.isfinite(kill.latency_ms):
         fields["latency_ms"] = round(float(kill.latency_ms), 3)
     fields.update(hog=kill.hog, oom=kill.oom, killer=kill.killer)
+    if kill.engine:  # the container stage: the engine's fields (readers ignore unknown keys)
+        fields.update({k: v for k, v in kill.engine.items() if k not in fields})
     return fields
 
 

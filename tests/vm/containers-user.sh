@@ -1,0 +1,31 @@
+# The container stage with rootless Podman, as the normal user (#14), in the guest: run
+# by tests/test_guest_containers.py through scripts/vm.sh --user, results in $OUT.
+set -u
+mkdir -p "$OUT/info" "$OUT/b" "$OUT/c"
+id >"$OUT/info/id.txt"
+SHOW=(beep-av show --stage container:podman --ram 128M --swap 64M --cache 16M --rate 96M/s
+      --output headless --audio off)
+VER=$(beep-av --version | awk '{print $2}')
+leftovers() {
+  { podman ps -aq --filter label=beep-av=1
+    podman images -a --format '{{.Repository}}:{{.Tag}} {{.ID}}' | grep -v "beep-av-hog:$VER "
+    find /sys/fs/cgroup -name 'libpod-*.scope'
+    find /sys/fs/cgroup -name 'beep-av*'; } >"$1" 2>&1
+}
+run_show() {
+  local dir=$1 name=$2; shift 2
+  local t=$SECONDS
+  "${SHOW[@]}" --record "$OUT/$dir/$name.jsonl" "$@" >"$OUT/$dir/$name.out" 2>"$OUT/$dir/$name.err"
+  echo $? >"$OUT/$dir/$name.rc"
+  echo $((SECONDS - t)) >"$OUT/$dir/$name.seconds"
+  leftovers "$OUT/$dir/$name.left"
+}
+systemctl --user start podman.socket >"$OUT/info/socket.txt" 2>&1
+systemctl --user is-active podman.socket >>"$OUT/info/socket.txt" 2>&1
+podman info >"$OUT/info/podman-info.txt" 2>&1
+beep-av doctor >"$OUT/info/doctor.txt" 2>&1
+
+run_show b show1
+run_show b show2
+run_show c restarts --restarts 2
+echo done >"$OUT/done"
