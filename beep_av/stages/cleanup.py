@@ -813,11 +813,21 @@ class _Cleaner:
         return True
 
 
+def container_value(engine: str, base_url: str, name: str) -> str:
+    """The state file's value for a container of the container stage: ENGINE|URL|NAME."""
+    return f"{engine}|{base_url}|{name}"
+
+
+def parse_container_value(value: str) -> tuple[str, str, str] | None:
+    parts = value.split("|")
+    if len(parts) != 3 or not parts[2].startswith(CGROUP_PREFIX):
+        return None
+    return parts[0], parts[1], parts[2]
+
+
 def _container(c: _Cleaner, value: str) -> bool:
     """A recorded container: removed only if the engine names it beep-av-* and it
     carries our label beep-av=1. An engine that does not answer: kept for a retry."""
-    from beep_av.stages.container import parse_container_value
-
     rec = parse_container_value(value)
     if rec is None:
         c.refuse(f"refused container record {_show(value, 80)}: unreadable")

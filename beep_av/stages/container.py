@@ -33,7 +33,7 @@ from beep_av.config import format_mib
 from beep_av.errors import BadInput, CannotStage
 from beep_av.model import KillRecord, Phase, ShowState, Snapshot
 from beep_av.stages.base import HogStage, Say, StageFiles, memory_files
-from beep_av.stages.cleanup import StateFile
+from beep_av.stages.cleanup import StateFile, container_value
 from beep_av.stages.swap import choose_swap, free_swap, parse_swap_mode
 from beep_av.tunables import MIN_STAGE_RAM as MIN_RAM
 
@@ -42,18 +42,6 @@ READY_TIMEOUT = 180.0  # s: the first report (python's start in the container, t
 ENGINE_WAIT = 5.0  # s: how long the engine's verdict may follow the kernel's kill
 RESTART_WAIT = 120.0  # s: the engine's back-off before a restart
 MAX_RESTARTS = 10
-
-
-def container_value(engine: str, base_url: str, name: str) -> str:
-    """The state file's value for a container: ENGINE|BASE_URL|NAME."""
-    return f"{engine}|{base_url}|{name}"
-
-
-def parse_container_value(value: str) -> tuple[str, str, str] | None:
-    parts = value.split("|")
-    if len(parts) != 3 or not parts[2].startswith("beep-av-"):
-        return None
-    return parts[0], parts[1], parts[2]
 
 
 def limit_cgroup(cgroup_root: str, rel: str, ram: int) -> str:
