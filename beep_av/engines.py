@@ -370,7 +370,7 @@ def ensure_image(client, say=lambda s: None) -> tuple[str, str, bool]:
     except docker.errors.ImageNotFound:
         pass
     except docker.errors.APIError as e:
-        raise CannotStage(f"the engine cannot list images ({e.explanation or e})") from None
+        raise CannotStage(f"the engine cannot list images ({' '.join(str(e.explanation or e).split())})") from None
     t = time.monotonic()
     files = image_files()
     python = python_in_image(files)
@@ -383,7 +383,7 @@ def ensure_image(client, say=lambda s: None) -> tuple[str, str, bool]:
         )  # fmt: skip
         client.images.get(tag)
     except docker.errors.APIError as e:
-        raise CannotStage(f"the engine cannot import the hog's image ({e.explanation or e})") from None
+        raise CannotStage(f"the engine cannot import the hog's image ({' '.join(str(e.explanation or e).split())})") from None
     say(f"image: {tag} ready in {time.monotonic() - t:.1f} s (reused by later shows)")
     return tag, python, True
 

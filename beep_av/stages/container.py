@@ -287,6 +287,8 @@ class ContainerStage(HogStage):
         self.image, self.python, _ = engines.ensure_image(self.client, say)
         interrupt.check()
         self._create()
+        for note in self.notes:
+            say(f"note: {note}")
         interrupt.check()
         self._start_life(first=True)
         say(f"stage: {self.describe()}")
@@ -303,7 +305,15 @@ class ContainerStage(HogStage):
                 "--report-fd", "1", "--parent", "0"]  # fmt: skip
         self._value = container_value(self.sock.engine, self.sock.base_url, self.name)
         self.state.record("container", self._value)  # before it exists: see cleanup
-        kwargs = {}
+        kwargs: dict = {}
+        if self._apparmor_without_parser():
+            # the engine would refuse to start any container ("the docker-default profile
+            # could not be loaded"): run this one without an AppArmor profile, and say so
+            kwargs["security_opt"] = ["apparmor=unconfined"]
+            self.notes.append(
+                "AppArmor is on but apparmor_parser is missing (install apparmor): the"
+                " container runs without an AppArmor profile"
+            )
         if self.restarts:
             kwargs["restart_policy"] = {"Name": "on-failure", "MaximumRetryCount": self.restarts}
         try:
@@ -316,7 +326,7 @@ class ContainerStage(HogStage):
             )  # fmt: skip
         except docker.errors.APIError as e:
             raise CannotStage(
-                f"the engine refused the container ({e.explanation or e}): {engines.FIX[self.sock.engine]}"
+                f"the engine refused the container ({_one_line(e)}): {engines.FIX[self.sock.engine]}"
             ) from None
         t0 = time.time()
         self.events = EventLog(self.client, {"container": self.container.id})
@@ -324,7 +334,21 @@ class ContainerStage(HogStage):
         try:
             self.container.start()
         except docker.errors.APIError as e:
-            raise CannotStage(f"the engine cannot start the container ({e.explanation or e})") from None
+            raise CannotStage(f"the engine cannot start the container ({_one_line(e)})") from None
+
+    def _apparmor_without_parser(self) -> bool:
+        import shutil
+
+        if self.sock is None or self.sock.engine != "docker":
+            return False
+        try:
+            opts = self.client.info().get("SecurityOptions") or []
+        except Exception:
+            return False
+        path = os.pathsep.join([os.environ.get("PATH", ""), "/sbin", "/usr/sbin"])
+        return any("apparmor" in str(o) for o in opts) and not shutil.which(
+            "apparmor_parser", path=path
+        )
 
     def _start_life(self, first: bool = False, after: float = 0.0,
                     stop: threading.Event | None = None) -> dict:  # fmt: skip
@@ -492,6 +516,11 @@ class ContainerStage(HogStage):
                 pass
         if errors:
             raise CannotStage(f"could not remove {', '.join(errors)}; run `beep-av cleanup`")
+
+
+def _one_line(e) -> str:
+    """An engine's error as one line (its explanations may hold newlines)."""
+    return " ".join(str(getattr(e, "explanation", None) or e).split())
 
 
 def _v2_path(text: str) -> str | None:

@@ -38,7 +38,9 @@ beep-av watch --containers --output headless --audio off --record "$OUT/d/watch.
 watch=$!
 for _ in $(seq 240); do grep -q '^watching' "$OUT/d/watch.err" && break; sleep 0.5; done
 sleep 2
+# (the guest has AppArmor on but no apparmor_parser: the show says so and runs unconfined)
 docker run --name victim -m 64m --memory-swap 64m --network none --entrypoint /usr/bin/python3 \
+  --security-opt apparmor=unconfined \
   "beep-av-hog:$VER" -S /hog/entry.py --rate 0 --cache 0 --cache-dir /var/tmp --report-fd 1 \
   --parent 0 >/dev/null 2>"$OUT/d/victim.err"
 echo $? >"$OUT/d/victim.rc"
@@ -52,7 +54,11 @@ docker rm -f victim >/dev/null 2>&1
 # e. a show killed with SIGKILL mid-climb leaves its container; cleanup removes it
 "${SHOW[@]}" --rate 4M/s --ram 256M >"$OUT/e/crash.out" 2>"$OUT/e/crash.err" &
 show=$!
-for _ in $(seq 240); do grep -q '^stage:' "$OUT/e/crash.err" && break; sleep 0.5; done
+for _ in $(seq 240); do
+  grep -q '^stage:' "$OUT/e/crash.err" && break
+  kill -0 "$show" 2>/dev/null || break
+  sleep 0.5
+done
 sleep 1
 kill -9 "$show"
 wait "$show" 2>/dev/null
