@@ -191,7 +191,7 @@ class ContainerHog:
         """The exit status the engine gives (137 for the kernel's SIGKILL) once this
         life's process is gone and the engine has said `die`; else None."""
         if self._code is None and self.exited():
-            ev = self.events.find("die", self.started - 1.0, self.container.id)
+            ev = self.events.find("die", self.started, self.container.id)
             if ev is not None:
                 try:
                     self._code = int(ev["attrs"].get("exitCode", -1))
@@ -540,7 +540,7 @@ def engine_fields(stage: ContainerStage, life: int, kill: KillRecord, kernel_kil
     running again yet), the restart count; times on the show's clock."""
     ev = stage.events
     cid = stage.container.id
-    after = stage.life_started - 1.0
+    after = stage.life_started  # this life's events come after its start (one daemon clock)
     die = ev.wait_for("die", after, ENGINE_WAIT, cid, stop) if ev else None
     oom = ev.wait_for("oom", after, 1.0 if die else ENGINE_WAIT, cid, stop) if ev else None
     st = stage.inspect()
@@ -612,7 +612,7 @@ class ContainerDriver:
         state: ShowState | None = None
         for life in range(stage.restarts + 1):
             if life:
-                die = stage.events.find("die", stage.life_started - 1.0, stage.container.id)
+                die = stage.events.find("die", stage.life_started, stage.container.id)
                 stage._start_life(after=stage.life_started + 0.001, stop=stop)
                 if die is not None and die["t"] is not None:
                     self.backoffs.append(round(stage.life_started - die["t"], 4))
