@@ -377,10 +377,13 @@ def ensure_image(client, say=lambda s: None) -> tuple[str, str, bool]:
     data = build_context(files)
     say(f"image: importing {tag} ({len(data) >> 20} MiB: python3, its libraries, the hog)")
     try:
-        client.api.import_image_from_data(
-            data, repository=IMAGE_REPO, tag=__version__,
-            changes=[f'LABEL beep-av.python="{python}"', f'LABEL {LABEL}="image"'],
-        )  # fmt: skip
+        try:
+            client.api.import_image_from_data(
+                data, repository=IMAGE_REPO, tag=__version__,
+                changes=[f'LABEL beep-av.python="{python}"', f'LABEL {LABEL}="image"'],
+            )  # fmt: skip
+        except docker.errors.APIError:  # an engine without `changes` on import
+            client.api.import_image_from_data(data, repository=IMAGE_REPO, tag=__version__)
         client.images.get(tag)
     except docker.errors.APIError as e:
         raise CannotStage(f"the engine cannot import the hog's image ({' '.join(str(e.explanation or e).split())})") from None
