@@ -392,7 +392,9 @@ def ensure_image(client, say=lambda s: None) -> tuple[str, str, bool]:
 
 
 def _python_of(img) -> str:
-    return f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}"
+    """An image without our label (an engine that dropped it): /usr/bin/python3 is in
+    every image of ours (the interpreter, or a link to it)."""
+    return "/usr/bin/python3"
 
 
 # ---------------------------------------------------------------- Kubernetes
