@@ -42,6 +42,7 @@ READY_TIMEOUT = 180.0  # s: the first report (python's start in the container, t
 ENGINE_WAIT = 5.0  # s: how long the engine's verdict may follow the kernel's kill
 RESTART_WAIT = 120.0  # s: the engine's back-off before a restart
 MAX_RESTARTS = 10
+CACHE_DIR = "/var/tmp"  # in the container: an anonymous volume
 
 
 def limit_cgroup(cgroup_root: str, rel: str, ram: int) -> str:
@@ -301,7 +302,7 @@ class ContainerStage(HogStage):
         from beep_av import engines
 
         argv = [self.python, "-S", f"{engines.HOG_DIR}/entry.py", "--rate", str(self.rate),
-                "--cache", str(self.cache_bytes), "--cache-dir", "/var/tmp",
+                "--cache", str(self.cache_bytes), "--cache-dir", CACHE_DIR,
                 "--report-fd", "1", "--parent", "0"]  # fmt: skip
         self._value = container_value(self.sock.engine, self.sock.base_url, self.name)
         self.state.record("container", self._value)  # before it exists: see cleanup
@@ -316,6 +317,11 @@ class ContainerStage(HogStage):
             )
         if self.restarts:
             kwargs["restart_policy"] = {"Name": "on-failure", "MaximumRetryCount": self.restarts}
+        # the page cache is warmed on disk: an anonymous volume (the container's own root
+        # is an overlay, which the hog rightly refuses), removed with the container
+        kwargs["mounts"] = [
+            docker.types.Mount(CACHE_DIR, None, type="volume", labels={engines.LABEL: "1"})
+        ]
         try:
             self.container = self.client.containers.create(
                 self.image, argv, name=self.name, entrypoint=[], working_dir=engines.HOG_DIR,
