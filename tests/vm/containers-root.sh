@@ -7,6 +7,7 @@ SHOW=(beep-av show --stage container:docker --ram 128M --swap 64M --cache 16M --
 VER=$(beep-av --version | awk '{print $2}')
 leftovers() {  # containers, image layers and cgroups of ours left after a show
   { docker ps -aq --filter label=beep-av=1
+    docker volume ls -q
     docker images -a --format '{{.Repository}}:{{.Tag}} {{.ID}}' | grep -v "^beep-av-hog:$VER "
     find /sys/fs/cgroup -name 'docker-*.scope'
     find /sys/fs/cgroup -name 'beep-av*'; } >"$1" 2>&1
