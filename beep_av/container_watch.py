@@ -24,12 +24,20 @@ def match_kmsg(kills: list[KmsgKill], cid: str) -> KmsgKill | None:
     """The kernel's kill record of the container `cid` (its full id): the latest
     "Killed process" record whose oom-kill: line's task_memcg holds the id (a
     record without task_memcg cannot be matched: None)."""
-    found = None
+    scope = None
     for k in kills:
         if k.task_memcg and cid and cid in k.task_memcg:
-            if found is None or k.anon_rss_kib is not None or found.anon_rss_kib is None:
-                found = k
-    return found
+            scope = k  # the oom-kill: line: which cgroup, which pid
+    if scope is None:
+        return None
+    # its "Killed process" record (same pid, read after it) carries anon-rss
+    after = kills[kills.index(scope) + 1 :]
+    full = next((k for k in after if k.pid == scope.pid and k.anon_rss_kib is not None), None)
+    if full is None:
+        return scope
+    return replace(full, task_memcg=scope.task_memcg, oom_memcg=scope.oom_memcg,
+                   kernel_t=scope.kernel_t if scope.kernel_t is not None else full.kernel_t,
+                   seen_t=scope.seen_t if scope.seen_t is not None else full.seen_t)  # fmt: skip
 
 
 def watch_kill(ev_die: dict, ev_oom: dict | None, attrs: dict, inspect: dict | None,

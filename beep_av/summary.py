@@ -86,7 +86,7 @@ def engine_lines(kill: KillRecord, lang: str = "en") -> list[str]:
         lines.append("engine's oom event: time from the kernel's kill unknown")
     n, most = e.get("restart_count"), e.get("restarts_max")
     if e.get("backoff_s") is not None:
-        lines.append(f"restarted after a back-off of {e['backoff_s']:.2f} s")
+        lines.append(f"restarted {e['backoff_s']:.2f} s after its death (back-off and start)")
     k8s = [_caption(lang, "container_oomkilled", "OOMKilled")]
     if n:
         k8s.append(_caption(lang, "container_restarts", "RESTARTS {n}").format(n=n))

@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -215,7 +216,7 @@ def test_card_of_a_restart_names_the_count_and_the_back_off_in_french():
     lines = card_lines(ShowState(phase=Phase.FINALE, kill=k, stage="container", captions="fr"))
     k8s = next(x for x in lines if x.startswith("Kubernetes:"))
     assert "RESTARTS 2" in k8s and "CrashLoopBackOff" in k8s and "redémarr" in k8s
-    assert any("back-off of 0.41 s" in x for x in lines)
+    assert any("restarted 0.41 s after its death" in x for x in lines)
 
 
 def test_card_never_guesses_the_engine_latency():
@@ -242,6 +243,11 @@ def test_watch_matches_the_kernel_record_by_the_containers_cgroup():
                     text="Memory cgroup out of memory: Killed process 77 (python3)")  # fmt: skip
     assert match_kmsg([other, mine], cid) is mine
     assert match_kmsg([other], cid) is None
+    # the oom-kill: line names the cgroup; the Killed process record after it, anon-rss
+    scope = replace(mine, anon_rss_kib=None, text="oom-kill:constraint=CONSTRAINT_MEMCG")
+    full = replace(mine, task_memcg=None, kernel_t=None)
+    got = match_kmsg([scope, other, full], cid)
+    assert got.anon_rss_kib == 65536 and got.task_memcg == mine.task_memcg and got.kernel_t == 1.0
     die = {"attrs": {"exitCode": "137", "name": "victim", "image": "img"}, "t": 100.0}
     oom = {"t": 100.001}
     k = watch_kill(die, oom, die["attrs"], None, mine, "docker", 3.0, lambda e: e - 99.0)
