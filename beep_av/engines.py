@@ -123,9 +123,7 @@ def connect(engine: str | None = None):
     try:
         import docker  # noqa: F401
     except ImportError:
-        raise CannotStage(
-            "the Docker SDK for Python is missing (`pip install docker`)"
-        ) from None
+        raise CannotStage("the Docker SDK for Python is missing (`pip install docker`)") from None
     tried = []
     for sock in candidate_sockets(engine):
         ok, why = socket_access(sock.path)
@@ -357,12 +355,23 @@ def python_in_image(files: dict[str, str]) -> str:
     return next(d for d in files if re.fullmatch(r".*/bin/python3(\.\d+)?", d))
 
 
-def ensure_image(client, say=lambda s: None) -> tuple[str, str, bool]:
+def repository(engine: str) -> str:
+    """Podman's compat API reads a short name as docker.io/library/NAME: our local
+    image is localhost/beep-av-hog there."""
+    return f"localhost/{IMAGE_REPO}" if engine == "podman" else IMAGE_REPO
+
+
+def _one(e) -> str:
+    return " ".join(str(getattr(e, "explanation", None) or e).split())
+
+
+def ensure_image(client, say=lambda s: None, engine: str = "docker") -> tuple[str, str, bool]:
     """(tag, python path in the image, built now) of the hog's image, imported from
     this machine's files unless an image of this version is there already."""
     import docker
 
-    tag = image_tag()
+    repo = repository(engine)
+    tag = f"{repo}:{__version__}"
     try:
         img = client.images.get(tag)
         python = (img.labels or {}).get("beep-av.python") or _python_of(img)
@@ -370,7 +379,7 @@ def ensure_image(client, say=lambda s: None) -> tuple[str, str, bool]:
     except docker.errors.ImageNotFound:
         pass
     except docker.errors.APIError as e:
-        raise CannotStage(f"the engine cannot list images ({' '.join(str(e.explanation or e).split())})") from None
+        raise CannotStage(f"the engine cannot list images ({_one(e)})") from None
     t = time.monotonic()
     files = image_files()
     python = python_in_image(files)
@@ -378,15 +387,22 @@ def ensure_image(client, say=lambda s: None) -> tuple[str, str, bool]:
     say(f"image: importing {tag} ({len(data) >> 20} MiB: python3, its libraries, the hog)")
     try:
         try:
-            client.api.import_image_from_data(
-                data, repository=IMAGE_REPO, tag=__version__,
+            answer = client.api.import_image_from_data(
+                data, repository=repo, tag=__version__,
                 changes=[f'LABEL beep-av.python="{python}"', f'LABEL {LABEL}="image"'],
             )  # fmt: skip
         except docker.errors.APIError:  # an engine without `changes` on import
-            client.api.import_image_from_data(data, repository=IMAGE_REPO, tag=__version__)
-        client.images.get(tag)
+            answer = client.api.import_image_from_data(data, repository=repo, tag=__version__)
+        try:
+            client.images.get(tag)
+        except docker.errors.ImageNotFound:  # imported without its name: name it by its id
+            m = re.search(r"[0-9a-f]{64}", str(answer))
+            if not m:
+                raise
+            client.images.get(m.group(0)).tag(repo, __version__)
+            client.images.get(tag)
     except docker.errors.APIError as e:
-        raise CannotStage(f"the engine cannot import the hog's image ({' '.join(str(e.explanation or e).split())})") from None
+        raise CannotStage(f"the engine cannot import the hog's image ({_one(e)})") from None
     say(f"image: {tag} ready in {time.monotonic() - t:.1f} s (reused by later shows)")
     return tag, python, True
 

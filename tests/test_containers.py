@@ -251,7 +251,12 @@ def test_watch_matches_the_kernel_record_by_the_containers_cgroup():
     die = {"attrs": {"exitCode": "137", "name": "victim", "image": "img"}, "t": 100.0}
     oom = {"t": 100.001}
     k = watch_kill(die, oom, die["attrs"], None, mine, "docker", 3.0, lambda e: e - 99.0)
-    assert (k.pid, k.exit, k.engine["container"], k.engine["oom_killed"]) == (77, 137, "victim", True)
+    assert (k.pid, k.exit, k.engine["container"], k.engine["oom_killed"]) == (
+        77,
+        137,
+        "victim",
+        True,
+    )
     assert k.engine["engine_latency_ms"] == pytest.approx(1.0)
     lines = summary_lines([k], 10.0, "docker")
     assert "container victim" in lines[0] and "exit 137" in lines[0] and "OOMKilled" in lines[0]

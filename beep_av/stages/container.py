@@ -113,8 +113,10 @@ class EventLog:
     def find(self, action: str, after: float = 0.0, cid: str | None = None) -> dict | None:
         with self._cond:
             for ev in self.events:
-                if ev["action"] == action and (ev["t"] or 0) >= after and (
-                    cid is None or (ev["id"] or "").startswith(cid)
+                if (
+                    ev["action"] == action
+                    and (ev["t"] or 0) >= after
+                    and (cid is None or (ev["id"] or "").startswith(cid))
                 ):
                     return ev
         return None
@@ -285,7 +287,7 @@ class ContainerStage(HogStage):
         self.swap_limit = choice.limit
         say(choice.note if not choice.provision else "swap: none free; the container stage"
             " never makes a swapfile, so no swapping act")  # fmt: skip
-        self.image, self.python, _ = engines.ensure_image(self.client, say)
+        self.image, self.python, _ = engines.ensure_image(self.client, say, self.sock.engine)
         interrupt.check()
         self._create()
         for note in self.notes:
@@ -365,8 +367,11 @@ class ContainerStage(HogStage):
                                   READY_TIMEOUT if first else RESTART_WAIT,
                                   self.container.id, stop)  # fmt: skip
         if ev is None:
-            raise CannotStage("the engine never started the container again"
-                              if not first else "the engine never started the container")
+            raise CannotStage(
+                "the engine never started the container again"
+                if not first
+                else "the engine never started the container"
+            )
         state = self._inspect_state()
         deadline = time.monotonic() + 30
         while not state.get("Pid") and time.monotonic() < deadline:
@@ -411,9 +416,12 @@ class ContainerStage(HogStage):
 
     def _logs_tail(self) -> str:
         try:
-            text = self.container.logs(stdout=False, stderr=True, tail=5).decode(
-                "utf-8", "replace"
-            ).strip().splitlines()
+            text = (
+                self.container.logs(stdout=False, stderr=True, tail=5)
+                .decode("utf-8", "replace")
+                .strip()
+                .splitlines()
+            )
             return text[-1] if text else "no output"
         except Exception:
             return "no output"

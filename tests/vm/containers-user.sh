@@ -9,7 +9,7 @@ VER=$(beep-av --version | awk '{print $2}')
 leftovers() {
   { podman ps -aq --filter label=beep-av=1
     podman volume ls -q
-    podman images -a --format '{{.Repository}}:{{.Tag}} {{.ID}}' | grep -v "beep-av-hog:$VER "
+    podman images -a --format '{{.Repository}}:{{.Tag}} {{.ID}}' | grep -v "^localhost/beep-av-hog:$VER "
     find /sys/fs/cgroup -name 'libpod-*.scope'
     find /sys/fs/cgroup -name 'beep-av*'; } >"$1" 2>&1
 }
