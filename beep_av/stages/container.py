@@ -132,6 +132,8 @@ class EventLog:
                 left = deadline - time.monotonic()
                 if left <= 0 or (stop is not None and stop.is_set()):
                     return None
+                if threading.current_thread() is threading.main_thread():
+                    interrupt.check()  # Ctrl-C while the stage is prepared: at once
                 self._cond.wait(min(left, 0.1))
 
     def close(self) -> None:
