@@ -497,9 +497,6 @@ class ContainerStage(HogStage):
             "restarts": self.restarts,
         }
 
-    def make_driver(self, story_cfg, hz: float):
-        return ContainerDriver(self, story_cfg, hz)
-
     def teardown(self) -> None:
         """Remove the container (with its writable layer) and wait for its cgroup to go;
         the image stays for the next show. Idempotent."""
@@ -598,21 +595,43 @@ class ContainerDriver:
 
     kind = "container"
 
-    def __init__(self, stage: ContainerStage, story_cfg, hz: float) -> None:
+    def __init__(self, stage: ContainerStage, initial: ShowState, hz: float,
+                 story_cfg=None) -> None:  # fmt: skip
+        from beep_av.live import story_config
+
         self.stage = stage
-        self.cfg = story_cfg
+        self.initial = initial
+        self.cfg = story_cfg or story_config(stage)
         self.hz = hz
         self._kills: list[KillRecord] = []
         self.backoffs: list[float] = []
+
+    @property
+    def paused(self) -> bool:
+        return bool(self.stage.paused)
 
     def kills(self) -> list[KillRecord]:
         return list(self._kills)
 
     def command(self, cmd: str) -> str | None:
+        """Space pauses the whole container (the engine's pause); the rate is fixed."""
+        if cmd == "toggle_pause":
+            if self.stage.paused:
+                self.stage.resume()
+                return ""
+            self.stage.pause()
+            return "paused (the engine froze the container)"
+        if cmd in ("rate_up", "rate_down"):
+            return "the rate is fixed on the container stage (the hog is out of reach)"
+        if cmd == "release":
+            self.stage.release()
+            return "released: the container is killed and removed"
         return None
 
     def close(self) -> None:
-        pass
+        """Kill the container now (the machine is safe first); the stage's own step of
+        the ladder removes it. Safe twice."""
+        self.stage.release()
 
     def run(self, publish, stop: threading.Event, t0: float) -> bool:
         from beep_av.sampler import Sampler
@@ -640,7 +659,7 @@ class ContainerDriver:
                 )  # fmt: skip
             src = Sampler(stage.files(), stage.hog, t0=t0, hz=self.hz, ram_limit=stage.ram_limit,
                           swap_limit=stage.swap_limit, kernel_clock=stage.kernel_clock)  # fmt: skip
-            state = state or ShowState(stage="container")
+            state = state or self.initial
             try:
                 next_at = time.monotonic()
                 while not stop.is_set():
