@@ -399,7 +399,11 @@ def ensure_image(client, say=lambda s: None, engine: str = "docker") -> tuple[st
             m = re.search(r"[0-9a-f]{64}", str(answer))
             if not m:
                 raise
-            client.images.get(m.group(0)).tag(repo, __version__)
+            img = client.images.get(m.group(0))
+            img.tag(repo, __version__)
+            # an engine that named it :latest instead: that name is not ours to keep
+            if f"{repo}:latest" in (img.tags or []):
+                client.images.remove(f"{repo}:latest", noprune=True)
             client.images.get(tag)
     except docker.errors.APIError as e:
         raise CannotStage(f"the engine cannot import the hog's image ({_one(e)})") from None
