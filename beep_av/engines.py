@@ -394,17 +394,16 @@ def ensure_image(client, say=lambda s: None, engine: str = "docker") -> tuple[st
         except docker.errors.APIError:  # an engine without `changes` on import
             answer = client.api.import_image_from_data(data, repository=repo, tag=__version__)
         try:
-            client.images.get(tag)
+            img = client.images.get(tag)
         except docker.errors.ImageNotFound:  # imported without its name: name it by its id
             m = re.search(r"[0-9a-f]{64}", str(answer))
             if not m:
                 raise
-            img = client.images.get(m.group(0))
-            img.tag(repo, __version__)
-            # an engine that named it :latest instead: that name is not ours to keep
-            if f"{repo}:latest" in (img.tags or []):
-                client.images.remove(f"{repo}:latest", noprune=True)
-            client.images.get(tag)
+            client.images.get(m.group(0)).tag(repo, __version__)
+            img = client.images.get(tag)
+        # an engine that also named it :latest (Podman): that name is not ours to keep
+        if f"{repo}:latest" in (img.tags or []):
+            client.images.remove(f"{repo}:latest", noprune=True)
     except docker.errors.APIError as e:
         raise CannotStage(f"the engine cannot import the hog's image ({_one(e)})") from None
     say(f"image: {tag} ready in {time.monotonic() - t:.1f} s (reused by later shows)")

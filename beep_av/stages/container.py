@@ -332,6 +332,10 @@ class ContainerStage(HogStage):
                 network_mode="none", mem_limit=self.ram_limit,
                 memswap_limit=self.ram_limit + self.swap_limit,
                 labels={engines.LABEL: "1", f"{engines.LABEL}.show": str(os.getpid())},
+                # the hog's own choice, made by the engine: the kernel picks it first.
+                # Also what lets rootless Podman start it: its compat API would ask for
+                # oom_score_adj 0, below the user manager's 100, which a user cannot set
+                oom_score_adj=1000,
                 environment={"PYTHONDONTWRITEBYTECODE": "1"}, detach=True, **kwargs,
             )  # fmt: skip
         except docker.errors.APIError as e:
