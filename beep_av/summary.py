@@ -87,7 +87,10 @@ def engine_lines(kill: KillRecord, lang: str = "en") -> list[str]:
     n, most = e.get("restart_count"), e.get("restarts_max")
     if e.get("backoff_s") is not None:
         lines.append(f"restarted {e['backoff_s']:.2f} s after its death (back-off and start)")
-    k8s = [_caption(lang, "container_oomkilled", "OOMKilled")]
+    if e.get("oom_killed"):
+        k8s = [_caption(lang, "container_oomkilled", "OOMKilled")]
+    else:  # the runtime's word is the reason a pod shows; without it, exit 137 is Error
+        k8s = [f"Error (exit {e.get('exit_code')}): the engine did not say OOMKilled"]
     if n:
         k8s.append(_caption(lang, "container_restarts", "RESTARTS {n}").format(n=n))
     if most and n is not None and n >= 1:
@@ -188,6 +191,8 @@ def victim_card(kill: KillRecord, stage: str = "", replay_of: str | None = None)
         ]
     exit_text = f"exit {kill.exit} (OOMKilled)" if kill.exit == 137 else f"exit {kill.exit}"
     if kill.engine is not None:
+        # the kernel's part of a container's card: the engine's verdict is its own line
+        exit_text = f"exit {kill.exit} (SIGKILL)" if kill.exit == 137 else f"exit {kill.exit}"
         head = [*head, *(f"engine      {x}" for x in engine_lines(kill))]
     return [
         *head,

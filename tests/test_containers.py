@@ -33,13 +33,6 @@ def _no_engine_here() -> bool:
     return not any(os.path.exists(s.path) for s in engines.candidate_sockets(env=NO_ENGINE))
 
 
-def _state_files() -> set[str]:
-    from beep_av.stages.cleanup import state_dir
-
-    d = state_dir()
-    return {p.name for p in d.glob("*.json")} if d.is_dir() else set()
-
-
 BAD = [
     (["--stage", "container:nope"], "unknown engine 'nope'"),
     (["--stage", "container", "--restarts", "-1"], "--restarts"),
@@ -50,13 +43,14 @@ BAD = [
 
 
 @pytest.mark.parametrize("args,needle", BAD, ids=[" ".join(a) for a, _ in BAD])
-def test_bad_container_input_exits_2_with_one_line_and_creates_nothing(args, needle):
-    before = _state_files()
-    r = beep(*args, "--ram", "128M", "--output", "headless", "--audio", "off", env=NO_ENGINE)
+def test_bad_container_input_exits_2_with_one_line_and_creates_nothing(args, needle, tmp_path):
+    state = tmp_path / "state"  # a state dir of its own: nothing may appear in it
+    env = {**NO_ENGINE, "BEEP_AV_STATE_DIR": str(state)}
+    r = beep(*args, "--ram", "128M", "--output", "headless", "--audio", "off", env=env)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("beep-av: ") and needle in lines[0], r.stderr
-    assert _state_files() == before
+    assert not state.exists() or not list(state.iterdir())
 
 
 def test_show_on_a_machine_without_an_engine_exits_3_with_the_fix():
@@ -217,6 +211,15 @@ def test_card_of_a_restart_names_the_count_and_the_back_off_in_french():
     k8s = next(x for x in lines if x.startswith("Kubernetes:"))
     assert "RESTARTS 2" in k8s and "CrashLoopBackOff" in k8s and "redémarr" in k8s
     assert any("restarted 0.41 s after its death" in x for x in lines)
+
+
+def test_card_of_an_engine_that_did_not_say_oomkilled():
+    k = _kill(oom_killed=False, engine_events=["die"], engine_latency_ms=None)
+    lines = card_lines(ShowState(phase=Phase.FINALE, kill=k, stage="container"))
+    assert "the engine says not OOMKilled, exit 137" in lines[0]
+    k8s = next(x for x in lines if x.startswith("Kubernetes:"))
+    assert "OOMKilled" not in k8s.replace("did not say OOMKilled", "") and "Error" in k8s
+    assert "status      exit 137 (SIGKILL)" in victim_card(k, "container")
 
 
 def test_card_never_guesses_the_engine_latency():

@@ -58,10 +58,13 @@ def _check_container_show(run, rel: str, engine: str, lives: int = 1) -> list[di
         assert {"exit", "oom_kill", "kmsg"} <= set(k["detected_by"]), k
         assert "Killed process" in k["kmsg"] and str(k["pid"]) in k["kmsg"], k
         assert k["engine"] == engine and k["container"].startswith("beep-av-"), k
-        assert k["oom_killed"] is True and k["exit_code"] == 137, k
+        assert k["exit_code"] == 137 and isinstance(k["oom_killed"], bool), k
+        if engine == "docker":
+            assert k["oom_killed"] is True, k
         assert k["restart_count"] == i, k
         assert "die" in k["engine_events"], k
-    assert "the engine says OOMKilled, exit 137" in out, out
+    verdict = "OOMKilled" if engine == "docker" else "not OOMKilled"
+    assert f"the engine says {verdict}, exit 137" in out, out
     assert "the kernel killed pid" in out
     assert [r for r in recs if r["type"] == "end"][-1]["reason"] == "finale"
     assert run.text(f"{rel}.left").strip() == "", f"{rel}: left behind:\n{run.text(f'{rel}.left')}"
@@ -129,8 +132,15 @@ def test_podman_rootless_shows_reach_the_finale(podman_run):
     assert "uid=1000(beep)" in podman_run.text("info/id.txt")
     doctor = podman_run.text("info/doctor.txt")
     assert "OK   container  podman: rootless podman" in doctor, doctor
+    assert "FIX  container  docker: /var/run/docker.sock is there but refused" in doctor
     for name in ("show1", "show2"):
-        _check_container_show(podman_run, f"b/{name}", "podman")
+        kills = _check_container_show(podman_run, f"b/{name}", "podman")
+        # Podman 4.3 rootless (conmon 2.1.6, runc): the kernel's kill, exit 137, but
+        # State.OOMKilled false and no `oom` event; the card says so (measured, #14)
+        print(f"podman {name}: OOMKilled {kills[0]['oom_killed']}, events"
+              f" {kills[0]['engine_events']}")  # fmt: skip
+    images = podman_run.text("b/show2.err")
+    assert "image: importing" not in images  # the image of the first show, reused
 
 
 def test_podman_rootless_restarts(podman_run):
