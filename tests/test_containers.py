@@ -306,3 +306,33 @@ def test_captions_have_the_kubernetes_words_in_both_languages():
         assert "{n}" in caps["container_restarts"]
         assert "CrashLoopBackOff" in caps["container_crashloop"]
     assert Path(engines.__file__).exists()
+
+
+def test_container_driver_commands_say_what_they_do():
+    from beep_av.stages.container import ContainerDriver
+
+    class FakeStage:
+        kind, ram_limit, swap_limit, cache_bytes, paused = "container", 128 << 20, 0, 0, False
+        calls: list[str] = []
+
+        def pause(self):
+            self.paused = True
+            self.calls.append("pause")
+
+        def resume(self):
+            self.paused = False
+            self.calls.append("resume")
+
+        def release(self):
+            self.calls.append("release")
+
+    stage = FakeStage()
+    d = ContainerDriver(stage, ShowState(stage="container"), hz=50, story_cfg=object())
+    assert d.command("toggle_pause").startswith("paused") and d.paused
+    assert d.command("toggle_pause") == "" and not d.paused
+    assert "fixed" in d.command("rate_up") and "fixed" in d.command("rate_down")
+    assert "removed" in d.command("release")
+    assert d.command("nonsense") is None
+    d.close()
+    assert stage.calls == ["pause", "resume", "release", "release"]
+    assert d.kills() == []
