@@ -190,7 +190,8 @@ def build_parser() -> Parser:
         description="Remove what killed shows left behind (their state files list it),"
         " checking each item is one a stage of ours makes: beep-av-* cgroups on a cgroup"
         " mount (only our hogs inside are killed), beep-av-swap-*/swapfile files of ours,"
-        " hogs by pid, start time and command line. Anything else is refused, named and"
+        " hogs by pid, start time and command line, beep-av-* containers labelled beep-av=1"
+        " (with their volumes). Anything else is refused, named and"
         " left alone. Exit 0 done; 1 something was refused or could not be removed yet;"
         " 3 the state dir is not a private dir of ours.",
     )
