@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.guest, pytest.mark
 def docker_run(guest):
     run = guest("containers-root.sh", "root")
     assert run.rc == 0 and (run.out / "done").exists(), run.tail()
+    print(f"guest: up in {run.boot_s} s (host side); whole run {run.seconds:.0f} s")
     return run
 
 
@@ -29,6 +30,7 @@ def docker_run(guest):
 def podman_run(guest):
     run = guest("containers-user.sh", "user")
     assert run.rc == 0 and (run.out / "done").exists(), run.tail()
+    print(f"guest: up in {run.boot_s} s (host side); whole run {run.seconds:.0f} s")
     return run
 
 
