@@ -151,6 +151,8 @@ def stage_ok(value: str) -> bool:
     if kind == "container" and sep:
         return engine in CONTAINER_ENGINES
     return not sep and value in STAGES
+
+
 CAPTIONS = ("en", "fr", "off")
 LOOKS = ("static", "raw")
 

@@ -841,7 +841,9 @@ def _container(c: _Cleaner, value: str) -> bool:
 
         client = docker.DockerClient(base_url=base_url, version="auto", timeout=30)
     except Exception as e:
-        c.keep(f"kept container {name}: {engine} at {base_url} does not answer ({type(e).__name__})")
+        c.keep(
+            f"kept container {name}: {engine} at {base_url} does not answer ({type(e).__name__})"
+        )
         return False
     try:
         try:
