@@ -106,6 +106,14 @@ def kill_fields(kill: KillRecord) -> dict[str, Any]:
     return fields
 
 
+# the container stage's fields of a `kill` line (KillRecord.engine), for a reader
+ENGINE_KEYS = (
+    "engine", "container", "image", "oom_killed", "exit_code", "restart_count",
+    "engine_restart_count", "engine_events", "engine_die_t", "engine_source", "engine_oom_t",
+    "engine_latency_ms", "restarts_max", "backoff_s",
+)  # fmt: skip
+
+
 MAX_PENDING = 4096  # states queued for the writer (~80 s at 50 Hz) before samples drop
 WRITER_JOIN_S = 10.0  # close() waits this long for the writer to finish the file
 

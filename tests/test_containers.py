@@ -336,3 +336,13 @@ def test_container_driver_commands_say_what_they_do():
     d.close()
     assert stage.calls == ["pause", "resume", "release", "release"]
     assert d.kills() == []
+
+
+def test_a_container_recording_replays_with_the_engines_verdict():
+    from beep_av.stages.replay import kill_record
+
+    line = {"type": "kill", "t": 5.0, **kill_fields(_kill(restart_count=1, backoff_s=0.5))}
+    k = kill_record(line)
+    assert k.engine["oom_killed"] is True and k.engine["backoff_s"] == 0.5
+    assert k.engine["container"] == "beep-av-1-0"
+    assert kill_record({"type": "kill", "t": 1.0, "pid": 3}).engine is None  # not a container's
