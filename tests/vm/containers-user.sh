@@ -25,8 +25,21 @@ systemctl --user start podman.socket >"$OUT/info/socket.txt" 2>&1
 systemctl --user is-active podman.socket >>"$OUT/info/socket.txt" 2>&1
 podman info >"$OUT/info/podman-info.txt" 2>&1
 beep-av doctor >"$OUT/info/doctor.txt" 2>&1
+# what Podman itself says of an OOM kill, with and without memory.oom.group (the kubelet's)
+IMG=localhost/beep-av-hog:$VER
+oomprobe() {  # oomprobe NAME PODMAN-RUN-ARGS...
+  local name=$1; shift
+  timeout 120 podman run --name "probe-$name" --network none -m 64m --memory-swap 64m "$@" \
+    --entrypoint /usr/bin/python3 "$IMG" -S /hog/entry.py --rate 0 --cache 0 \
+    --cache-dir /var/tmp --report-fd 1 --parent 0 >/dev/null 2>"$OUT/info/oom-$name.err"
+  echo "rc $? $(podman inspect "probe-$name" --format '{{.State.OOMKilled}} {{.State.ExitCode}}')" \
+    >"$OUT/info/oom-$name.txt" 2>&1
+  podman rm -f "probe-$name" >/dev/null 2>&1
+}
 
 run_show b show1
+oomprobe plain
+oomprobe group --cgroup-conf=memory.oom.group=1
 run_show b show2
 run_show c restarts --restarts 2
 echo done >"$OUT/done"
