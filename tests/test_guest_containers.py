@@ -141,6 +141,11 @@ def test_podman_rootless_shows_reach_the_finale(podman_run):
         # State.OOMKilled false and no `oom` event; the card says so (measured, #14)
         print(f"podman {name}: OOMKilled {kills[0]['oom_killed']}, events"
               f" {kills[0]['engine_events']}")  # fmt: skip
+    # Beep records what Podman says: its own CLI gives the same verdict on an OOM kill
+    rc, cli_oom, cli_exit = podman_run.text("info/oom-cli.txt").split()[1:4]
+    assert (rc, cli_exit) == ("137", "137"), podman_run.text("info/oom-cli.txt")
+    assert kills[0]["oom_killed"] is (cli_oom == "true"), (kills[0], cli_oom)
+    print(f"podman's own CLI: OOMKilled {cli_oom}, exit {cli_exit}")
     images = podman_run.text("b/show2.err")
     assert "image: importing" not in images  # the image of the first show, reused
 

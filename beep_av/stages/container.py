@@ -397,26 +397,8 @@ class ContainerStage(HogStage):
             raise CannotStage("the container's process has no cgroup v2 path: the container"
                               " stage reads the container's own v2 cgroup")  # fmt: skip
         self.cgroup_dir = limit_cgroup(self.cgroup_root, rel, self.ram_limit)
-        if self.sock is not None and self.sock.engine == "podman":
-            self._oom_group()
         self._wait_first_report(first)
         return state
-
-    def _oom_group(self) -> None:
-        """memory.oom.group=1 on the container's cgroup, as the kubelet sets it (cgroup
-        v2): the kernel kills the container's tasks together, and Podman's conmon can
-        then tell an OOM kill (its compat API cannot ask for it). Best effort."""
-        path = os.path.join(self.cgroup_dir, "memory.oom.group")
-        try:
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                os.write(fd, b"1\n")
-            finally:
-                os.close(fd)
-        except OSError as e:
-            note = f"cannot set memory.oom.group on {self.cgroup_dir} ({e.strerror})"
-            if note not in self.notes:
-                self.notes.append(note)
 
     def _wait_first_report(self, first: bool) -> None:
         """The hog is armed and its cache warm at its first report."""

@@ -25,7 +25,7 @@ systemctl --user start podman.socket >"$OUT/info/socket.txt" 2>&1
 systemctl --user is-active podman.socket >>"$OUT/info/socket.txt" 2>&1
 podman info >"$OUT/info/podman-info.txt" 2>&1
 beep-av doctor >"$OUT/info/doctor.txt" 2>&1
-# what Podman itself says of an OOM kill, with and without memory.oom.group (the kubelet's)
+# what Podman's own CLI says of an OOM kill (its State.OOMKilled), beside Beep's record
 IMG=localhost/beep-av-hog:$VER
 oomprobe() {  # oomprobe NAME PODMAN-RUN-ARGS...
   local name=$1; shift
@@ -38,8 +38,7 @@ oomprobe() {  # oomprobe NAME PODMAN-RUN-ARGS...
 }
 
 run_show b show1
-oomprobe plain
-oomprobe group --cgroup-conf=memory.oom.group=1
+oomprobe cli  # after show1: the image exists
 run_show b show2
 run_show c restarts --restarts 2
 echo done >"$OUT/done"
