@@ -605,7 +605,9 @@ class ContainerDriver:
 
         self.stage = stage
         self.initial = initial
-        self.cfg = story_cfg or story_config(stage)
+        # the exit comes through the engine (its `die`): Podman's may follow the kernel's
+        # kill by more than the story's usual second (seen under emulation)
+        self.cfg = story_cfg or replace(story_config(stage), confirm_timeout=ENGINE_WAIT)
         self.hz = hz
         self._kills: list[KillRecord] = []
         self.backoffs: list[float] = []
