@@ -130,16 +130,30 @@ def _cgroup_stage(settings: Settings, plan: Plan, t0: float, say: Say):
     )
 
 
+def _container_stage(settings: Settings, plan: Plan, t0: float, say: Say):
+    from beep_av.stages.container import ContainerStage
+
+    return ContainerStage(
+        ram=plan.ram,
+        swap="auto" if plan.swap is None else plan.swap,
+        cache=plan.cache,
+        rate=plan.rate,
+        engine=settings.stage.partition(":")[2] or None,  # container:docker|podman
+        restarts=settings.restarts,
+    )
+
+
 STAGES: dict[str, Callable] = {
     "cgroup": _cgroup_stage,
     "host": _host_stage,
     "rehearsal": _rehearsal_stage,
+    "container": _container_stage,
 }
 
 
 def build_stage(settings: Settings, plan: Plan, t0: float, say: Say):
     """The stage `settings.stage` names (auto already resolved), from STAGES."""
-    return STAGES[settings.stage](settings, plan, t0, say)
+    return STAGES[settings.stage.partition(":")[0]](settings, plan, t0, say)
 
 
 # ---------------------------------------------------------------- the drivers
@@ -160,7 +174,12 @@ ACTS: dict[str, Callable] = {"story": _story_act}
 
 
 def make_live_driver(stage, initial: ShowState, settings: Settings, guard):
-    """The driver of `show` and `rehearse`: the act `settings.act` (default: the story)."""
+    """The driver of `show` and `rehearse`: the act `settings.act` (default: the story);
+    the container stage plays its container's lives (stages/container.py)."""
+    if stage.kind == "container":
+        from beep_av.stages.container import ContainerDriver
+
+        return ContainerDriver(stage, initial, hz=settings.sample_hz)
     return ACTS[getattr(settings, "act", "story")](stage, initial, settings, guard)
 
 
@@ -220,6 +239,8 @@ def run_live(
         settings = _auto_stage(settings, say)
     if settings.stage != "rehearsal":
         warn_leftovers(say)
+    if settings.restarts and not settings.stage.startswith("container"):
+        raise BadInput("--restarts goes with --stage container")
 
     with Teardown(say, fds_start=fds_start) as ladder:
         t0 = time.monotonic()
@@ -277,7 +298,10 @@ def run_live(
             if guard is not None:
                 header["host_floor"] = guard.floor
             header.update(clock_fields)
-            return _recorder(settings, header, say)
+            if stage.kind == "container":
+                header.update(stage.header_fields())
+            # the container's restarts: a kill line (and its phases) for every life
+            return _recorder(settings, header, say, every_kill=getattr(stage, "restarts", 0) > 0)
 
         ladder.code = _perform(
             ladder, settings, driver, output, output_name, initial, t0, say,
@@ -487,6 +511,59 @@ def run_watch(
     return ladder.code
 
 
+def run_watch_containers(settings: Settings, keys: str | None = None, say: Say = print) -> int:
+    """`beep-av watch --containers`: no hog; follow the container engine's events and
+    the kernel log, a card and a beep for every container OOM kill, until interrupted
+    (exit 0, then the summary on stdout). No engine: exit 3 with the fix."""
+    from beep_av.container_watch import ContainerWatchDriver, summary_lines
+    from beep_av.kclock import calibrate
+    from beep_av.teardown import Teardown
+
+    key_plan = parse_key_plan(keys)
+    check_record_path(settings.record)
+    kind, _, engine = settings.stage.partition(":")
+    clock, clock_why = calibrate()
+    driver = ContainerWatchDriver(
+        hz=min(settings.sample_hz, 20.0), engine=(engine or None) if kind == "container" else None
+    )
+    driver.kernel_clock = clock
+    with Teardown(say, interrupted_code=0) as ladder:  # a signal is a watch's normal end
+        ladder.push("watch", driver.close)
+        ladder.driver = driver
+        ram, swap = driver.open()  # CannotStage (exit 3) with the fix: no engine
+        what = driver.describe()
+        for note in driver.notes:
+            say(f"note: {note}")
+        say(f"watching {what} (no hog; Ctrl-C ends the watch)")
+        initial = ShowState(
+            stage="watch",
+            captions=settings.captions,
+            snapshot=Snapshot(t=0.0, ram_limit=ram, swap_limit=swap),
+        )
+
+        def recorder(t0: float):
+            header = header_for(settings, "watch", ram, swap, 0, 0)
+            header["watch"] = what
+            header["t0_monotonic"] = t0
+            if clock is not None:
+                header["kernel_clock"] = clock.header()
+            else:
+                header.update(kernel_clock=None, kernel_clock_why=clock_why)
+            return _recorder(settings, header, say, every_kill=True)
+
+        output, output_name = _open_outputs(settings, key_plan, say)
+        ladder.push("output", output.close)
+        output.open()
+        ladder.code = _perform(
+            ladder, settings, driver, output, output_name, initial, time.monotonic(), say,
+            make_recorder=recorder,
+        )  # fmt: skip
+    seconds = ladder.stopped_t if ladder.stopped_t is not None else 0.0
+    for line in summary_lines(driver.kills(), seconds, driver.describe()):
+        print(line, flush=True)
+    return ladder.code
+
+
 __all__ = [
     "ACTS",
     "STAGES",
@@ -496,4 +573,5 @@ __all__ = [
     "run_live",
     "run_replay",
     "run_watch",
+    "run_watch_containers",
 ]

@@ -42,7 +42,7 @@ def recording_path(name: str) -> str:
     return name
 
 
-SUBCOMMANDS = ("show", "rehearse", "replay", "watch", "report", "doctor", "cleanup")
+SUBCOMMANDS = ("show", "rehearse", "replay", "watch", "report", "doctor", "cleanup", "manifest")
 
 
 class Parser(argparse.ArgumentParser):
@@ -85,7 +85,18 @@ def _add_outputs(p: argparse.ArgumentParser) -> None:
 def _add_stage(p: argparse.ArgumentParser, with_stage: bool = True) -> None:
     g = p.add_argument_group("stage")
     if with_stage:
-        g.add_argument("--stage", metavar="KIND", help="auto|cgroup|host|rehearsal (default auto)")
+        g.add_argument(
+            "--stage",
+            metavar="KIND",
+            help="auto|cgroup|host|rehearsal|container[:docker|:podman] (default auto)",
+        )
+        g.add_argument(
+            "--restarts",
+            type=int,
+            metavar="N",
+            help="--stage container: the engine restarts the killed container N times"
+            " (restart policy on-failure:N); N+1 kills",
+        )
     g.add_argument(
         "--ram", metavar="SIZE", help="stage RAM limit (default: a safe share of MemAvailable)"
     )
@@ -152,6 +163,11 @@ def build_parser() -> Parser:
         help="watch this memory cgroup (a directory, or a path like /system.slice) "
         "instead of the host",
     )
+    watch.add_argument(
+        "--containers",
+        action="store_true",
+        help="follow the container engine's events: a card for every container OOM kill",
+    )
     _add_outputs(watch)
 
     report = sub.add_parser("report", help="one PNG picture of a recording")
@@ -160,13 +176,22 @@ def build_parser() -> Parser:
     report.add_argument("--size", default="1600x900", metavar="WxH")
 
     sub.add_parser("doctor", help="what this machine can stage, and the fix for each gap")
+    man = sub.add_parser(
+        "manifest",
+        help="print a Kubernetes Pod manifest that runs the same hog under a memory limit",
+    )
+    man.add_argument("--ram", metavar="SIZE", default="256M", help="the memory limit (256M)")
+    man.add_argument("--rate", metavar="RATE", default="64M/s", help="the hog's rate (64M/s)")
+    man.add_argument("--restarts", type=int, metavar="N", default=0,
+                     help="N > 0: restartPolicy OnFailure (CrashLoopBackOff)")  # fmt: skip
     sub.add_parser(
         "cleanup",
         help="remove what a killed show left behind",
         description="Remove what killed shows left behind (their state files list it),"
         " checking each item is one a stage of ours makes: beep-av-* cgroups on a cgroup"
         " mount (only our hogs inside are killed), beep-av-swap-*/swapfile files of ours,"
-        " hogs by pid, start time and command line. Anything else is refused, named and"
+        " hogs by pid, start time and command line, beep-av-* containers labelled beep-av=1"
+        " (with their volumes). Anything else is refused, named and"
         " left alone. Exit 0 done; 1 something was refused or could not be removed yet;"
         " 3 the state dir is not a private dir of ours.",
     )
@@ -195,6 +220,7 @@ SETTING_FLAGS = (
     "look",
     "host_floor",
     "speed",
+    "restarts",
 )
 
 
@@ -269,6 +295,21 @@ def _join_negative_values(argv: list[str]) -> list[str]:
     return out
 
 
+def _manifest(args: argparse.Namespace) -> int:
+    """`beep-av manifest`: a Pod manifest (YAML) on stdout."""
+    from beep_av.config import parse_rate, parse_size
+    from beep_av.engines import pod_manifest
+
+    ram = parse_size(args.ram, available=1 << 40, what="--ram")
+    if ram <= 0:
+        raise BadInput(f"--ram: {args.ram!r} must be more than 0")
+    if not 0 <= args.restarts <= 10:
+        raise BadInput(f"--restarts: {args.restarts} is outside 0..10")
+    rate = parse_rate(args.rate, what="--rate")
+    print(pod_manifest(ram, restarts=args.restarts, rate=rate, cache=0), end="")
+    return 0
+
+
 def dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "doctor":
@@ -287,6 +328,8 @@ def dispatch(args: argparse.Namespace) -> int:
         # each refused or kept item has had its own line on stderr
         print(f"{done}; refused {len(r.refused)}, kept {len(r.kept)} (named above, left untouched)")
         return 1
+    if cmd == "manifest":
+        return _manifest(args)
     if cmd == "report":
         from beep_av.recording import load
         from beep_av.report import parse_size_arg, render_report
@@ -305,6 +348,10 @@ def dispatch(args: argparse.Namespace) -> int:
         settings = replace(settings, stage="rehearsal")
     if cmd == "replay":
         return app.run_replay(settings, recording_path(args.file), keys=args.keys, say=_say)
+    if cmd == "watch" and getattr(args, "containers", False):
+        if args.cgroup:
+            raise BadInput("watch: --containers and --cgroup do not go together")
+        return app.run_watch_containers(settings, keys=args.keys, say=_say)
     if cmd == "watch":
         return app.run_watch(settings, args.cgroup, keys=args.keys, say=_say)
     return app.run_live(settings, keys=args.keys, say=_say)

@@ -112,6 +112,7 @@ class Settings:
     look: str = "static"  # static | raw
     host_floor: str = "auto"
     speed: float = 1.0  # replay only
+    restarts: int = 0  # the container stage: the engine's restart policy on-failure:N
 
 
 SETTING_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -136,10 +137,22 @@ SETTING_TYPES: dict[str, type | tuple[type, ...]] = {
     "look": str,
     "host_floor": str,
     "speed": (int, float),
+    "restarts": int,
 }
 assert set(SETTING_TYPES) == {f.name for f in fields(Settings)}
 
-STAGES = ("auto", "cgroup", "host", "rehearsal")
+STAGES = ("auto", "cgroup", "host", "rehearsal", "container")
+CONTAINER_ENGINES = ("docker", "podman")  # --stage container:ENGINE
+
+
+def stage_ok(value: str) -> bool:
+    """auto, cgroup, host, rehearsal, container or container:docker|podman."""
+    kind, sep, engine = value.partition(":")
+    if kind == "container" and sep:
+        return engine in CONTAINER_ENGINES
+    return not sep and value in STAGES
+
+
 CAPTIONS = ("en", "fr", "off")
 LOOKS = ("static", "raw")
 
@@ -245,8 +258,15 @@ def validate_values(values: dict[str, Any], source: str) -> None:
             parse_rate(value, what=flag)
         elif key == "host_floor" and value != "auto":
             parse_size(value, available=1 << 40, what=flag)  # 0: the guard never trips
-        elif key == "stage" and value not in STAGES:
+        elif key == "stage" and not stage_ok(value):
+            if value.startswith("container:"):
+                raise BadInput(
+                    f"{flag}: unknown engine {value.partition(':')[2]!r}"
+                    f" (use container, container:docker or container:podman)"
+                )
             raise BadInput(f"{flag}: unknown stage {value!r} (use {', '.join(STAGES)})")
+        elif key == "restarts" and not (0 <= value <= 10):
+            raise BadInput(f"{flag}: {value} is outside 0..10")
         elif key == "captions" and value not in CAPTIONS:
             raise BadInput(f"{flag}: {value!r} is not one of {', '.join(CAPTIONS)}")
         elif key == "look" and value not in LOOKS:

@@ -201,6 +201,13 @@ def run_doctor(say: Say = print) -> int:
         except Exception as e:  # a broken probe is a finding, not a crash
             ok, detail = False, f"check failed: {e}"
         _line(say, ok, name, detail)
+    try:
+        from beep_av.engines import doctor_lines
+
+        for ok, detail in doctor_lines():
+            _line(say, ok, "container", detail)
+    except Exception as e:  # a broken probe is a finding, not a crash
+        _line(say, False, "container", f"check failed: {e}")
     if ok_cg:
         say("ready: `beep-av` runs the real show here")
         return 0

@@ -99,6 +99,10 @@ class KillRecord:
     hog: bool = True  # False: the kernel killed another process, not the hog
     oom: bool = True  # False: a SIGKILL without kernel OOM evidence (user space)
     killer: str = "kernel"  # "kernel", or "user space" / "systemd-oomd" / "earlyoom" ...
+    # the container stage and `watch --containers`: the engine's verdict on the kill
+    # (engine, container, image, oom_killed, exit_code, restart_count, engine_oom_t,
+    # engine_latency_ms, backoff_s ...), written into the `kill` line as they are
+    engine: dict | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)

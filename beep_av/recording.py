@@ -101,7 +101,17 @@ def kill_fields(kill: KillRecord) -> dict[str, Any]:
     if kill.latency_ms is not None and math.isfinite(kill.latency_ms):
         fields["latency_ms"] = round(float(kill.latency_ms), 3)
     fields.update(hog=kill.hog, oom=kill.oom, killer=kill.killer)
+    if kill.engine:  # the container stage: the engine's fields (readers ignore unknown keys)
+        fields.update({k: v for k, v in kill.engine.items() if k not in fields})
     return fields
+
+
+# the container stage's fields of a `kill` line (KillRecord.engine), for a reader
+ENGINE_KEYS = (
+    "engine", "container", "image", "oom_killed", "exit_code", "restart_count",
+    "engine_restart_count", "engine_events", "engine_die_t", "engine_source", "engine_oom_t",
+    "engine_latency_ms", "restarts_max", "backoff_s",
+)  # fmt: skip
 
 
 MAX_PENDING = 4096  # states queued for the writer (~80 s at 50 Hz) before samples drop

@@ -55,6 +55,65 @@ def _mib(kib: int | None) -> str:
     return f"{kib / 1024:.0f} MiB" if kib is not None else "?"
 
 
+def engine_verdict(kill: KillRecord) -> str:
+    """ "the kernel killed pid N (python3); the engine says OOMKilled, exit 137"."""
+    e = kill.engine or {}
+    if e.get("oom_killed") is True:
+        says = "OOMKilled"
+    elif e.get("oom_killed") is False:
+        says = "not OOMKilled"
+    else:
+        says = "nothing about an OOM kill"
+    code = e.get("exit_code")
+    says += f", exit {code}" if code is not None else ", exit unknown"
+    who = f"pid {kill.pid} ({kill.name})" if kill.pid else "a process (no kernel record)"
+    return f"the kernel killed {who}; the engine says {says}"
+
+
+def engine_lines(kill: KillRecord, lang: str = "en") -> list[str]:
+    """The container's lines of a card: the verdicts, the engine's times, and what a
+    Kubernetes user would see (captions: container_oomkilled, _restarts, _crashloop)."""
+    e = kill.engine or {}
+    lines = [engine_verdict(kill)]
+    name = e.get("container") or "?"
+    lines.append(f"container {name}  image {e.get('image') or '?'}  ({e.get('engine') or '?'})")
+    lat = e.get("engine_latency_ms")
+    if lat is not None:
+        lines.append(f"engine's oom event {lat:.1f} ms after the kernel's kill")
+    elif "oom" not in (e.get("engine_events") or []):
+        lines.append("the engine sent no oom event")
+    else:
+        lines.append("engine's oom event: time from the kernel's kill unknown")
+    n, most = e.get("restart_count"), e.get("restarts_max")
+    if e.get("backoff_s") is not None:
+        lines.append(f"restarted {e['backoff_s']:.2f} s after its death (back-off and start)")
+    if e.get("oom_killed"):
+        k8s = [_caption(lang, "container_oomkilled", "OOMKilled")]
+    else:  # the runtime's word is the reason a pod shows; without it, exit 137 is Error
+        k8s = [f"Error (exit {e.get('exit_code')}): the engine did not say OOMKilled"]
+    if n:
+        k8s.append(_caption(lang, "container_restarts", "RESTARTS {n}").format(n=n))
+    if most and n is not None and n >= 1:
+        k8s.append(_caption(lang, "container_crashloop", "CrashLoopBackOff"))
+    lines.append("Kubernetes: " + " · ".join(k8s))
+    return lines
+
+
+_CAPTIONS: dict[str, dict[str, str]] = {}
+
+
+def _caption(lang: str, key: str, default: str) -> str:
+    lang = lang if lang in ("en", "fr") else "en"
+    if lang not in _CAPTIONS:
+        try:
+            from beep_av.video.captions import load_captions
+
+            _CAPTIONS[lang] = load_captions(lang)
+        except Exception:  # captions are words; a card without them still says it all
+            _CAPTIONS[lang] = {}
+    return _CAPTIONS[lang].get(key) or default
+
+
 def card_lines(state: ShowState) -> list[str]:
     """The victim card's lines (under the big BEEP of the window and the terminal),
     plain text, composed here for every output: the hog's OOM kill, a signal from user
@@ -76,6 +135,8 @@ def card_lines(state: ShowState) -> list[str]:
             "not an OOM kill: the kernel said nothing",
             "exit 137 (SIGKILL)",
         ]
+    if k.engine is not None:
+        lines += engine_lines(k, state.captions)
     lines.append(f"pid {k.pid}  {k.name}")
     lines.append(f"anon-rss {_mib(k.anon_rss_kib)}")
     if k.exit == 137 or k.signal == 9:
@@ -129,6 +190,10 @@ def victim_card(kill: KillRecord, stage: str = "", replay_of: str | None = None)
             "status      exit 137 (SIGKILL), no kernel OOM evidence",
         ]
     exit_text = f"exit {kill.exit} (OOMKilled)" if kill.exit == 137 else f"exit {kill.exit}"
+    if kill.engine is not None:
+        # the kernel's part of a container's card: the engine's verdict is its own line
+        exit_text = f"exit {kill.exit} (SIGKILL)" if kill.exit == 137 else f"exit {kill.exit}"
+        head = [*head, *(f"engine      {x}" for x in engine_lines(kill))]
     return [
         *head,
         "OOM KILL",

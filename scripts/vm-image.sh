@@ -112,6 +112,15 @@ done
 in_root systemctl mask systemd-oomd.service systemd-oomd.socket >/dev/null 2>&1 || true
 in_root systemctl mask serial-getty@ttyS0.service >/dev/null 2>&1 || true
 echo 'kernel.printk = 3 4 1 3' > "$R/etc/sysctl.d/10-beep-console.conf"
+# container engines (#14), no network in the guest: dockerd without a bridge or iptables;
+# rootless podman for the user (subordinate ids, its API socket in the user manager)
+install -d -m 0755 "$R/etc/docker"
+install -m 0644 tests/vm/guest/docker-daemon.json "$R/etc/docker/daemon.json"
+for f in subuid subgid; do
+  grep -q '^beep:' "$R/etc/$f" 2>/dev/null || echo 'beep:100000:65536' >> "$R/etc/$f"
+done
+in_root systemctl enable docker.service >/dev/null 2>&1 || true
+in_root systemctl --global enable podman.socket >/dev/null 2>&1 || true
 
 for m in dev proc sys; do umount -l "$R/$m"; done
 cp "$(ls "$R"/boot/vmlinuz-* | sort -V | tail -n 1)" "$work/vmlinuz"

@@ -44,7 +44,7 @@ from beep_av.errors import CannotStage
 from beep_av.stages.base import Say
 from beep_av.stages.swap import statfs_type, swap_active
 
-KINDS = ("hog", "cgroup", "swapfile", "swapdir")
+KINDS = ("hog", "cgroup", "swapfile", "swapdir", "container")
 HOG_MODULE = "beep_av.hog"
 CGROUP_PREFIX = "beep-av-"
 SWAP_PREFIX = "beep-av-swap-"  # swap.Swapfile's mkdtemp prefix
@@ -591,6 +591,9 @@ class _Cleaner:
         self.say, self._refuse, self.proc_root = say, refuse, proc_root
         self.result = CleanupResult()
 
+    def container(self, value: str) -> bool:
+        return _container(self, value)
+
     def refuse(self, line: str) -> None:
         self.result.refused.append(line)
         self._refuse(f"cleanup: {line}")
@@ -810,6 +813,64 @@ class _Cleaner:
         return True
 
 
+def container_value(engine: str, base_url: str, name: str) -> str:
+    """The state file's value for a container of the container stage: ENGINE|URL|NAME."""
+    return f"{engine}|{base_url}|{name}"
+
+
+def parse_container_value(value: str) -> tuple[str, str, str] | None:
+    parts = value.split("|")
+    if len(parts) != 3 or not parts[2].startswith(CGROUP_PREFIX):
+        return None
+    return parts[0], parts[1], parts[2]
+
+
+def _container(c: _Cleaner, value: str) -> bool:
+    """A recorded container: removed only if the engine names it beep-av-* and it
+    carries our label beep-av=1. An engine that does not answer: kept for a retry."""
+    rec = parse_container_value(value)
+    if rec is None:
+        c.refuse(f"refused container record {_show(value, 80)}: unreadable")
+        return True
+    engine, base_url, name = rec
+    if not base_url.startswith("unix://"):
+        c.refuse(f"refused container record {_show(value, 80)}: not a local socket")
+        return True
+    try:
+        import docker
+
+        client = docker.DockerClient(base_url=base_url, version="auto", timeout=30)
+    except Exception as e:
+        c.keep(
+            f"kept container {name}: {engine} at {base_url} does not answer ({type(e).__name__})"
+        )
+        return False
+    try:
+        try:
+            ctr = client.containers.get(name)
+        except docker.errors.NotFound:
+            return True  # never created, or gone already
+        except Exception as e:
+            c.keep(f"kept container {name}: {engine} does not answer ({type(e).__name__})")
+            return False
+        labels = (ctr.attrs.get("Config") or {}).get("Labels") or {}
+        if not ctr.name.startswith(CGROUP_PREFIX) or labels.get("beep-av") != "1":
+            c.refuse(f"refused container {_show(ctr.name, 80)}: not labelled beep-av=1 by us")
+            return True
+        try:
+            ctr.remove(force=True, v=True)
+        except docker.errors.NotFound:
+            return True
+        except Exception as e:
+            c.keep(f"kept container {name}: {type(e).__name__}")
+            return False
+        c.result.removed += 1
+        c.say(f"cleanup: removed container {name} ({engine})")
+        return True
+    finally:
+        client.close()
+
+
 def _has_children(path: str) -> bool:
     try:
         return any(e.is_dir(follow_symlinks=False) for e in os.scandir(path))
@@ -843,6 +904,7 @@ def run_cleanup(
         "cgroup": c.cgroup,
         "swapfile": c.swapfile,
         "swapdir": c.swapdir,
+        "container": c.container,
     }
     for lo in leftovers:
         left: list[tuple[str, str]] = []
@@ -852,6 +914,7 @@ def run_cleanup(
                 c.refuse(f"refused {_show(k[0], 40)} record {_show(k[1], 80)}: unknown kind")
         # hogs first; children were created after their parents: cgroups in reverse order
         order = [
+            ("container", by_kind["container"]),
             ("hog", by_kind["hog"]),
             ("cgroup", list(reversed(by_kind["cgroup"]))),
             ("swapfile", by_kind["swapfile"]),

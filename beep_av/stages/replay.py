@@ -17,7 +17,7 @@ import numpy as np
 
 from beep_av.errors import BadInput
 from beep_av.model import PHASES, KillRecord, KmsgKill, Phase, ShowState, Snapshot
-from beep_av.recording import Recording
+from beep_av.recording import ENGINE_KEYS, Recording
 
 # No spinning: measured on this 2-core machine under load, Event.wait overshoots by
 # ~0.1 ms (max ~0.5 ms), while a 1 ms spin got preempted and came out up to 3 ms late
@@ -51,6 +51,9 @@ def kill_record(e: dict, calibrated: bool = True) -> KillRecord:
         hog=e.get("hog") is not False,
         oom=e.get("oom") is not False,
         killer=killer if isinstance(killer, str) else "kernel",
+        engine={k: e[k] for k in ENGINE_KEYS if k in e}
+        if isinstance(e.get("engine"), str)
+        else None,
     )
 
 

@@ -22,7 +22,9 @@ REQUIRED = tuple(p.value for p in PHASES) + (
     "paused",
     "muted",
 )
-KNOWN = frozenset(REQUIRED) | {f"skipped_{p.value}" for p in PHASES}
+# the container stage's words for what a Kubernetes user would see (optional keys)
+CONTAINER_KEYS = ("container_oomkilled", "container_restarts", "container_crashloop")
+KNOWN = frozenset(REQUIRED) | {f"skipped_{p.value}" for p in PHASES} | set(CONTAINER_KEYS)
 MAX_CHARS = 400  # one sentence for the back row, not an essay
 _LANG_RE = re.compile(r"^[a-z]{2,8}$")
 
