@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from beep_av.stages.cgroup import CgroupFS, parse_proc_cgroup
+from beep_av.procfs import ParseError, parse_proc_cgroup, parse_proc_stat
+from beep_av.stages.cgroup import CgroupFS
 from beep_av.stages.cleanup import rmdir_cgroup
 
 MiB = 1 << 20
@@ -97,9 +98,8 @@ def scratch_cgroup():
 
 def _ppid(pid: int) -> int | None:
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-        return int(text[text.rfind(")") + 2 :].split()[1])
-    except (OSError, ValueError, IndexError):
+        return parse_proc_stat(Path(f"/proc/{pid}/stat").read_text()).ppid
+    except (OSError, ParseError):
         return None
 
 

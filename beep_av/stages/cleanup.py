@@ -141,14 +141,8 @@ def proc_start_time(pid: int, proc_root: str = "/proc") -> int | None:
     (A show's liveness; fake /proc trees in tests. Hogs are identified with psutil.)"""
     try:
         with open(f"{proc_root}/{pid}/stat", "rb") as f:
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    # the name (field 2) may hold spaces and parentheses: split after the last ')'
-    rest = text[text.rfind(")") + 2 :].split()
-    try:
-        return int(rest[19])  # field 22 is the 20th after the name
-    except (IndexError, ValueError):
+            return procfs.parse_proc_stat(f.read().decode("utf-8", "replace")).starttime
+    except (OSError, procfs.ParseError):
         return None
 
 

@@ -21,9 +21,8 @@ from pathlib import Path
 
 from beep_av.config import format_mib
 from beep_av.errors import BadInput, CannotStage
-from beep_av.procfs import ParseError, parse_limit, parse_meminfo
+from beep_av.procfs import ParseError, parse_limit, parse_meminfo, parse_proc_cgroup
 from beep_av.stages.base import HogStage, Say, Source, StageFiles, memory_files
-from beep_av.stages.cgroup import parse_proc_cgroup
 from beep_av.stages.swap import SWAP_DIR
 from beep_av.tunables import MIN_STAGE_RAM as MIN_RAM
 from beep_av.tunables import STORY_SECONDS

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from beep_av import interrupt
 from beep_av.config import format_mib
 from beep_av.errors import CannotStage
+from beep_av.procfs import ParseError, meminfo_bytes, parse_swaps
 from beep_av.stages.base import Say
 from beep_av.tunables import auto_swap_size
 
@@ -69,30 +70,13 @@ def free_disk(path: str) -> int:
 # ---------------------------------------------------------------- existing swap
 
 
-def parse_swaps(text: str) -> list[tuple[str, int, int]]:
-    """/proc/swaps text -> [(filename, size_bytes, used_bytes)]. Skips bad lines."""
-    out = []
-    for line in text.splitlines()[1:]:
-        parts = line.split()
-        if len(parts) < 4:
-            continue
-        try:
-            out.append((parts[0].replace("\\040", " "), int(parts[2]) * 1024, int(parts[3]) * 1024))
-        except ValueError:
-            continue
-    return out
-
-
 def free_swap(proc_root: str = "/proc") -> int:
-    """Free swap on the machine, bytes (SwapFree of meminfo)."""
+    """Free swap on the machine, bytes (SwapFree of meminfo); 0 when unreadable."""
     try:
-        with open(os.path.join(proc_root, "meminfo")) as f:
-            for line in f:
-                if line.startswith("SwapFree:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+        with open(os.path.join(proc_root, "meminfo"), "rb") as f:
+            return meminfo_bytes(f.read(), "SwapFree") or 0
+    except (OSError, ParseError):
+        return 0
 
 
 def swap_active(path: str, proc_root: str = "/proc") -> bool:
@@ -103,7 +87,7 @@ def swap_active(path: str, proc_root: str = "/proc") -> bool:
     except OSError:
         return False
     real = os.path.realpath(path)
-    return any(name in (path, real) for name, _, _ in parse_swaps(text))
+    return any(s.filename in (path, real) for s in parse_swaps(text))
 
 
 # ---------------------------------------------------------------- the swapfile
