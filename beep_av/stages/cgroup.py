@@ -398,7 +398,7 @@ class CgroupStage(HogStage):
             ) from None
 
     def _spawn_hog(self) -> None:
-        from beep_av.hog import HogProcess
+        from beep_av.hogproc import HogProcess
 
         wrapper: list[str] = []
         procs = None

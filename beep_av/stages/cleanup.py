@@ -41,11 +41,12 @@ import psutil
 
 from beep_av import procfs
 from beep_av.errors import CannotStage
+from beep_av.hog import statfs_type
+from beep_av.hogproc import HOG_MODULE
 from beep_av.stages.base import Say
-from beep_av.stages.swap import statfs_type, swap_active
+from beep_av.stages.swap import swap_active
 
 KINDS = ("hog", "cgroup", "swapfile", "swapdir", "container")
-HOG_MODULE = "beep_av.hog"
 CGROUP_PREFIX = "beep-av-"
 SWAP_PREFIX = "beep-av-swap-"  # swap.Swapfile's mkdtemp prefix
 SWAP_NAME = "swapfile"

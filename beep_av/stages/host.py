@@ -396,7 +396,7 @@ class HostStage(HogStage):
         """Spawn the hog (oom_score_adj 1000, no cgroup move) and let it warm the cache."""
         if not self.confirmed:
             raise BadInput("--stage host was not confirmed; nothing was allocated")
-        from beep_av.hog import HogProcess
+        from beep_av.hogproc import HogProcess
 
         self.hog = HogProcess(rate=self.rate, cache=self.cache_bytes, cache_dir=self.cache_dir)
         self.hog.wait_ready()
