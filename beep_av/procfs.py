@@ -92,13 +92,13 @@ def _field(raw: bytes, key: bytes, what: str) -> int | None:
     whose values are padded and end in " kB", dropped here: the caller scales them),
     found by search. The key must start a line, so "\\nrss " never matches inside
     "total_rss ". None when absent; ParseError for a value that is not a count."""
-    if raw.startswith(key[1:]):
+    i = raw.find(key)
+    if i >= 0:
+        i += len(key)
+    elif raw.startswith(key[1:]):  # the first line has no newline before it
         i = len(key) - 1
     else:
-        i = raw.find(key)
-        if i < 0:
-            return None
-        i += len(key)
+        return None
     j = raw.find(b"\n", i)
     v = raw[i:j] if j >= 0 else raw[i:]
     if key[-1] == 0x3A:  # b":": meminfo
