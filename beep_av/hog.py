@@ -195,7 +195,10 @@ class Hog:
         self.np = None
         if use_numpy:
             try:
-                import numpy  # after arming; a bare python3 (a container image) has none
+                # after arming; a bare python3 (a container image) may have none. The
+                # submodule by name: an image built from these imports needs all of it.
+                import numpy
+                import numpy.random
 
                 self.np = numpy
             except ImportError:
