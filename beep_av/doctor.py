@@ -9,6 +9,8 @@ import os
 import shutil
 from collections.abc import Callable
 
+from beep_av.procfs import parse_swaps
+
 Say = Callable[[str], None]
 
 
@@ -88,11 +90,11 @@ def check_killers() -> tuple[bool | None, str]:
 def check_swap() -> tuple[bool | None, str]:
     try:
         with open("/proc/swaps") as f:
-            lines = f.read().splitlines()[1:]
+            areas = parse_swaps(f.read())
     except OSError:
-        lines = []
-    if lines:
-        return True, f"{len(lines)} swap area(s) present"
+        areas = []
+    if areas:
+        return True, f"{len(areas)} swap area(s) present"
     if os.geteuid() == 0:
         return True, "no swap; a temporary swapfile will be provisioned (root)"
     return (

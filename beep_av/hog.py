@@ -1,25 +1,29 @@
 """The hog: the allocator process the show confines and the kernel kills.
 
-Run as `python -m beep_av.hog --rate BYTES_PER_S --cache BYTES --report-fd FD ...`.
+Run as `python -m beep_av.hog --rate BYTES_PER_S --cache BYTES --report-fd FD ...`, or
+as a script, `python3 /path/to/hog.py ...` (a container image holds this one file and
+python3's standard library). So this module needs the standard library only, and imports
+no other module of beep_av: nothing heavy runs before it arms itself, and nothing else
+needs to be there. numpy, where it is installed, is imported after arming, for the climb
+(see Hog). The show's handle on it is hogproc.HogProcess.
+
 It arms itself first (an empty signal mask and default dispositions, PR_SET_PDEATHSIG,
-oom_score_adj 1000, joins its cgroup) before it imports anything heavy or touches memory, warms the page cache with a private unlinked
-file, then waits for "start" on stdin and climbs: private anonymous mmap chunks, every
-page written with random bytes, paced to a rate. It reports the total bytes touched as
-"N\\n" lines on the report fd (~50 Hz and after every chunk).
+joins its cgroup, oom_score_adj 1000) before it touches memory, warms the page cache
+with a private unlinked file, then waits for "start" on stdin and climbs: private
+anonymous mmap chunks, every page written with random bytes, paced to a rate. It reports
+the total bytes touched as "N\\n" lines on the report fd (~50 Hz and after every chunk).
 
-Control lines on stdin: start | rate N | pause | resume | stop. EOF on stdin: exit.
-
-`HogProcess` spawns it and is the `HogHandle` the sampler reads."""
+Control lines on stdin: start | rate N | pause | resume | stop. EOF on stdin: exit."""
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
+import select
 import signal
-import subprocess
 import sys
-from pathlib import Path
-
-from beep_av.errors import CannotStage
+import time
 
 PR_SET_PDEATHSIG = 1
 MADV_POPULATE_WRITE = 23  # since Linux 5.14: fault pages in without one trap per page
@@ -31,7 +35,21 @@ REPORT_EVERY = 0.02  # s: ~50 Hz
 CACHE_DIR = "/var/tmp"  # a disk filesystem on Debian; /tmp may be tmpfs
 EXIT_SETUP = 3  # the hog could not arm itself or join its cgroup
 
-# ---------------------------------------------------------------- arming (no heavy imports)
+USAGE = """\
+usage: python3 -m beep_av.hog [--rate BYTES_PER_S] [--cache BYTES] [--cache-dir DIR]
+       [--chunk BYTES] [--report-fd FD] [--parent PID] [--cgroup-procs FILE] [--populate 0|1]
+The allocator process of beep-av: climbs after "start" on stdin (rate N, pause, resume,
+stop); reports bytes touched as lines on the report fd."""
+
+# statfs f_type magics (linux/magic.h) of filesystems a swapfile or cache file must avoid
+MEMORY_FS = {
+    0x01021994: "tmpfs",
+    0x858458F6: "ramfs",
+    0x794C7630: "overlayfs",  # often over tmpfs in containers; no swapfile support anyway
+    0x73717368: "squashfs",
+}
+
+# ---------------------------------------------------------------- arming
 
 
 def _fail(msg: str) -> None:
@@ -41,8 +59,6 @@ def _fail(msg: str) -> None:
 
 def _arm(parent: int) -> None:
     """Die with the parent (SIGKILL), and refuse to run if the parent is already gone."""
-    import ctypes
-
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
         _fail(f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(ctypes.get_errno())}")
@@ -80,6 +96,55 @@ def _set_oom_score_adj(value: int) -> None:
         _fail(f"oom_score_adj is {got}, wanted {value}")
 
 
+# ignored on purpose: Python's own start-up choice, the hog counts on BrokenPipeError
+KEEP_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
+
+
+def default_signals() -> None:
+    """No signal blocked, and every signal at its default action (SIGINT, SIGTERM and
+    SIGHUP end the hog), whatever the process that spawned us held or ignored: a mask
+    or a SIG_IGN survives exec (a show started under nohup, or in the background of a
+    script with SIGINT and SIGQUIT ignored, or a wrapper such as systemd-run, would pass
+    them on). Kept: Python's SIG_IGN of SIGPIPE and SIGXFSZ. The terminal's Ctrl-C never
+    reaches the hog anyway: it runs in a session of its own."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    for sig in signal.valid_signals():
+        if sig in KEEP_IGNORED or sig in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            if sig == signal.SIGINT or signal.getsignal(sig) == signal.SIG_IGN:
+                signal.signal(sig, signal.SIG_DFL)
+        except (OSError, ValueError):  # a signal number the C library keeps for itself
+            pass
+
+
+# ---------------------------------------------------------------- filesystem check
+
+
+def statfs_type(path: str) -> int:
+    """The statfs(2) f_type of the filesystem holding `path` (os.statvfs lacks it)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86_64/arm64
+    if libc.statfs(os.fsencode(path), buf) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), path)
+    # f_type is the first member, a long (__fsword_t)
+    return ctypes.c_long.from_buffer(buf).value
+
+
+def disk_fs_problem(path: str) -> str | None:
+    """None when `path` is on a disk filesystem; else a short reason. (The swapfile's
+    check too: it lives here so that this file stands alone.)"""
+    try:
+        ftype = statfs_type(path)
+    except OSError as e:
+        return f"cannot check the filesystem ({e.strerror})"
+    name = MEMORY_FS.get(ftype & 0xFFFFFFFF)
+    if name:
+        return f"{name} is memory, not disk"
+    return None
+
+
 # ---------------------------------------------------------------- page cache warm-up
 
 
@@ -88,8 +153,6 @@ def warm_cache(nbytes: int, directory: str = CACHE_DIR) -> int | None:
     created and unlinked at once) on a disk filesystem; return its fd, to keep open."""
     if nbytes <= 0:
         return None
-    from beep_av.stages.swap import disk_fs_problem
-
     problem = disk_fs_problem(directory)
     if problem:
         _fail(f"cache dir {directory}: {problem}")
@@ -127,10 +190,19 @@ class Hog:
         ctl_fd: int = 0,
         chunk: int = CHUNK,
         populate: bool = True,
+        use_numpy: bool = True,
     ):
-        import numpy as np
+        self.np = None
+        if use_numpy:
+            try:
+                # after arming; a bare python3 (a container image) may have none. The
+                # submodule by name: an image built from these imports needs all of it.
+                import numpy
+                import numpy.random
 
-        self.np = np
+                self.np = numpy
+            except ImportError:
+                pass
         self.rate = max(0, rate)
         self.report_fd = report_fd
         self.ctl_fd = ctl_fd
@@ -138,20 +210,28 @@ class Hog:
         self.started = False
         self.paused = False
         self.touched = 0
-        self.maps: list = []
-        self.view = None
+        self.maps: list[mmap.mmap] = []
+        self.view: memoryview | None = None  # the current chunk, bytes
+        self._words: memoryview | None = None  # the same chunk as 64-bit words
         self.off = self.chunk  # forces a new chunk on the first step
         self.populate = populate
         self._ctl_buf = b""
-        self.gen = np.random.PCG64(int.from_bytes(os.getrandom(32), "little"))
-        # one random block tiled across the pages; the first 64 bytes of every page are
-        # overwritten with fresh words so no two pages are alike (KSM, same-filled pages)
-        self.block = self.gen.random_raw(STEP_MAX // 8).reshape(-1, PAGE // 8)
+        # One random block tiled across the pages, and the first words of every page
+        # fresh, so no two pages are alike (KSM, same-filled pages) and none compresses
+        # (zram, zswap). Without numpy: a memoryview slice assignment is one memmove, as
+        # fast as numpy's copy, and a strided one writes every page's first word at once.
+        # numpy stays the first choice where it is installed, for what measured: with the
+        # stdlib path alone, a 192M/128M stage at 96 MiB/s reached its swapping act in 2
+        # of 4 shows (the kernel killed the hog before it swapped a page), with numpy 4/4.
+        self.block = memoryview(os.urandom(STEP_MAX))
+        if self.np is not None:
+            np = self.np
+            self.gen = np.random.PCG64(int.from_bytes(os.getrandom(32), "little"))
+            self._np_block = self.gen.random_raw(STEP_MAX // 8).reshape(-1, PAGE // 8)
+            self._np_view = None
         self._reset_bucket()
 
     def _reset_bucket(self) -> None:
-        import time
-
         self.base_t = time.monotonic()
         self.base_bytes = self.touched
 
@@ -208,13 +288,14 @@ class Hog:
     # ---- touching pages
 
     def _new_chunk(self) -> None:
-        import mmap
-
         if self.maps:
             self._report()
         m = mmap.mmap(-1, self.chunk, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
         self.maps.append(m)
-        self.view = self.np.frombuffer(m, dtype=self.np.uint64).reshape(-1, PAGE // 8)
+        self.view = memoryview(m)
+        self._words = self.view.cast("Q")
+        if self.np is not None:
+            self._np_view = self.np.frombuffer(m, dtype=self.np.uint64).reshape(-1, PAGE // 8)
         self.off = 0
 
     def touch(self, n: int) -> int:
@@ -223,17 +304,23 @@ class Hog:
         if self.off >= self.chunk:
             self._new_chunk()
         n = max(PAGE, min(n, self.chunk - self.off, STEP_MAX) // PAGE * PAGE)
+        off, end = self.off, self.off + n
         if self.populate:
             try:
-                self.maps[-1].madvise(MADV_POPULATE_WRITE, self.off, n)
+                self.maps[-1].madvise(MADV_POPULATE_WRITE, off, n)
             except OSError:
                 # EINVAL: kernel < 5.14; ENOMEM: let the ordinary faults below meet the limit
                 self.populate = False
-        npages = n // PAGE
-        pages = self.view[self.off // PAGE : self.off // PAGE + npages]
-        self.np.copyto(pages, self.block[:npages])
-        pages[:, :8] = self.gen.random_raw(npages * 8).reshape(npages, 8)
-        self.off += n
+        if self.np is not None:
+            npages = n // PAGE
+            pages = self._np_view[off // PAGE : off // PAGE + npages]
+            self.np.copyto(pages, self._np_block[:npages])
+            pages[:, :8] = self.gen.random_raw(npages * 8).reshape(npages, 8)
+        else:
+            self.view[off:end] = self.block[:n]
+            fresh = memoryview(os.urandom(n // PAGE * 8)).cast("Q")
+            self._words[off // 8 : end // 8 : PAGE // 8] = fresh
+        self.off = end
         self.touched += n
         return n
 
@@ -244,9 +331,6 @@ class Hog:
         return max(STEP_MIN, min(STEP_MAX, self.rate // 100 // PAGE * PAGE))
 
     def run(self) -> int:
-        import select
-        import time
-
         os.set_blocking(self.ctl_fd, False)
         if self.report_fd is not None:
             os.set_blocking(self.report_fd, False)
@@ -279,7 +363,7 @@ class Hog:
 
 
 def _parse(argv: list[str]) -> dict[str, str]:
-    """--key value pairs; kept minimal so nothing heavy is imported before arming."""
+    """--key value pairs; nothing more is needed, and argparse is not."""
     out: dict[str, str] = {}
     it = iter(argv)
     for key in it:
@@ -292,32 +376,14 @@ def _parse(argv: list[str]) -> dict[str, str]:
     return out
 
 
-# ignored on purpose: Python's own start-up choice, the hog counts on BrokenPipeError
-KEEP_IGNORED = (signal.SIGPIPE, signal.SIGXFSZ)
-
-
-def default_signals() -> None:
-    """No signal blocked, and every signal at its default action (SIGINT, SIGTERM and
-    SIGHUP end the hog), whatever the process that spawned us held or ignored: a mask
-    or a SIG_IGN survives exec (a show started under nohup, or in the background of a
-    script with SIGINT and SIGQUIT ignored, or a wrapper such as systemd-run, would pass
-    them on). Kept: Python's SIG_IGN of SIGPIPE and SIGXFSZ. The terminal's Ctrl-C never
-    reaches the hog anyway: it runs in a session of its own."""
-    signal.pthread_sigmask(signal.SIG_SETMASK, ())
-    for sig in signal.valid_signals():
-        if sig in KEEP_IGNORED or sig in (signal.SIGKILL, signal.SIGSTOP):
-            continue
-        try:
-            if sig == signal.SIGINT or signal.getsignal(sig) == signal.SIG_IGN:
-                signal.signal(sig, signal.SIG_DFL)
-        except (OSError, ValueError):  # a signal number the C library keeps for itself
-            pass
-
-
 def main(argv: list[str] | None = None) -> int:
     """Arm, join the cgroup, warm the cache, then climb under control of stdin."""
     default_signals()
-    args = _parse(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["--help"], ["-h"]):
+        print(USAGE)
+        return 0
+    args = _parse(argv)
     _arm(int(args.get("parent", "0")))
     if args.get("cgroup-procs"):
         _join_cgroup(args["cgroup-procs"])
@@ -333,175 +399,6 @@ def main(argv: list[str] | None = None) -> int:
     cache_fd = warm_cache(cache, args.get("cache-dir", CACHE_DIR))  # noqa: F841 (kept open)
     hog = Hog(rate, report_fd, chunk=chunk, populate=populate)
     return hog.run()
-
-
-# ---------------------------------------------------------------- the parent's handle
-
-
-class HogProcess:
-    """A spawned hog, as the stage and the sampler see it (the HogHandle protocol).
-
-    Spawn it from a thread that lives as long as the show: PR_SET_PDEATHSIG fires when
-    the spawning *thread* exits. `wrapper` prefixes the argv (e.g. systemd-run ...)."""
-
-    def __init__(
-        self,
-        *,
-        rate: int = 0,
-        cache: int = 0,
-        cgroup_procs: str | None = None,
-        cache_dir: str = CACHE_DIR,
-        chunk: int = CHUNK,
-        wrapper: list[str] | tuple[str, ...] = (),
-        populate: bool = True,
-    ) -> None:
-        r, w = os.pipe()
-        argv = [*wrapper, sys.executable, "-m", "beep_av.hog"]
-        argv += ["--rate", str(int(rate)), "--cache", str(int(cache)), "--cache-dir", cache_dir]
-        argv += ["--chunk", str(int(chunk)), "--report-fd", str(w), "--parent", str(os.getpid())]
-        if cgroup_procs:
-            argv += ["--cgroup-procs", cgroup_procs]
-        if not populate:
-            argv += ["--populate", "0"]
-        env = dict(os.environ)
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        try:
-            self._proc = subprocess.Popen(
-                argv,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
-                pass_fds=(w,),
-                start_new_session=True,  # the terminal's Ctrl-C goes to the show only
-                env=env,
-            )
-        except OSError as e:
-            os.close(r)
-            os.close(w)
-            raise CannotStage(f"cannot start the hog ({argv[0]}: {e.strerror})") from None
-        os.close(w)
-        os.set_blocking(r, False)
-        self.argv = argv
-        self.pid: int = self._proc.pid
-        self.report_fd: int = r
-        try:
-            self.pidfd: int | None = os.pidfd_open(self.pid)
-        except OSError:
-            self.pidfd = None
-        self.rate = int(rate)
-        self.stderr_text = ""
-        self._closed = False
-
-    # ---- HogHandle
-
-    def poll(self) -> int | None:
-        """Return code once exited (-9 for SIGKILL), else None. Reaps it."""
-        return self._proc.poll()
-
-    @property
-    def returncode(self) -> int | None:
-        return self._proc.returncode
-
-    # ---- control
-
-    def _send(self, line: str) -> None:
-        stdin = self._proc.stdin
-        if stdin is None or stdin.closed:
-            return
-        try:
-            stdin.write(line.encode() + b"\n")
-            stdin.flush()
-        except (BrokenPipeError, OSError):
-            pass  # the hog is gone; the sampler sees its exit
-
-    def start(self) -> None:
-        self._send("start")
-
-    def set_rate(self, bps: int) -> None:
-        """Bytes per second; 0 = flat out."""
-        self.rate = max(0, int(bps))
-        self._send(f"rate {self.rate}")
-
-    def pause(self) -> None:
-        self._send("pause")
-
-    def resume(self) -> None:
-        self._send("resume")
-
-    def stop(self) -> None:
-        """Ask the hog to exit 0."""
-        self._send("stop")
-
-    def kill(self) -> None:
-        """SIGKILL our own child (never reaped before, so the pid is still ours)."""
-        if self._proc.returncode is None:
-            try:
-                self._proc.send_signal(signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        """Wait up to `timeout` s for the exit; the return code, or None."""
-        try:
-            return self._proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
-
-    def wait_ready(self, timeout: float = 120.0) -> None:
-        """Block until the hog's first report (armed, in its cgroup, cache warm).
-        Raises CannotStage when it exits or stays silent, Interrupted (at once) on
-        SIGINT, SIGTERM or SIGHUP: the caller's teardown kills it."""
-        import time
-
-        from beep_av import interrupt
-
-        deadline = time.monotonic() + timeout
-        while True:
-            interrupt.check()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self.kill()
-                raise CannotStage(f"the hog did not get ready within {timeout:.0f} s")
-            ready = interrupt.wait_readable([self.report_fd], min(left, 0.2))
-            if ready:
-                try:
-                    data = os.read(self.report_fd, 4096)
-                except BlockingIOError:
-                    data = None
-                if data and b"\n" in data:
-                    return
-            if self.poll() is not None:
-                err = self._read_stderr().strip().splitlines()
-                why = err[-1] if err else f"exit {self._proc.returncode}"
-                raise CannotStage(f"the hog failed to start: {why}")
-
-    def _read_stderr(self) -> str:
-        if self._proc.stderr is not None and not self._proc.stderr.closed:
-            try:
-                os.set_blocking(self._proc.stderr.fileno(), False)
-                self.stderr_text += (self._proc.stderr.read() or b"").decode("utf-8", "replace")
-            except (OSError, ValueError):
-                pass
-        return self.stderr_text
-
-    def close(self) -> None:
-        """Close our ends (report pipe, pidfd, stdin, stderr). Does not kill."""
-        if self._closed:
-            return
-        self._closed = True
-        for fd in (self.report_fd, self.pidfd):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        for f in (self._proc.stdin, self._proc.stderr):
-            if f is not None:
-                try:
-                    f.close()
-                except OSError:
-                    pass
 
 
 if __name__ == "__main__":

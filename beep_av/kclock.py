@@ -28,6 +28,8 @@ import os
 import time
 from dataclasses import dataclass
 
+from beep_av.procfs import ParseError, parse_kmsg_record
+
 MARKER = "beep-av: clock marker"
 TRIES = 3  # markers per calibration; the kernel rate-limits /dev/kmsg writers (10 per 5 s)
 READBACK_S = 0.5  # give up on a marker not read back within this long
@@ -136,11 +138,13 @@ def _one(rfd: int, wfd: int) -> tuple[int, int, int, int] | None:
             if e.errno == errno.EPIPE:  # fell behind a flood: records were overwritten
                 continue
             raise
-        head, sep, message = raw.partition(b";")
-        if not sep or not message.split(b"\n", 1)[0].endswith(want):
+        if want not in raw:
             continue
-        fields = head.split(b",")
-        if len(fields) < 3 or not fields[2].isdigit():
+        try:
+            rec = parse_kmsg_record(raw.decode("utf-8", "replace"))
+        except ParseError:
             return None
-        return before, after, int(fields[2]), time.monotonic_ns()
+        if rec is None or not rec.message.endswith(tag):
+            continue
+        return before, after, rec.timestamp_us, time.monotonic_ns()
     return None

@@ -1,9 +1,17 @@
-"""Pure parsers for the kernel's memory texts: /proc/meminfo, /proc/vmstat, PSI,
-cgroup v1 and v2 memory files, and /dev/kmsg records.
+"""Pure parsers for the kernel's texts: /proc/meminfo, PSI, cgroup v1 and v2 memory files,
+/dev/kmsg records, mountinfo, /proc/PID/{cgroup,stat,status} and /proc/swaps.
 
-Text in, typed result out. No I/O here: the sampler reads, these functions parse.
-Every parser either returns a correct value or raises `ParseError` (a ValueError);
-garbage, truncated lines, empty text and absurd numbers never raise anything else.
+Text in, typed result out. No I/O here: the sampler and the stages read, these functions
+parse. Every parser either returns a correct value or raises `ParseError` (a ValueError);
+garbage, truncated lines, empty text and absurd numbers never raise anything else. The
+few that vouch for a list (mountinfo, /proc/swaps, /proc/PID/cgroup) skip a line they
+cannot read instead: a line nobody can read vouches for nothing.
+
+The sampler's parsers (`v1_memory_use`, `v2_memory_use`, `meminfo_use`, `psi_totals`,
+`oom_counts`, `parse_int`) take the raw bytes of a `pread` and return plain tuples: they
+run 50 times a second on a cache-cold thread, where every Python step costs several
+times its hot-loop price, so they look up only the fields the story needs, by search,
+without decoding or splitting the file.
 
 Field names keep the kernel's names; units are in the name or the docstring:
 sizes are bytes, PSI totals are microseconds, kmsg timestamps are microseconds since
@@ -25,17 +33,17 @@ class ParseError(ValueError):
     """The text is not what the kernel writes in that file."""
 
 
-def _int(value: str, what: str) -> int:
+def _int(value: str | bytes, what: str) -> int:
     """A non-negative decimal integer, or ParseError naming the field."""
     v = value.strip()
-    # isdigit() accepts things like "²" that int() rejects; isascii() rules them out.
+    # str.isdigit() accepts things like "²" that int() rejects; isascii() rules them out.
     if not v or not v.isascii() or not v.isdigit():
         raise ParseError(f"{what}: {value[:40]!r} is not a non-negative integer")
     if len(v) > 20:  # also keeps int() clear of Python's 4300-digit limit
-        raise ParseError(f"{what}: {v[:40]}... is out of range")
+        raise ParseError(f"{what}: {v[:40]!r}... is out of range")
     n = int(v)
     if n >= _MAX_VALUE:
-        raise ParseError(f"{what}: {v[:40]} is out of range")
+        raise ParseError(f"{what}: {v[:40]!r} is out of range")
     return n
 
 
@@ -45,32 +53,24 @@ def _str(text: object, what: str) -> str:
     return text
 
 
-def parse_keyed(text: str, what: str = "keyed file") -> dict[str, int]:
-    """Lines of `key value` (memory.stat, vmstat, memory.events, oom_control) -> dict.
-
-    Blank lines are ignored; any other malformed line raises ParseError."""
-    _str(text, what)
-    out: dict[str, int] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        parts = line.split()
-        if len(parts) != 2:
-            raise ParseError(f"{what}: malformed line {line[:60]!r}")
-        out[parts[0]] = _int(parts[1], f"{what} {parts[0][:40]}")
-    return out
+def _raw(raw: object, what: str) -> bytes:
+    if not isinstance(raw, bytes):
+        raise ParseError(f"{what}: expected bytes, got {type(raw).__name__}")
+    return raw
 
 
-def _need(d: dict[str, int], key: str, what: str) -> int:
-    try:
-        return d[key]
-    except KeyError:
-        raise ParseError(f"{what}: missing {key}") from None
+def _need(value: int | None, key: str, what: str) -> int:
+    if value is None:
+        raise ParseError(f"{what}: missing {key}")
+    return value
 
 
-def parse_int(text: str, what: str = "counter file") -> int:
-    """A file holding one integer (memory.usage_in_bytes, memory.current ...) -> int."""
-    return _int(_str(text, what), what)
+def parse_int(text: str | bytes, what: str = "counter file") -> int:
+    """A file holding one integer (memory.usage_in_bytes, memory.current ...), as text or
+    as the bytes of a read -> int."""
+    if not isinstance(text, (str, bytes)):
+        raise ParseError(f"{what}: expected text, got {type(text).__name__}")
+    return _int(text, what)
 
 
 def parse_limit(text: str, what: str = "limit file") -> int | None:
@@ -82,6 +82,129 @@ def parse_limit(text: str, what: str = "limit file") -> int | None:
     n = _int(v, what)
     # v1 says "unlimited" with PAGE_COUNTER_MAX * PAGE_SIZE (9223372036854771712).
     return None if n >= 1 << 62 else n
+
+
+# ---------------------------------------------------------------- the sampler's fast paths
+
+
+def _field(raw: bytes, key: bytes, what: str) -> int | None:
+    """The value of `key` in a `name value` file ("\\nname ") or in meminfo ("\\nName:",
+    whose values are padded and end in " kB", dropped here: the caller scales them),
+    found by search. The key must start a line, so "\\nrss " never matches inside
+    "total_rss ". None when absent; ParseError for a value that is not a count."""
+    i = raw.find(key)
+    if i >= 0:
+        i += len(key)
+    elif raw.startswith(key[1:]):  # the first line has no newline before it
+        i = len(key) - 1
+    else:
+        return None
+    j = raw.find(b"\n", i)
+    v = raw[i:j] if j >= 0 else raw[i:]
+    if key[-1] == 0x3A:  # b":": meminfo
+        v = v[:-3].lstrip(b" ") if v.endswith(b" kB") else b""
+    # bytes.isdigit() is ASCII-only; 20 digits keep int() short of absurd lengths
+    if v.isdigit() and len(v) <= 20:
+        n = int(v)
+        if n < _MAX_VALUE:
+            return n
+    name = key.strip(b"\n :").decode("ascii", "replace")
+    raise ParseError(f"{what} {name}: {raw[i : i + 40]!r} is not a count")
+
+
+def v1_memory_use(raw: bytes) -> tuple[int, int, int]:
+    """cgroup v1 memory.stat -> (anon, cache, swap) in bytes: the hierarchical total_rss,
+    total_cache and total_swap when present (a stage cgroup may hold children), else rss,
+    cache and swap. rss already counts THP (rss_huge is a part of it); swap is 0 without
+    swap accounting (no memsw files, no swap lines). Raises ParseError."""
+    w = "memory.stat (v1)"
+    _raw(raw, w)
+    anon = _field(raw, b"\ntotal_rss ", w)
+    if anon is None:
+        anon = _need(_field(raw, b"\nrss ", w), "rss", w)
+    cache = _field(raw, b"\ntotal_cache ", w)
+    if cache is None:
+        cache = _need(_field(raw, b"\ncache ", w), "cache", w)
+    swap = _field(raw, b"\ntotal_swap ", w)
+    if swap is None:
+        swap = _field(raw, b"\nswap ", w) or 0
+    return anon, cache, swap
+
+
+def v2_memory_use(raw: bytes) -> tuple[int, int]:
+    """cgroup v2 memory.stat -> (anon, file) in bytes: anonymous memory in RAM, and the
+    page cache (shmem included). Swap is memory.swap.current's. Raises ParseError."""
+    w = "memory.stat (v2)"
+    _raw(raw, w)
+    return (
+        _need(_field(raw, b"\nanon ", w), "anon", w),
+        _need(_field(raw, b"\nfile ", w), "file", w),
+    )
+
+
+def meminfo_use(raw: bytes) -> tuple[int, int, int, int]:
+    """/proc/meminfo -> (AnonPages, Cached, swap in use, RAM in use) in bytes: swap in use
+    is SwapTotal - SwapFree, RAM in use MemTotal - MemAvailable (MemFree before 3.14).
+    Raises ParseError."""
+    w = "meminfo"
+    _raw(raw, w)
+    total = _need(_field(raw, b"\nMemTotal:", w), "MemTotal", w)
+    avail = _field(raw, b"\nMemAvailable:", w)  # since kernel 3.14
+    if avail is None:
+        avail = _need(_field(raw, b"\nMemFree:", w), "MemFree", w)
+    swap_total = _need(_field(raw, b"\nSwapTotal:", w), "SwapTotal", w)
+    swap_free = _need(_field(raw, b"\nSwapFree:", w), "SwapFree", w)
+    return (
+        (_field(raw, b"\nAnonPages:", w) or 0) << 10,
+        _need(_field(raw, b"\nCached:", w), "Cached", w) << 10,
+        max(0, swap_total - swap_free) << 10,
+        max(0, total - avail) << 10,
+    )
+
+
+def meminfo_bytes(raw: bytes, name: str) -> int | None:
+    """One /proc/meminfo size ("SwapFree") in bytes; None when the file has no such line.
+    Raises ParseError."""
+    _raw(raw, "meminfo")
+    kib = _field(raw, b"\n" + name.encode("ascii") + b":", "meminfo")
+    return None if kib is None else kib << 10
+
+
+def psi_totals(raw: bytes) -> tuple[int, int | None]:
+    """A PSI file (/proc/pressure/memory, <cgroup>/memory.pressure) -> (some, full) stall
+    totals in µs; full is None without a `full` line (system-wide cpu before 5.13). The
+    `avg10` figures are left alone: they move every 2 s, too slow for a live sound.
+    Raises ParseError."""
+    _raw(raw, "psi")
+    end = raw.find(b"\n")
+    if end < 0:
+        end = len(raw)
+    i = raw.rfind(b" total=", 0, end)
+    if not raw.startswith(b"some ") or i < 0:
+        raise ParseError(f"psi: no 'some ... total=' line in {raw[:60]!r}")
+    some = raw[i + 7 : end]
+    if not (some.isdigit() and len(some) <= 20):
+        raise ParseError(f"psi some total: {some[:40]!r} is not a count")
+    full = None
+    if raw.startswith(b"full ", end + 1):
+        nxt = raw.find(b"\n", end + 1)
+        if nxt < 0:
+            nxt = len(raw)
+        k = raw.rfind(b" total=", end, nxt)
+        f = raw[k + 7 : nxt] if k >= 0 else b""
+        if not (f.isdigit() and len(f) <= 20):
+            raise ParseError(f"psi full total: {f[:40]!r} is not a count")
+        full = int(f)
+    return int(some), full
+
+
+def oom_counts(raw: bytes) -> tuple[int | None, int | None]:
+    """(oom, oom_kill) event counts from v2 memory.events, v1 memory.oom_control or
+    /proc/vmstat; None where the file has no such line (`oom` is v2's only; `oom_kill`
+    came in 4.13). Raises ParseError."""
+    w = "oom counters"
+    _raw(raw, w)
+    return _field(raw, b"\noom ", w), _field(raw, b"\noom_kill ", w)
 
 
 # ---------------------------------------------------------------- /proc/meminfo
@@ -102,7 +225,7 @@ class MemInfo(NamedTuple):
 
 
 def parse_meminfo(text: str) -> MemInfo:
-    """/proc/meminfo text -> MemInfo (bytes). Raises ParseError."""
+    """/proc/meminfo text -> MemInfo (bytes). Every line is checked. Raises ParseError."""
     _str(text, "meminfo")
     kib: dict[str, int] = {}
     for line in text.splitlines():
@@ -120,224 +243,22 @@ def parse_meminfo(text: str) -> MemInfo:
             raise ParseError(f"meminfo: malformed line {line[:60]!r}")
     w = "meminfo"
     return MemInfo(
-        MemTotal_bytes=_need(kib, "MemTotal", w),
-        MemFree_bytes=_need(kib, "MemFree", w),
+        MemTotal_bytes=_need(kib.get("MemTotal"), "MemTotal", w),
+        MemFree_bytes=_need(kib.get("MemFree"), "MemFree", w),
         MemAvailable_bytes=kib.get("MemAvailable"),
         Buffers_bytes=kib.get("Buffers", 0),
-        Cached_bytes=_need(kib, "Cached", w),
+        Cached_bytes=_need(kib.get("Cached"), "Cached", w),
         AnonPages_bytes=kib.get("AnonPages", 0),
         Shmem_bytes=kib.get("Shmem", 0),
-        SwapTotal_bytes=_need(kib, "SwapTotal", w),
-        SwapFree_bytes=_need(kib, "SwapFree", w),
+        SwapTotal_bytes=_need(kib.get("SwapTotal"), "SwapTotal", w),
+        SwapFree_bytes=_need(kib.get("SwapFree"), "SwapFree", w),
     )
-
-
-# ---------------------------------------------------------------- /proc/vmstat
-
-# The reclaim scanners; pgscan_anon/pgscan_file split the same pages by type and
-# pgscan_direct_throttle counts throttling events, so neither is added to the total.
-PGSCAN_KINDS = ("pgscan_kswapd", "pgscan_direct", "pgscan_khugepaged", "pgscan_proactive")
-
-
-class VmStat(NamedTuple):
-    """The /proc/vmstat counters the story uses (event counts, pages)."""
-
-    oom_kill: int | None  # since kernel 4.13; None before
-    pgscan_total: int  # pages scanned by all reclaimers (sum of PGSCAN_KINDS present)
-    pgscan: dict[str, int]  # every pgscan_* counter by name
-    workingset_refault_anon: int  # since 5.9; older kernels: workingset_refault in _file
-    workingset_refault_file: int
-    pswpin: int  # pages swapped in
-    pswpout: int  # pages swapped out
-
-
-def parse_vmstat(text: str) -> VmStat:
-    """/proc/vmstat text -> VmStat. Raises ParseError."""
-    d = parse_keyed(text, "vmstat")
-    pgscan = {k: v for k, v in d.items() if k.startswith("pgscan_")}
-    return VmStat(
-        oom_kill=d.get("oom_kill"),
-        pgscan_total=sum(pgscan.get(k, 0) for k in PGSCAN_KINDS),
-        pgscan=pgscan,
-        workingset_refault_anon=d.get("workingset_refault_anon", 0),
-        # before 5.9 there was one counter, for file pages
-        workingset_refault_file=d.get("workingset_refault_file", d.get("workingset_refault", 0)),
-        pswpin=_need(d, "pswpin", "vmstat"),
-        pswpout=_need(d, "pswpout", "vmstat"),
-    )
-
-
-# ---------------------------------------------------------------- PSI
-
-
-class Psi(NamedTuple):
-    """/proc/pressure/* or <cgroup>/*.pressure. avg10 in percent, totals in µs.
-
-    `full` is None when the file has no `full` line (system-wide cpu before 5.13)."""
-
-    some_avg10: float
-    some_total_us: int
-    full_avg10: float | None
-    full_total_us: int | None
-
-
-_PSI_RE = re.compile(
-    r"^(some|full) avg10=([0-9]+\.[0-9]+) avg60=[0-9]+\.[0-9]+ avg300=[0-9]+\.[0-9]+ total=([0-9]+)$"
-)
-
-
-def parse_psi(text: str) -> Psi:
-    """PSI text -> Psi. A `some` line is required. Raises ParseError."""
-    _str(text, "psi")
-    got: dict[str, tuple[float, int]] = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        m = _PSI_RE.match(line.strip())
-        if not m:
-            raise ParseError(f"psi: malformed line {line[:60]!r}")
-        got[m.group(1)] = (float(m.group(2)), _int(m.group(3), f"psi {m.group(1)} total"))
-    if "some" not in got:
-        raise ParseError("psi: missing the 'some' line")
-    full = got.get("full")
-    return Psi(got["some"][0], got["some"][1], full[0] if full else None, full[1] if full else None)
-
-
-def psi_some_total(text: str) -> int:
-    """Fast path for the sampler: the `some total=` µs only. Raises ParseError."""
-    _str(text, "psi")
-    i = text.find("total=")
-    if not text.startswith("some ") or i < 0:
-        raise ParseError(f"psi: no 'some ... total=' in {text[:60]!r}")
-    j = i + 6
-    k = j
-    while k < len(text) and text[k].isdigit():
-        k += 1
-    return _int(text[j:k], "psi some total")
-
-
-# ---------------------------------------------------------------- cgroup v1 / v2
-
-
-class V1MemoryStat(NamedTuple):
-    """cgroup v1 memory.stat, bytes. The total_* (hierarchical) values are used when
-    present, since a stage cgroup may hold children."""
-
-    cache: int  # page cache, including shmem
-    rss: int  # anonymous pages, THP included (rss_huge is a subset of rss)
-    rss_huge: int
-    shmem: int
-    mapped_file: int
-    swap: int  # 0 without swap accounting (no memsw files)
-
-
-def parse_v1_memory_stat(text: str) -> V1MemoryStat:
-    """cgroup v1 memory.stat -> V1MemoryStat (bytes). Raises ParseError."""
-    d = parse_keyed(text, "memory.stat")
-
-    def pick(key: str, required: bool = False) -> int:
-        if "total_" + key in d:
-            return d["total_" + key]
-        if required:
-            return _need(d, key, "memory.stat (v1)")
-        return d.get(key, 0)
-
-    return V1MemoryStat(
-        cache=pick("cache", True),
-        rss=pick("rss", True),
-        rss_huge=pick("rss_huge"),
-        shmem=pick("shmem"),
-        mapped_file=pick("mapped_file"),
-        swap=pick("swap"),
-    )
-
-
-class V1OomControl(NamedTuple):
-    oom_kill_disable: int
-    under_oom: int
-    oom_kill: int | None  # since kernel 4.13; None before
-
-
-def parse_v1_oom_control(text: str) -> V1OomControl:
-    """cgroup v1 memory.oom_control -> V1OomControl. Raises ParseError."""
-    d = parse_keyed(text, "memory.oom_control")
-    w = "memory.oom_control"
-    return V1OomControl(
-        _need(d, "oom_kill_disable", w), _need(d, "under_oom", w), d.get("oom_kill")
-    )
-
-
-class V2MemoryStat(NamedTuple):
-    """cgroup v2 memory.stat, bytes."""
-
-    anon: int
-    file: int  # page cache, shmem included
-    shmem: int
-    file_mapped: int
-    anon_thp: int
-
-
-def parse_v2_memory_stat(text: str) -> V2MemoryStat:
-    """cgroup v2 memory.stat -> V2MemoryStat (bytes). Raises ParseError."""
-    d = parse_keyed(text, "memory.stat")
-    w = "memory.stat (v2)"
-    return V2MemoryStat(
-        anon=_need(d, "anon", w),
-        file=_need(d, "file", w),
-        shmem=d.get("shmem", 0),
-        file_mapped=d.get("file_mapped", 0),
-        anon_thp=d.get("anon_thp", 0),
-    )
-
-
-class V2MemoryEvents(NamedTuple):
-    """cgroup v2 memory.events, event counts."""
-
-    low: int
-    high: int
-    max: int
-    oom: int
-    oom_kill: int
-    oom_group_kill: int  # since kernel 5.17; 0 before
-
-
-def parse_v2_memory_events(text: str) -> V2MemoryEvents:
-    """cgroup v2 memory.events -> V2MemoryEvents. Raises ParseError."""
-    d = parse_keyed(text, "memory.events")
-    w = "memory.events"
-    return V2MemoryEvents(
-        low=_need(d, "low", w),
-        high=_need(d, "high", w),
-        max=_need(d, "max", w),
-        oom=_need(d, "oom", w),
-        oom_kill=_need(d, "oom_kill", w),
-        oom_group_kill=d.get("oom_group_kill", 0),
-    )
-
-
-class CgroupMem(NamedTuple):
-    """A stage's memory, whichever cgroup version: bytes."""
-
-    anon_bytes: int  # anonymous memory resident in RAM
-    cache_bytes: int  # page cache (shmem included)
-    swap_bytes: int  # anonymous memory in swap
-    usage_bytes: int  # RAM charged to the cgroup
-
-
-def cgroup_mem_v1(stat: V1MemoryStat, usage_bytes: int) -> CgroupMem:
-    """v1: anon = rss (THP already inside it), cache = cache, swap = memory.stat swap."""
-    return CgroupMem(stat.rss, stat.cache, stat.swap, usage_bytes)
-
-
-def cgroup_mem_v2(stat: V2MemoryStat, current: int, swap_current: int) -> CgroupMem:
-    """v2: anon = anon, cache = file, swap = memory.swap.current."""
-    return CgroupMem(stat.anon, stat.file, swap_current, current)
 
 
 def pick_fields(text: str, keys: tuple[str, ...], what: str = "memory.stat") -> dict[str, int]:
-    """Fast path for a `key value` file: only `keys`, found by search, not by splitting
-    every line. Keys absent from the text are absent from the result. Raises ParseError
-    on a malformed value."""
+    """A `key value` file (memory.stat, vmstat ...) -> {key: value} for `keys` only,
+    found by search, not by splitting every line. Keys absent from the text are absent
+    from the result. Raises ParseError on a malformed value."""
     _str(text, what)
     out: dict[str, int] = {}
     for key in keys:
@@ -423,6 +344,13 @@ _OOM_MEMCG_RE = re.compile(r",oom_memcg=([^,]*),")
 _TASK_MEMCG_RE = re.compile(r",task_memcg=([^,]*),")
 
 
+def task_memcg(message: str) -> str | None:
+    """The victim's memory cgroup from an `oom-kill:` message (since 4.19), else None."""
+    _str(message, "kmsg message")
+    m = _TASK_MEMCG_RE.search(message) if message.startswith("oom-kill:") else None
+    return m.group(1) if m else None
+
+
 def parse_oom_kill(message: str, timestamp_us: int | None = None) -> KmsgKill | None:
     """A kmsg message -> KmsgKill if it reports an OOM kill, else None.
 
@@ -433,7 +361,6 @@ def parse_oom_kill(message: str, timestamp_us: int | None = None) -> KmsgKill | 
     m = _OOMKILL_RE.match(message)
     if m:
         oom_memcg = _OOM_MEMCG_RE.search(message)
-        task_memcg = _TASK_MEMCG_RE.search(message)
         return KmsgKill(
             pid=_int(m.group(3), "oom-kill pid"),
             name=m.group(2),
@@ -443,7 +370,7 @@ def parse_oom_kill(message: str, timestamp_us: int | None = None) -> KmsgKill | 
             text=message,
             global_oom=",global_oom," in message,
             oom_memcg=oom_memcg.group(1) if oom_memcg else None,
-            task_memcg=task_memcg.group(1) if task_memcg else None,
+            task_memcg=task_memcg(message),
         )
     if "Killed process " not in message:
         return None
@@ -484,6 +411,7 @@ _OCTAL_ESC = re.compile(r"\\([0-7]{3})")
 
 
 def _unoctal(s: str) -> str:
+    # seq_file escapes space, tab, newline and backslash in paths as \NNN (octal)
     return _OCTAL_ESC.sub(lambda m: chr(int(m.group(1), 8)), s) if "\\" in s else s
 
 
@@ -526,12 +454,101 @@ def mount_of(mounts: list[Mount], path: str) -> Mount | None:
     return best
 
 
+def cgroup_mount_path(mountinfo: str, path: str) -> tuple[int, str] | None:
+    """(cgroup version, hierarchy path) of the directory `path` from /proc/self/mountinfo
+    text: the longest v1 `memory` or v2 mount holding it, joined to that mount's root.
+    None when no cgroup mount holds it. Pure."""
+    best: tuple[int, int, str] | None = None  # (mount point length, version, rel)
+    for m in parse_mountinfo(mountinfo):
+        if m.fstype == "cgroup2":
+            version = 2
+        elif m.fstype == "cgroup" and "memory" in m.super_options:
+            version = 1
+        else:
+            continue
+        mp = m.mount_point.rstrip("/") or "/"
+        if path == mp:
+            rest = ""
+        elif path.startswith(mp.rstrip("/") + "/"):
+            rest = path[len(mp.rstrip("/")) :]
+        else:
+            continue
+        rel = "/" + "/".join(p for p in (m.root + rest).split("/") if p)
+        if best is None or len(mp) > best[0]:
+            best = (len(mp), version, rel)
+    return (best[1], best[2]) if best else None
+
+
 def in_memcg(path: str, ancestor: str) -> bool:
     """Is the cgroup hierarchy path `path` the cgroup `ancestor` or below it?"""
     _str(path, "cgroup path")
     _str(ancestor, "cgroup path")
     a = ancestor.rstrip("/")
     return a == "" or path == a or path.startswith(a + "/")
+
+
+# ---------------------------------------------------------------- /proc/PID/*
+
+
+class ProcCgroup(NamedTuple):
+    """/proc/PID/cgroup: the process's cgroups, as hierarchy paths."""
+
+    memory: str | None  # the v1 `memory` controller's cgroup; None without one
+    unified: str | None  # the v2 (`0::`) cgroup; None without a v2 hierarchy
+
+    @property
+    def memcg(self) -> str | None:
+        """The memory cgroup as the kernel log names it: v1's when there is one."""
+        return self.memory if self.memory is not None else self.unified
+
+
+def parse_proc_cgroup(text: str) -> ProcCgroup:
+    """/proc/PID/cgroup ("ID:CONTROLLERS:PATH" lines) -> ProcCgroup; lines of another
+    shape are skipped. Raises ParseError only for what is not text."""
+    _str(text, "cgroup")
+    v1 = v2 = None
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hid, ctrls, path = parts
+        if hid == "0" and ctrls == "":
+            v2 = path
+        elif v1 is None and "memory" in ctrls.split(","):
+            v1 = path
+    return ProcCgroup(v1, v2)
+
+
+class ProcStat(NamedTuple):
+    """The /proc/PID/stat fields Beep uses (proc(5))."""
+
+    pid: int
+    comm: str  # field 2 without its parentheses: anything the process chose (15 bytes)
+    state: str  # "R", "S", "Z" ...
+    ppid: int
+    starttime: int  # field 22: clock ticks since boot
+
+
+def parse_proc_stat(text: str) -> ProcStat:
+    """/proc/PID/stat text -> ProcStat. The comm may hold spaces and parentheses, so it
+    ends at the last ')'. Raises ParseError."""
+    _str(text, "stat")
+    open_, close = text.find(" ("), text.rfind(")")
+    if open_ < 0 or close < open_:
+        raise ParseError(f"stat: no '(comm)' in {text[:60]!r}")
+    rest = text[close + 1 :].split()
+    if len(rest) < 20:
+        raise ParseError(f"stat: {len(rest) + 2} fields, not the 22 needed")
+    state = rest[0]
+    if len(state) != 1 or not state.isalpha():
+        raise ParseError(f"stat: state {state[:10]!r}")
+    return ProcStat(
+        pid=_int(text[:open_], "stat pid"),
+        comm=text[open_ + 2 : close],
+        state=state,
+        ppid=_int(rest[1], "stat ppid"),
+        starttime=_int(rest[19], "stat starttime"),  # field 22 is the 20th after comm
+    )
 
 
 def parse_nspid(status: str) -> tuple[int, ...]:
@@ -556,43 +573,30 @@ def parse_nspid(status: str) -> tuple[int, ...]:
     return (_int(pid_line.strip(), "Pid"),)
 
 
-def parse_memcg_path(proc_cgroup: str) -> str | None:
-    """/proc/PID/cgroup -> the process's memory cgroup as the kernel log names it: the
-    v1 `memory` controller's line when there is one, else the v2 `0::` line."""
-    _str(proc_cgroup, "cgroup")
-    v2 = None
-    for line in proc_cgroup.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        hid, ctrls, path = parts
-        if "memory" in ctrls.split(","):
-            return path
-        if hid == "0" and ctrls == "":
-            v2 = path
-    return v2
+# ---------------------------------------------------------------- /proc/swaps
 
 
-def cgroup_mount_path(mountinfo: str, path: str) -> tuple[int, str] | None:
-    """(cgroup version, hierarchy path) of the directory `path` from /proc/self/mountinfo
-    text: the longest v1 `memory` or v2 mount holding it, joined to that mount's root.
-    None when no cgroup mount holds it. Pure."""
-    best: tuple[int, int, str] | None = None  # (mount point length, version, rel)
-    for m in parse_mountinfo(mountinfo):
-        if m.fstype == "cgroup2":
-            version = 2
-        elif m.fstype == "cgroup" and "memory" in m.super_options:
-            version = 1
-        else:
+class Swap(NamedTuple):
+    """One active swap area of /proc/swaps."""
+
+    filename: str  # the path (escapes undone) or device
+    size_bytes: int
+    used_bytes: int
+
+
+def parse_swaps(text: str) -> list[Swap]:
+    """/proc/swaps text (a header, then "Filename Type Size Used Priority" lines in KiB)
+    -> [Swap]; lines of another shape are skipped. Raises ParseError only for what is not
+    text."""
+    _str(text, "swaps")
+    out = []
+    for line in text.splitlines()[1:]:
+        parts = line.split()
+        if len(parts) < 4:
             continue
-        mp = m.mount_point.rstrip("/") or "/"
-        if path == mp:
-            rest = ""
-        elif path.startswith(mp.rstrip("/") + "/"):
-            rest = path[len(mp.rstrip("/")) :]
-        else:
+        try:
+            size, used = _int(parts[2], "swap size"), _int(parts[3], "swap used")
+        except ParseError:
             continue
-        rel = "/" + "/".join(p for p in (m.root + rest).split("/") if p)
-        if best is None or len(mp) > best[0]:
-            best = (len(mp), version, rel)
-    return (best[1], best[2]) if best else None
+        out.append(Swap(_unoctal(parts[0]), size * 1024, used * 1024))
+    return out

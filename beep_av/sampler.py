@@ -3,8 +3,13 @@
 An adapter over one outside thing, the kernel's view of the stage: the cgroup (or host)
 memory files, PSI, /dev/kmsg, the v1 OOM eventfd, and the hog's pidfd and report pipe.
 Every file is opened once; each sample is a `pread(fd, n, 0)` (kernfs and procfs
-regenerate the text on a read at offset 0), so a sample costs a few syscalls and no
-allocation-heavy parsing. Parsing itself is procfs's (pure).
+regenerate the text on a read at offset 0) of the memory, usage and PSI files, parsed by
+procfs's pure fast paths (only the fields the story needs, found by search in the raw
+bytes). Sources that announce themselves (kmsg, the journal, the v1 OOM eventfd, the
+hog's pidfd) are read only when the wait() before found them ready, and the oom_kill
+counter file only when a notification says it may have moved (and every
+OOM_READ_EVERY samples): a quiet tick is a pread per memory file, one read of the
+hog's pipe and one poll.
 
 Times: `read(t)` takes the show time t (seconds since show start). Evidence times are
 the earliest each was seen: the hog's exit and the oom_kill counter carry the `t` of the
@@ -26,7 +31,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import select
 import time
 from dataclasses import replace
@@ -36,13 +40,18 @@ from beep_av.model import KmsgKill, Snapshot
 from beep_av.procfs import (
     ParseError,
     cgroup_mount_path,
+    meminfo_use,
+    oom_counts,
+    parse_int,
     parse_kmsg_record,
     parse_limit,
-    parse_memcg_path,
     parse_meminfo,
     parse_nspid,
     parse_oom_kill,
-    pick_fields,
+    parse_proc_cgroup,
+    psi_totals,
+    v1_memory_use,
+    v2_memory_use,
 )
 from beep_av.readings import HogHandle, StageFiles
 
@@ -51,15 +60,8 @@ KMSG_READ = 8192  # /dev/kmsg rejects reads shorter than a record with EINVAL
 RECHECK = 0.002  # s: wait after an OOM eventfd wake-up whose kill is not counted yet
 KMSG_MAX_RECORDS = 4096  # per drain: a flood of kernel messages must not stall a sample
 SCOPES_KEPT = 64  # "oom-kill:" lines kept to place the "Killed process" line after them
-
-_V1_KEYS = ("total_rss", "total_cache", "total_swap", "rss", "cache", "swap")
-# Fast paths on the raw bytes: one compiled scan instead of decoding and searching. A
-# sample wakes cache-cold every 20 ms, where each Python step costs several times its
-# hot-loop price, so fewer steps matter more than in a microbenchmark.
-_V1_TOTALS_RE = re.compile(rb"^total_(rss|cache|swap) (\d{1,20})$", re.M)
-_PSI_TOTALS_RE = re.compile(rb"total=(\d{1,20})")
-OOM_READ_EVERY = 25  # with the v1 eventfd, the oom_control file is also read every N samples
-_V2_KEYS = ("anon", "file")
+OOM_READ_EVERY = 25  # with an OOM notification, the counter file is also read every N samples
+HOG_READ = 65536
 
 
 class Sampler:
@@ -143,6 +145,9 @@ class Sampler:
         self._recheck = 0  # short waits left after an OOM eventfd without a counted kill
         self.oom_notified = False  # the v1 OOM eventfd has fired: the kernel is killing
         self._samples = 0
+        # what the last wait() found ready; until a wait() polls, every source is read
+        self._polled = False
+        self._ready: set[int] = set()
         self._init_attribution()
 
     # ------------------------------------------------------------ opening
@@ -253,11 +258,7 @@ class Sampler:
 
     # ------------------------------------------------------------ reading
 
-    def _pread(self, fd: int | None) -> str | None:
-        raw = self._pread_bytes(fd)
-        return raw.decode("ascii", "replace") if raw is not None else None
-
-    def _pread_bytes(self, fd: int | None) -> bytes | None:
+    def _pread(self, fd: int | None) -> bytes | None:
         if fd is None:
             return None
         try:
@@ -266,6 +267,11 @@ class Sampler:
             self.errors += 1
             return None
 
+    def _pending(self, fd: int | None) -> bool:
+        """Might `fd` have something to read? Yes unless the wait() since the last read
+        polled it and found nothing: a read that would only say EAGAIN is skipped."""
+        return fd is not None and (not self._polled or fd in self._ready)
+
     def _oom_counter(self) -> int | None:
         """The stage's oom_kill counter (v1 oom_control, v2 memory.events, host vmstat)."""
         return self._oom_counts()[1]
@@ -273,81 +279,61 @@ class Sampler:
     def _oom_counts(self) -> tuple[int | None, int | None]:
         """(oom, oom_kill) from the stage's file: `oom` (the limit was hit and the OOM
         killer invoked) is v2's only; v1's OOM eventfd plays its part."""
-        fd = self._oom_fd if self.files.cgroup_version else self._vmstat_fd
-        text = self._pread(fd)
-        if text is None:
+        raw = self._pread(self._oom_fd if self.files.cgroup_version else self._vmstat_fd)
+        if raw is None:
             return None, None
         try:
-            d = pick_fields(text, ("oom", "oom_kill"))
+            return oom_counts(raw)
         except ParseError:
             self.errors += 1
             return None, None
-        return d.get("oom"), d.get("oom_kill")
 
     def _read_memory(self) -> None:
         v = self.files.cgroup_version
         try:
             if v == 1:
-                raw = self._pread_bytes(self._mem_fd)
-                found = dict(_V1_TOTALS_RE.findall(raw)) if raw else None
-                if found and len(found) == 3:
-                    self._anon = int(found[b"rss"])  # rss already counts THP (rss_huge)
-                    self._cache = int(found[b"cache"])
-                    self._swap = int(found[b"swap"])
-                elif raw:  # no hierarchical totals (or no swap accounting): slow path
-                    d = pick_fields(raw.decode("ascii", "replace"), _V1_KEYS)
-                    # hierarchical totals when present; rss already counts THP (rss_huge)
-                    self._anon = d.get("total_rss", d.get("rss", self._anon))
-                    self._cache = d.get("total_cache", d.get("cache", self._cache))
-                    self._swap = d.get("total_swap", d.get("swap", 0))
+                raw = self._pread(self._mem_fd)
+                if raw is not None:
+                    self._anon, self._cache, self._swap = v1_memory_use(raw)
             elif v == 2:
-                text = self._pread(self._mem_fd)
-                if text is not None:
-                    d = pick_fields(text, _V2_KEYS)
-                    self._anon = d.get("anon", self._anon)
-                    self._cache = d.get("file", self._cache)
-                text = self._pread(self._swap_fd)
-                if text is not None:
-                    self._swap = int(text.strip() or 0)
+                raw = self._pread(self._mem_fd)
+                if raw is not None:
+                    self._anon, self._cache = v2_memory_use(raw)
+                raw = self._pread(self._swap_fd)
+                if raw is not None:
+                    self._swap = parse_int(raw, "memory.swap.current")
             else:
-                text = self._pread(self._meminfo_fd)
-                if text is not None:
-                    mi = parse_meminfo(text)
-                    self._anon = mi.AnonPages_bytes
-                    self._cache = mi.Cached_bytes
-                    self._swap = mi.SwapTotal_bytes - mi.SwapFree_bytes
-                    avail = (
-                        mi.MemAvailable_bytes
-                        if mi.MemAvailable_bytes is not None
-                        else mi.MemFree_bytes
-                    )
-                    self._usage = mi.MemTotal_bytes - avail
+                raw = self._pread(self._meminfo_fd)
+                if raw is not None:
+                    self._anon, self._cache, self._swap, self._usage = meminfo_use(raw)
             if v:
-                text = self._pread(self._usage_fd)
-                if text is not None:
-                    self._usage = int(text.strip())
-        except (ParseError, ValueError):
+                raw = self._pread(self._usage_fd)
+                if raw is not None:
+                    self._usage = parse_int(raw, "usage")
+        except ParseError:
             self.errors += 1
 
     def _read_psi(self) -> None:
-        raw = self._pread_bytes(self._psi_fd)
+        raw = self._pread(self._psi_fd)
         if raw is None:
             return
-        totals = _PSI_TOTALS_RE.findall(raw)  # the "some" line first, then "full" if any
-        if not raw.startswith(b"some ") or not totals:
+        try:
+            some, full = psi_totals(raw)
+        except ParseError:
             self.errors += 1
             return
-        self._psi_some = int(totals[0])
-        if len(totals) > 1:
-            self._psi_full = int(totals[1])
+        self._psi_some = some
+        if full is not None:
+            self._psi_full = full
 
     def _read_hog(self, t: float) -> None:
         fd = self._report_fd
         if fd is not None:
+            # one read takes every report waiting (a pipe hands over up to 64 KiB at once)
             data = b""
             while True:
                 try:
-                    chunk = os.read(fd, 65536)
+                    chunk = os.read(fd, HOG_READ)
                 except BlockingIOError:
                     break
                 except OSError:
@@ -357,6 +343,8 @@ class Sampler:
                     self._report_fd = None
                     break
                 data += chunk
+                if len(chunk) < HOG_READ:
+                    break
             if data:
                 buf = self._report_tail + data
                 end = buf.rfind(b"\n")
@@ -368,7 +356,12 @@ class Sampler:
                     self._report_tail = buf[end + 1 :][-64:]
                 else:
                     self._report_tail = buf[-64:]
-        if self.hog is not None and self._hog_exit is None:
+        # with a pidfd, the hog's exit is news only when poll saw the pidfd readable
+        if (
+            self.hog is not None
+            and self._hog_exit is None
+            and (self._pidfd is None or self._pending(self._pidfd))
+        ):
             code = self.hog.poll()
             if code is not None:
                 self._hog_exit, self._hog_exit_t = code, t
@@ -381,7 +374,7 @@ class Sampler:
     def _read_oom(self, t: float) -> None:
         fired = self._v2_fired
         self._v2_fired = False
-        if self._efd is not None:
+        if self._pending(self._efd):
             try:
                 fired = os.eventfd_read(self._efd) > 0  # also re-arms the wake-up
             except BlockingIOError:
@@ -413,11 +406,13 @@ class Sampler:
         """Raw kernel records, /dev/kmsg's format: from the device, or the journal's
         records of the same kernel messages put in that form (same printk clock)."""
         if self._journal is not None:
+            if not self._pending(self._journal.fd):
+                return
             for ts_us, message in self._journal.drain(KMSG_MAX_RECORDS):
                 yield b"6,0,%d,-;%s" % (ts_us, message.encode("utf-8", "replace"))
             return
         fd = self._kmsg_fd
-        if fd is None:
+        if not self._pending(fd):
             return
         for _ in range(KMSG_MAX_RECORDS):
             try:
@@ -518,7 +513,7 @@ class Sampler:
             self._hog_nspid(), procfs_initial(self.proc_root), self.hog.pid
         )
         self._hog_memcg = self._read_text(
-            f"{self.proc_root}/{self.hog.pid}/cgroup", parse_memcg_path
+            f"{self.proc_root}/{self.hog.pid}/cgroup", lambda t: parse_proc_cgroup(t).memcg
         )
         if has_log and self._hog_kpid is None:
             self.notes.append(
@@ -572,6 +567,8 @@ class Sampler:
         self._read_hog(t)
         self._read_oom(t)
         self._drain_kmsg()
+        self._polled = False  # until the next wait(), every source may have news
+        self._ready.clear()
         return Snapshot(
             t=t,
             anon_bytes=self._anon,
@@ -613,7 +610,11 @@ class Sampler:
             try:
                 ready = self._poll.poll(max(0, int(left * 1000 + 0.999)))
             except InterruptedError:
+                self._polled = False  # cut short: the next read looks at everything
                 return
+            self._polled = True
+            for fd, _ in ready:
+                self._ready.add(fd)
             if not self._v2_notify or not ready:
                 return
             if any(fd != self._oom_fd for fd, _ in ready):

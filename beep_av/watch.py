@@ -23,7 +23,6 @@ arrive meanwhile wait their turn; each keeps its own time."""
 from __future__ import annotations
 
 import math
-import re
 import threading
 import time
 from collections import deque
@@ -33,7 +32,8 @@ from pathlib import Path
 
 from beep_av.errors import BadInput
 from beep_av.model import KillRecord, KmsgKill, Phase, ShowState, Snapshot
-from beep_av.procfs import cgroup_mount_path
+from beep_av.procfs import cgroup_mount_path, in_memcg
+from beep_av.procfs import task_memcg as _task_memcg
 from beep_av.stages.base import StageFiles, memory_files
 from beep_av.story import StoryConfig, intensity, stage_fill
 
@@ -101,19 +101,10 @@ def resolve_target(
 
 # ---------------------------------------------------------------- the pure story
 
-_TASK_MEMCG = re.compile(r",task_memcg=([^,]*),")
-
 
 def task_memcg(kill: KmsgKill) -> str | None:
     """The victim's cgroup from an `oom-kill:` record (since 4.19), else None."""
-    m = _TASK_MEMCG.search(kill.text) if kill.text.startswith("oom-kill:") else None
-    return m.group(1) if m else None
-
-
-def in_memcg(victim: str, memcg: str) -> bool:
-    """Is hierarchy path `victim` the cgroup `memcg` or below it?"""
-    memcg = memcg.rstrip("/")
-    return memcg == "" or victim == memcg or victim.startswith(memcg + "/")
+    return _task_memcg(kill.text)
 
 
 @dataclass(frozen=True)

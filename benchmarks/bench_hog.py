@@ -93,7 +93,7 @@ def _measure_external(cg: str, argv: list[str]) -> float:
 
 
 def _measure_hog(cg: str) -> float:
-    from beep_av.hog import HogProcess
+    from beep_av.hogproc import HogProcess
 
     h = HogProcess(rate=0, cache=0, cgroup_procs=f"{cg}/cgroup.procs")
     try:

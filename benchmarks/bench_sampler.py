@@ -16,11 +16,20 @@ N = 2000
 
 
 def _own_memcg() -> str | None:
-    for line in open("/proc/self/cgroup").read().splitlines():
-        _, ctrl, rel = line.split(":", 2)
-        if "memory" in ctrl.split(","):
-            return "/sys/fs/cgroup/memory" + rel
-    return None
+    from beep_av.procfs import parse_proc_cgroup
+
+    with open("/proc/self/cgroup") as f:
+        rel = parse_proc_cgroup(f.read()).memory
+    return None if rel is None else "/sys/fs/cgroup/memory" + rel
+
+
+def _full_parse(text: str) -> dict[str, int]:
+    """The baseline's parse: every line of a `key value` file split and converted."""
+    return {k: int(v) for k, v in (line.split() for line in text.splitlines())}
+
+
+def _psi_full_parse(text: str) -> dict[str, int]:
+    return {line.split()[0]: int(line.rpartition("total=")[2]) for line in text.splitlines()}
 
 
 def _cpu_per_call(fn, n: int = N) -> float:
@@ -35,7 +44,6 @@ def _cpu_per_call(fn, n: int = N) -> float:
 def run() -> list[Row]:
     import psutil
 
-    from beep_av.procfs import parse_psi, parse_v1_memory_stat, parse_v1_oom_control
     from beep_av.sampler import Sampler
     from beep_av.stages.base import StageFiles
 
@@ -73,13 +81,13 @@ def run() -> list[Row]:
             psutil.virtual_memory()
             psutil.swap_memory()
             with open(j(d, "memory.stat")) as f:
-                parse_v1_memory_stat(f.read())
+                _full_parse(f.read())
             with open(j(d, "memory.oom_control")) as f:
-                parse_v1_oom_control(f.read())
+                _full_parse(f.read())
             with open(j(d, "memory.usage_in_bytes")) as f:
                 int(f.read())
             with open("/proc/pressure/memory") as f:
-                parse_psi(f.read())
+                _psi_full_parse(f.read())
 
         def loop(fn, seconds: float = 2.0, wait=s.wait) -> float:
             """CPU/wall % of calling fn at 50 Hz with a real sleep between calls."""

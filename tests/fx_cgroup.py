@@ -4,7 +4,9 @@
   always removed (our own leftover children are killed first). Limits capped at 512 MiB.
 - `fake_cgroup_v2`: builds a fake unified tree + fake /proc in a temp dir; returns a
   FakeTree whose `fs` records every write in order and removes a dir like kernfs does.
-- `state_dir`: a private state dir for the stage's state files ($BEEP_AV_STATE_DIR)."""
+- `state_dir`: a private state dir for the stage's state files ($BEEP_AV_STATE_DIR).
+- `hog_pids`, `beep_swaps`, `beep_cgroups`: what real shows may leave behind, for the
+  residue checks of the real tests."""
 
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from beep_av.stages.cgroup import CgroupFS, parse_proc_cgroup
+from beep_av.procfs import ParseError, parse_proc_cgroup, parse_proc_stat, parse_swaps
+from beep_av.stages.cgroup import CgroupFS
 from beep_av.stages.cleanup import rmdir_cgroup
 
 MiB = 1 << 20
@@ -34,6 +37,40 @@ def own_v1_cgroup() -> str | None:
     if v1 is None or not os.path.isdir(V1_ROOT):
         return None
     return os.path.join(V1_ROOT, v1.lstrip("/"))
+
+
+def hog_pids(show_pid: int | None = None) -> list[int]:
+    """Hogs running now (`... -m beep_av.hog ...`); with `show_pid`, only the hogs of that
+    show (their `--parent`)."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"beep_av.hog" not in cmd:
+            continue
+        if show_pid is not None:
+            i = cmd.index(b"--parent") if b"--parent" in cmd else -1
+            if i < 0 or cmd[i + 1 : i + 2] != [str(show_pid).encode()]:
+                continue
+        out.append(int(pid))
+    return out
+
+
+def beep_swaps() -> list[str]:
+    """Active swap areas a stage of ours made (beep-av in the path)."""
+    return [
+        s.filename for s in parse_swaps(Path("/proc/swaps").read_text()) if "beep-av" in s.filename
+    ]
+
+
+def beep_cgroups(pattern: str = "beep-av-*") -> set[str]:
+    """Stage cgroups under our own v1 memory cgroup (a show's: `beep-av-PID-*`)."""
+    own = own_v1_cgroup()
+    return {str(p) for p in Path(own).rglob(pattern) if p.is_dir()} if own else set()
 
 
 def can_v1() -> tuple[bool, str]:
@@ -97,9 +134,8 @@ def scratch_cgroup():
 
 def _ppid(pid: int) -> int | None:
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-        return int(text[text.rfind(")") + 2 :].split()[1])
-    except (OSError, ValueError, IndexError):
+        return parse_proc_stat(Path(f"/proc/{pid}/stat").read_text()).ppid
+    except (OSError, ParseError):
         return None
 
 

@@ -13,7 +13,7 @@ import pytest
 from beep_av import attribution as at
 from beep_av.kclock import KernelClock, calibrate, estimate
 from beep_av.model import KmsgKill, Snapshot
-from beep_av.procfs import ParseError, in_memcg, parse_memcg_path, parse_nspid, parse_oom_kill
+from beep_av.procfs import ParseError, in_memcg, parse_nspid, parse_oom_kill, parse_proc_cgroup
 from beep_av.sampler import Sampler, procfs_initial, running_killers
 from tests.conftest import require
 from tests.test_sampler import FakeHog, v1_tree
@@ -42,12 +42,14 @@ def test_parse_nspid_refuses_garbage(text):
         parse_nspid(text)
 
 
-def test_parse_memcg_path():
-    v1 = "9:name=systemd:/\n4:memory:/process_api/abc\n0::/\n"
-    assert parse_memcg_path(v1) == "/process_api/abc"
-    assert parse_memcg_path("0::/user.slice/x.scope\n") == "/user.slice/x.scope"
-    assert parse_memcg_path("3:cpu,memory:/a\n") == "/a"
-    assert parse_memcg_path("garbage\n") is None
+def test_memcg_as_the_kernel_log_names_it():
+    def memcg(text):
+        return parse_proc_cgroup(text).memcg
+
+    assert memcg("9:name=systemd:/\n4:memory:/process_api/abc\n0::/\n") == "/process_api/abc"
+    assert memcg("0::/user.slice/x.scope\n") == "/user.slice/x.scope"
+    assert memcg("3:cpu,memory:/a\n") == "/a"
+    assert memcg("garbage\n") is None
 
 
 def test_oom_kill_line_says_which_oom_and_where_the_victim_lived():

@@ -11,30 +11,14 @@ import pytest
 
 from beep_av.errors import BadInput, CannotStage
 from beep_av.stages import cgroup as cg
-from beep_av.stages.cgroup import CgroupStage, parse_proc_cgroup, pick_route, systemd_run_argv
-from beep_av.stages.swap import choose_swap, free_swap, parse_swap_mode, parse_swaps, swap_active
+from beep_av.stages.cgroup import CgroupStage, pick_route, systemd_run_argv
+from beep_av.stages.swap import choose_swap, free_swap, parse_swap_mode, swap_active
 from tests.conftest import require
 from tests.fx_cgroup import can_v1
 
 MiB = 1 << 20
 
 # ---------------------------------------------------------------- pure parts
-
-
-@pytest.mark.parametrize(
-    "text, want",
-    [
-        ("4:memory:/a/b\n0::/\n", ("/a/b", "/")),
-        ("0::/user.slice/x.scope\n", (None, "/user.slice/x.scope")),
-        ("3:cpu,memory:/m\n", ("/m", None)),
-        ("9:name=systemd:/\n8:pids:/\n", (None, None)),
-        ("", (None, None)),
-        ("garbage\n::\n4:memory\n1:memoryless:/x\n", (None, None)),
-        ("0::/weird:path:with:colons\n", (None, "/weird:path:with:colons")),
-    ],
-)
-def test_parse_proc_cgroup(text, want):
-    assert parse_proc_cgroup(text) == want
 
 
 def test_systemd_run_argv():
@@ -102,17 +86,6 @@ def test_parse_swap_mode():
     assert parse_swap_mode(" Auto ") == "auto"
     assert parse_swap_mode("off") == "off"
     assert parse_swap_mode("128M") == 128 * MiB
-
-
-def test_parse_swaps_hostile():
-    text = (
-        "Filename\tType\tSize\tUsed\tPriority\n"
-        "/var/tmp/a\\040b/swapfile file 131068 1024 -2\n"
-        "/dev/broken partition notanumber 0 -3\n"
-        "short line\n"
-    )
-    assert parse_swaps(text) == [("/var/tmp/a b/swapfile", 131068 * 1024, 1024 * 1024)]
-    assert parse_swaps("") == []
 
 
 @pytest.mark.parametrize(

@@ -346,7 +346,7 @@ def test_a_hog_of_a_running_show_is_refused(tmp_path, made):
     state file listing it, or its cgroup, does not get it killed."""
     ok, why = can_v1()
     require(ok, why)
-    from beep_av.hog import HogProcess
+    from beep_av.hogproc import HogProcess
 
     own = own_v1_cgroup()
     assert own
@@ -380,7 +380,7 @@ def test_teardown_kills_only_its_own_hogs_in_its_cgroup(made):
     left in the cgroup, and nothing else that may have been put there."""
     ok, why = can_v1()
     require(ok, why)
-    from beep_av.hog import HogProcess
+    from beep_av.hogproc import HogProcess
 
     own = own_v1_cgroup()
     assert own

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, require
+from tests.fx_cgroup import beep_cgroups, beep_swaps, hog_pids, own_v1_cgroup
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 MiB = 1 << 20
@@ -37,12 +38,8 @@ FAST = [*STAGE, "--rate", "96M/s", *QUIET]
 
 
 def _own_memory_cgroup() -> Path | None:
-    for line in Path("/proc/self/cgroup").read_text().splitlines():
-        _, ctrl, path = line.split(":", 2)
-        if "memory" in ctrl.split(","):
-            p = Path("/sys/fs/cgroup/memory") / path.lstrip("/")
-            return p if p.is_dir() else None
-    return None
+    own = own_v1_cgroup()
+    return Path(own) if own and os.path.isdir(own) else None
 
 
 def can_stage() -> tuple[bool, str]:
@@ -53,7 +50,7 @@ def can_stage() -> tuple[bool, str]:
 
 
 def _swaps() -> set[str]:
-    return {ln.split()[0] for ln in Path("/proc/swaps").read_text().splitlines()[1:]}
+    return set(beep_swaps())
 
 
 def _temp_entries(dirs: list[Path]) -> set[str]:
@@ -75,22 +72,10 @@ class Machine:
 
     def residue(self, show_pid: int) -> list[str]:
         """Everything of show `show_pid` still on the machine."""
-        left: list[str] = []
-        cg = _own_memory_cgroup()
-        if cg is not None:
-            left += [str(p) for p in cg.rglob(f"beep-av-{show_pid}-*") if p.is_dir()]
-        left += sorted(s for s in _swaps() - self.swaps if "beep-av" in s)
+        left = sorted(beep_cgroups(f"beep-av-{show_pid}-*"))
+        left += sorted(_swaps() - self.swaps)
         left += sorted(_temp_entries(self.temp_dirs) - self.temps)
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"beep_av.hog" in cmd and b"--parent" in cmd:
-                if cmd[cmd.index(b"--parent") + 1] == str(show_pid).encode():
-                    left.append(f"hog pid {pid}")
+        left += [f"hog pid {pid}" for pid in hog_pids(show_pid)]
         if self.state_dir.is_dir():
             left += [str(p) for p in self.state_dir.iterdir()]
         if Path(f"/proc/{show_pid}").exists():

@@ -224,6 +224,7 @@ def _join(cgroup: str):
     return join
 
 
+@pytest.mark.real
 def test_host_guard_trips_when_the_host_cgroup_is_eaten_from_outside_the_stage(
     machine, scratch_cgroup, tmp_path
 ):

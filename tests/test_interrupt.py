@@ -161,7 +161,7 @@ class _SilentHog:
 
 
 def test_waiting_for_the_hog_ends_on_a_signal_within_half_a_second(flag):
-    from beep_av.hog import HogProcess
+    from beep_av.hogproc import HogProcess
 
     hog = _SilentHog()
     _later(0.2, lambda: os.kill(os.getpid(), signal.SIGTERM))

@@ -41,7 +41,7 @@ def _hog_at(samples: list[dict], t: float) -> int:
     return min(samples, key=lambda s: abs(s["t"] - t))["hog"]
 
 
-@pytest.mark.parametrize("stage", ["rehearsal", "cgroup"])
+@pytest.mark.parametrize("stage", ["rehearsal", pytest.param("cgroup", marks=pytest.mark.real)])
 def test_pause_resume_rate_and_release(stage, tmp_path, request):
     if stage == "cgroup":
         request.getfixturevalue("real_stage")

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, beep, require
+from tests.fx_cgroup import beep_cgroups, beep_swaps, hog_pids
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -46,21 +47,7 @@ def real_stage():
 
 def residue() -> list[str]:
     """Every trace a show could leave: cgroups, swapfiles, hog processes, state files."""
-    left: list[str] = []
-    cg = _memory_cgroup_root()
-    if cg is not None:
-        left += [str(p) for p in cg.rglob("beep-av-*") if p.is_dir()]
-    swaps = Path("/proc/swaps").read_text().splitlines()[1:]
-    left += [ln.split()[0] for ln in swaps if "beep-av" in ln]
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            continue
-        if b"beep_av.hog" in cmd and int(pid) != os.getpid():
-            left.append(f"hog pid {pid}")
+    left = sorted(beep_cgroups()) + beep_swaps() + [f"hog pid {p}" for p in hog_pids()]
     for d in (
         "/run/beep-av",
         os.path.join(os.environ.get("XDG_RUNTIME_DIR", "/nonexistent"), "beep-av"),

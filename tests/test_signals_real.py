@@ -27,7 +27,8 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, require
-from tests.test_endings import Machine, _own_memory_cgroup, can_stage
+from tests.fx_cgroup import beep_cgroups, beep_swaps, hog_pids
+from tests.test_endings import Machine, can_stage
 
 pytestmark = [pytest.mark.real, pytest.mark.slow]
 
@@ -52,11 +53,6 @@ def _status(pid: int) -> dict[str, str]:
 def _mask(pid: int, field: str) -> int | None:
     v = _status(pid).get(field)
     return int(v.strip(), 16) if v else None
-
-
-def _beep_cgroups() -> set[str]:
-    cg = _own_memory_cgroup()
-    return {str(p) for p in cg.rglob("beep-av-*") if p.is_dir()} if cg else set()
 
 
 class TimedShow:
@@ -184,9 +180,8 @@ def stage_machine(tmp_path, monkeypatch):
 
 def _residue(m: Machine, pid: int, cgroups_before: set[str]) -> list[str]:
     left = m.residue(pid)
-    left += sorted(_beep_cgroups() - cgroups_before - set(left))
-    swaps = Path("/proc/swaps").read_text()
-    left += [ln.split()[0] for ln in swaps.splitlines()[1:] if "beep-av" in ln]
+    left += sorted(beep_cgroups() - cgroups_before - set(left))
+    left += [s for s in beep_swaps() if s not in left]
     return left
 
 
@@ -194,7 +189,7 @@ def _calibrate(args: list[str], state: Path) -> tuple[list[float], TimedShow]:
     """One show to its end, and when (seconds since spawn) its handler was installed, it
     said calm, it said finale, its teardown began (SIGTERM turns ignored in its SigIgn:
     interrupt.ignore()), it exited."""
-    m, before = Machine(state, []), _beep_cgroups()
+    m, before = Machine(state, []), beep_cgroups()
     show = TimedShow(args)
     armed = show.handler_installed()
     ignored = show.anchor(3)
@@ -235,7 +230,7 @@ def test_sigterm_at_40_moments_leaves_nothing_behind(stage_machine):
     for i, (sec, frac) in enumerate(moments(MOMENTS)):
         name = "swapfile" if i % 2 == 0 else "no swap"
         cal = marks[name]  # handler, calm, finale, teardown, exit
-        m, before = Machine(state, []), _beep_cgroups()
+        m, before = Machine(state, []), beep_cgroups()
         show = TimedShow(CONFIGS[name])
         armed = show.handler_installed()
         # each section starts at this show's own event (shows differ by tens of ms),
@@ -291,16 +286,8 @@ def test_sigterm_at_40_moments_leaves_nothing_behind(stage_machine):
 def _hog_of(show_pid: int, timeout: float = 30) -> int:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for pid in os.listdir("/proc"):
-            if not pid.isdigit():
-                continue
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            if b"beep_av.hog" in cmd and b"--parent" in cmd:
-                if cmd[cmd.index(b"--parent") + 1] == str(show_pid).encode():
-                    return int(pid)
+        for pid in hog_pids(show_pid):
+            return pid
         time.sleep(0.02)
     raise AssertionError(f"no hog of show {show_pid} appeared")
 
@@ -319,7 +306,7 @@ HOSTILE = (
 @pytest.mark.parametrize("parent", ["plain", "hostile"])
 def test_the_hog_has_no_signal_blocked_or_ignored(stage_machine, parent):
     state = stage_machine
-    m, before = Machine(state, []), _beep_cgroups()
+    m, before = Machine(state, []), beep_cgroups()
     args = ["--ram", "64M", "--cache", "8M", "--rate", "32M/s", "--swap", "off"]
     args += ["--output", "headless", "--audio", "off", "--calm", "2"]
     argv0 = [sys.executable, "-c", HOSTILE, sys.executable] if parent == "hostile" else None

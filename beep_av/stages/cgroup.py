@@ -25,6 +25,7 @@ from pathlib import Path
 from beep_av import interrupt
 from beep_av.config import format_mib
 from beep_av.errors import BadInput, CannotStage
+from beep_av.procfs import parse_proc_cgroup
 from beep_av.stages.base import HogStage, Say, StageFiles, memory_files
 from beep_av.stages.cleanup import StateFile, hog_value, rmdir_cgroup
 from beep_av.stages.swap import SWAP_DIR, Swapfile, choose_swap, free_swap, parse_swap_mode
@@ -61,21 +62,6 @@ class CgroupFS:
 
 
 # ---------------------------------------------------------------- pure helpers
-
-
-def parse_proc_cgroup(text: str) -> tuple[str | None, str | None]:
-    """/proc/<pid>/cgroup -> (v1 memory path, v2 unified path); None where absent."""
-    v1 = v2 = None
-    for line in text.splitlines():
-        parts = line.split(":", 2)
-        if len(parts) != 3:
-            continue
-        hid, ctrls, path = parts
-        if hid == "0" and ctrls == "":
-            v2 = path
-        elif "memory" in ctrls.split(","):
-            v1 = path
-    return v1, v2
 
 
 SYSTEMD_ROUTES = ("systemd-system", "systemd-user")
@@ -412,7 +398,7 @@ class CgroupStage(HogStage):
             ) from None
 
     def _spawn_hog(self) -> None:
-        from beep_av.hog import HogProcess
+        from beep_av.hogproc import HogProcess
 
         wrapper: list[str] = []
         procs = None

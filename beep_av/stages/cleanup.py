@@ -41,11 +41,12 @@ import psutil
 
 from beep_av import procfs
 from beep_av.errors import CannotStage
+from beep_av.hog import statfs_type
+from beep_av.hogproc import HOG_MODULE
 from beep_av.stages.base import Say
-from beep_av.stages.swap import statfs_type, swap_active
+from beep_av.stages.swap import swap_active
 
 KINDS = ("hog", "cgroup", "swapfile", "swapdir", "container")
-HOG_MODULE = "beep_av.hog"
 CGROUP_PREFIX = "beep-av-"
 SWAP_PREFIX = "beep-av-swap-"  # swap.Swapfile's mkdtemp prefix
 SWAP_NAME = "swapfile"
@@ -141,14 +142,8 @@ def proc_start_time(pid: int, proc_root: str = "/proc") -> int | None:
     (A show's liveness; fake /proc trees in tests. Hogs are identified with psutil.)"""
     try:
         with open(f"{proc_root}/{pid}/stat", "rb") as f:
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return None
-    # the name (field 2) may hold spaces and parentheses: split after the last ')'
-    rest = text[text.rfind(")") + 2 :].split()
-    try:
-        return int(rest[19])  # field 22 is the 20th after the name
-    except (IndexError, ValueError):
+            return procfs.parse_proc_stat(f.read().decode("utf-8", "replace")).starttime
+    except (OSError, procfs.ParseError):
         return None
 
 

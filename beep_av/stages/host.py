@@ -21,9 +21,8 @@ from pathlib import Path
 
 from beep_av.config import format_mib
 from beep_av.errors import BadInput, CannotStage
-from beep_av.procfs import ParseError, parse_limit, parse_meminfo
+from beep_av.procfs import ParseError, parse_limit, parse_meminfo, parse_proc_cgroup
 from beep_av.stages.base import HogStage, Say, Source, StageFiles, memory_files
-from beep_av.stages.cgroup import parse_proc_cgroup
 from beep_av.stages.swap import SWAP_DIR
 from beep_av.tunables import MIN_STAGE_RAM as MIN_RAM
 from beep_av.tunables import STORY_SECONDS
@@ -397,7 +396,7 @@ class HostStage(HogStage):
         """Spawn the hog (oom_score_adj 1000, no cgroup move) and let it warm the cache."""
         if not self.confirmed:
             raise BadInput("--stage host was not confirmed; nothing was allocated")
-        from beep_av.hog import HogProcess
+        from beep_av.hogproc import HogProcess
 
         self.hog = HogProcess(rate=self.rate, cache=self.cache_bytes, cache_dir=self.cache_dir)
         self.hog.wait_ready()

@@ -6,7 +6,6 @@ A provisioned swapfile is always swapoff'ed, then deleted with its dir."""
 
 from __future__ import annotations
 
-import ctypes
 import os
 import secrets
 import shutil
@@ -17,6 +16,8 @@ from dataclasses import dataclass
 from beep_av import interrupt
 from beep_av.config import format_mib
 from beep_av.errors import CannotStage
+from beep_av.hog import disk_fs_problem
+from beep_av.procfs import ParseError, meminfo_bytes, parse_swaps
 from beep_av.stages.base import Say
 from beep_av.tunables import auto_swap_size
 
@@ -26,38 +27,7 @@ ZEROS_SYNC_MIB = 16  # without fallocate: written 1 MiB at a time, synced every 
 SWAP_DIR = "/var/tmp"
 DISK_MARGIN = 256 * MiB  # leave this much free disk after the swapfile
 
-# statfs f_type magics (linux/magic.h) of filesystems a swapfile or cache file must avoid
-_MEMORY_FS = {
-    0x01021994: "tmpfs",
-    0x858458F6: "ramfs",
-    0x794C7630: "overlayfs",  # often over tmpfs in containers; no swapfile support anyway
-    0x73717368: "squashfs",
-}
-
 # ---------------------------------------------------------------- filesystem checks
-
-
-def statfs_type(path: str) -> int:
-    """The statfs(2) f_type of the filesystem holding `path` (os.statvfs lacks it)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    buf = ctypes.create_string_buffer(256)  # struct statfs is 120 bytes on x86_64/arm64
-    if libc.statfs(os.fsencode(path), buf) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), path)
-    # f_type is the first member, a long (__fsword_t)
-    return ctypes.c_long.from_buffer(buf).value
-
-
-def disk_fs_problem(path: str) -> str | None:
-    """None when `path` is on a disk filesystem; else a short reason."""
-    try:
-        ftype = statfs_type(path)
-    except OSError as e:
-        return f"cannot check the filesystem ({e.strerror})"
-    name = _MEMORY_FS.get(ftype & 0xFFFFFFFF)
-    if name:
-        return f"{name} is memory, not disk"
-    return None
 
 
 def free_disk(path: str) -> int:
@@ -69,30 +39,13 @@ def free_disk(path: str) -> int:
 # ---------------------------------------------------------------- existing swap
 
 
-def parse_swaps(text: str) -> list[tuple[str, int, int]]:
-    """/proc/swaps text -> [(filename, size_bytes, used_bytes)]. Skips bad lines."""
-    out = []
-    for line in text.splitlines()[1:]:
-        parts = line.split()
-        if len(parts) < 4:
-            continue
-        try:
-            out.append((parts[0].replace("\\040", " "), int(parts[2]) * 1024, int(parts[3]) * 1024))
-        except ValueError:
-            continue
-    return out
-
-
 def free_swap(proc_root: str = "/proc") -> int:
-    """Free swap on the machine, bytes (SwapFree of meminfo)."""
+    """Free swap on the machine, bytes (SwapFree of meminfo); 0 when unreadable."""
     try:
-        with open(os.path.join(proc_root, "meminfo")) as f:
-            for line in f:
-                if line.startswith("SwapFree:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+        with open(os.path.join(proc_root, "meminfo"), "rb") as f:
+            return meminfo_bytes(f.read(), "SwapFree") or 0
+    except (OSError, ParseError):
+        return 0
 
 
 def swap_active(path: str, proc_root: str = "/proc") -> bool:
@@ -103,7 +56,7 @@ def swap_active(path: str, proc_root: str = "/proc") -> bool:
     except OSError:
         return False
     real = os.path.realpath(path)
-    return any(name in (path, real) for name, _, _ in parse_swaps(text))
+    return any(s.filename in (path, real) for s in parse_swaps(text))
 
 
 # ---------------------------------------------------------------- the swapfile

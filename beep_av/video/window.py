@@ -1,4 +1,4 @@
-"""The pygame-ce window output (and, with driver="kmsdrm", the KMS console).
+"""The pygame-ce window output (a desktop window, or fullscreen).
 
 Adapter: touches the display through SDL and nothing else. Draws the Scene, turns keys
 into presenter commands, handles `f` (fullscreen) and `h` (help) itself, replays
@@ -27,7 +27,6 @@ from beep_av.video.scene import Scene
 # Under Xvfb (and plain X11 without a GPU) SDL's default window framebuffer goes
 # through software GL: 3.8 ms a flip at 720p, 8-16 ms at 1080p here. With the hint at 0,
 # SDL uses the X shared-memory path: 0.18 ms and 0.4-0.8 ms (benchmarks/bench_video.py).
-# kmsdrm has no native framebuffer, so the hint would break it: left alone there.
 ACCEL_HINT = "SDL_FRAMEBUFFER_ACCELERATION"
 DEFAULT_SIZE = (1280, 720)  # windowed; fullscreen takes the desktop's size
 
@@ -106,7 +105,6 @@ class WindowOutput:
         self,
         fullscreen: bool = False,
         size: tuple[int, int] | None = (1280, 720),
-        driver: str | None = None,
         frames_dir: str | Path | None = None,
         frames_every: int = 1,
         key_plan: Sequence[tuple[float, str]] | None = None,
@@ -119,7 +117,6 @@ class WindowOutput:
             raise BadInput(f"window size {size!r} must be two positive numbers")
         self.fullscreen = fullscreen
         self.size = (int(size[0]), int(size[1]))
-        self.driver = driver
         self.plan = check_key_plan(key_plan)
         self._plan_next = 0
         # every language is loaded up front: `c` cycles en -> fr -> off during the show
@@ -138,8 +135,6 @@ class WindowOutput:
         self.scene: Scene | None = None
         self.last_frame_ms = 0.0  # draw + flip time of the last frame
         self._hint_set = False
-        self._driver_before: str | None = None  # the user's SDL_VIDEODRIVER, restored
-        self._driver_swapped = False
         self._help_cache: (
             tuple[tuple[int, int], list[tuple[pygame.Surface, pygame.Surface]]] | None
         ) = None
@@ -150,11 +145,7 @@ class WindowOutput:
         """Open the window. Raises CannotStage (exit 3) with the fix."""
         if self.screen is not None:
             return
-        if self.driver:
-            self._driver_before = os.environ.get("SDL_VIDEODRIVER")
-            self._driver_swapped = True
-            os.environ["SDL_VIDEODRIVER"] = self.driver
-        if self.driver != "kmsdrm" and ACCEL_HINT not in os.environ:
+        if ACCEL_HINT not in os.environ:
             os.environ[ACCEL_HINT] = "0"
             self._hint_set = True
         try:
@@ -168,11 +159,6 @@ class WindowOutput:
         self.scene = Scene(self.screen.get_size(), self.captions, self.lang)
 
     def _fix(self, err: str) -> str:
-        if self.driver == "kmsdrm":
-            return (
-                f"cannot open the KMS console ({err}): run from a text console (not under X "
-                "or Wayland) on a machine with /dev/dri/card*, or use --output framebuffer or terminal"
-            )
         return (
             f"cannot open a window ({err}): run inside a desktop session (DISPLAY or "
             "WAYLAND_DISPLAY set), or use --output kms, terminal or headless"
@@ -210,12 +196,6 @@ class WindowOutput:
         if self._hint_set:
             os.environ.pop(ACCEL_HINT, None)
             self._hint_set = False
-        if self._driver_swapped:
-            if self._driver_before is None:
-                os.environ.pop("SDL_VIDEODRIVER", None)
-            else:
-                os.environ["SDL_VIDEODRIVER"] = self._driver_before
-            self._driver_swapped = False
 
     # ------------------------------------------------------------ frames
 
