@@ -118,6 +118,10 @@ def _add_stage(p: argparse.ArgumentParser, with_stage: bool = True) -> None:
     g.add_argument(
         "--yes", action="store_true", default=None, help="confirm --stage host without asking"
     )
+    g.add_argument("--act", metavar="ACT", help="story|who-dies|bystander|throttle (default story)")
+    g.add_argument(
+        "--hogs", metavar="SPEC", help="who-dies: NAME:SIZE[:OOM_SCORE_ADJ],... (2 to 4 hogs)"
+    )
 
 
 def build_parser() -> Parser:
@@ -221,6 +225,8 @@ SETTING_FLAGS = (
     "host_floor",
     "speed",
     "restarts",
+    "act",
+    "hogs",
 )
 
 
@@ -354,6 +360,13 @@ def dispatch(args: argparse.Namespace) -> int:
         return app.run_watch_containers(settings, keys=args.keys, say=_say)
     if cmd == "watch":
         return app.run_watch(settings, args.cgroup, keys=args.keys, say=_say)
+    from beep_av.acts.spec import check_act_settings
+
+    check_act_settings(settings)  # exit 2 before anything exists
+    if settings.act != "story":  # the other acts own their stages (beep_av.acts)
+        from beep_av.acts.run import run_act
+
+        return run_act(settings, keys=args.keys, say=_say)
     return app.run_live(settings, keys=args.keys, say=_say)
 
 

@@ -113,6 +113,8 @@ class Settings:
     host_floor: str = "auto"
     speed: float = 1.0  # replay only
     restarts: int = 0  # the container stage: the engine's restart policy on-failure:N
+    act: str = "story"  # story | who-dies | bystander | throttle (beep_av.acts)
+    hogs: str | None = None  # who-dies: NAME:SIZE[:ADJ],... (beep_av.acts.parse_hogs)
 
 
 SETTING_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -138,6 +140,8 @@ SETTING_TYPES: dict[str, type | tuple[type, ...]] = {
     "host_floor": str,
     "speed": (int, float),
     "restarts": int,
+    "act": str,
+    "hogs": str,
 }
 assert set(SETTING_TYPES) == {f.name for f in fields(Settings)}
 
@@ -285,6 +289,10 @@ def validate_values(values: dict[str, Any], source: str) -> None:
             raise BadInput(f"{flag}: {value} must be at least 1")
         elif key == "speed" and not (0.01 <= value <= 1000):
             raise BadInput(f"{flag}: {value} is outside 0.01..1000")
+        elif key in ("act", "hogs"):
+            from beep_av.acts.spec import validate_act_value
+
+            validate_act_value(key, value, flag)
         elif key == "seed" and value < 0:
             raise BadInput(f"{flag}: {value} must not be negative")
 

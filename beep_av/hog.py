@@ -13,7 +13,8 @@ with a private unlinked file, then waits for "start" on stdin and climbs: privat
 anonymous mmap chunks, every page written with random bytes, paced to a rate. It reports
 the total bytes touched as "N\\n" lines on the report fd (~50 Hz and after every chunk).
 
-Control lines on stdin: start | rate N | pause | resume | stop. EOF on stdin: exit."""
+Control lines on stdin: start | rate N | limit N | pause | resume | stop | read. EOF on
+stdin: exit."""
 
 from __future__ import annotations
 
@@ -215,6 +216,7 @@ class Hog:
         self._words: memoryview | None = None  # the same chunk as 64-bit words
         self.off = self.chunk  # forces a new chunk on the first step
         self.populate = populate
+        self.limit = 0  # bytes: stop growing there (0: never)
         self._ctl_buf = b""
         # One random block tiled across the pages, and the first words of every page
         # fresh, so no two pages are alike (KSM, same-filled pages) and none compresses
@@ -255,6 +257,11 @@ class Hog:
             if self.paused:
                 self.paused = False
                 self._reset_bucket()
+        elif cmd == "limit" and len(words) == 2:  # an act's hog: stop growing there
+            try:
+                self.limit = max(0, int(words[1]))
+            except ValueError:
+                return True
         elif cmd == "rate" and len(words) == 2:
             try:
                 self.rate = max(0, int(words[1]))
@@ -341,8 +348,8 @@ class Hog:
                 self._report()
                 next_report = now + REPORT_EVERY
             wait = None
-            if not self.started or self.paused:
-                wait = next_report - now
+            if not self.started or self.paused or (self.limit and self.touched >= self.limit):
+                wait = next_report - now  # `limit`: an act's hog stops growing there
             elif self.rate > 0:
                 step = self.step_bytes()
                 allowed = self.base_bytes + self.rate * (now - self.base_t)
@@ -357,6 +364,83 @@ class Hog:
                 return 0
             if wait is None:
                 self.touch(self.step_bytes())
+
+
+# ---------------------------------------------------------------- the acts' other modes
+
+
+def spin(report_fd: int | None, ctl_fd: int = 0) -> int:
+    """`--mode spin` (the throttle act): burn CPU and report the iterations done so far
+    ("N\n", ~20 Hz), after "start" on stdin; exit on EOF or "stop"."""
+    import select
+    import time
+
+    os.set_blocking(ctl_fd, False)
+    if report_fd is not None:
+        os.set_blocking(report_fd, False)
+    n = 0
+    started = False
+    next_report = 0.0
+    while True:
+        now = time.monotonic()
+        if now >= next_report or not started:
+            if report_fd is not None:
+                try:
+                    os.write(report_fd, b"%d\n" % n)
+                except BlockingIOError:
+                    pass
+                except BrokenPipeError:
+                    return 0
+            next_report = now + 0.05
+            ready, _, _ = select.select([ctl_fd], [], [], 0.0 if started else 0.05)
+            if ready:
+                try:
+                    data = os.read(ctl_fd, 4096)
+                except BlockingIOError:
+                    data = b"?"
+                if not data or b"stop" in data:
+                    return 0
+                started = started or b"start" in data
+        if started:
+            x = 0
+            for i in range(2000):  # one iteration: a fixed piece of work (~60 µs)
+                x += i * i
+            n += 1
+
+
+def idle(nbytes: int, report_fd: int | None, ctl_fd: int = 0) -> int:
+    """`--mode idle` (the bystander act): on "start", write random bytes into `nbytes`
+    of private anonymous memory once (zeros would not go to swap honestly) and report
+    them; then sleep. On "read", read every page back and report "read SECONDS"; exit
+    on EOF or "stop"."""
+    import time
+
+    hog = Hog(0, report_fd, ctl_fd)
+    hog._report()
+    buf = b""
+    while True:
+        data = os.read(ctl_fd, 4096)
+        if not data:
+            return 0
+        buf += data
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            cmd = line.strip()
+            if cmd == b"stop":
+                return 0
+            if cmd == b"start" and hog.touched == 0:
+                while hog.touched < nbytes:
+                    hog.touch(min(STEP_MAX, nbytes - hog.touched))
+                hog._report()
+            elif cmd == b"read":
+                t = time.monotonic()
+                total = 0
+                for m in hog.maps:
+                    view = hog.np.frombuffer(m, dtype=hog.np.uint64)
+                    total += int(view[:: PAGE // 8].sum(dtype=hog.np.uint64) & 1)
+                dt = time.monotonic() - t
+                if report_fd is not None:
+                    os.write(report_fd, b"read %.6f\n" % dt)
 
 
 # ---------------------------------------------------------------- entry point
@@ -387,7 +471,11 @@ def main(argv: list[str] | None = None) -> int:
     _arm(int(args.get("parent", "0")))
     if args.get("cgroup-procs"):
         _join_cgroup(args["cgroup-procs"])
-    _set_oom_score_adj(1000)
+    try:
+        adj = int(args.get("oom-score-adj", "1000"))
+    except ValueError as e:
+        _fail(f"bad argument: {e}")
+    _set_oom_score_adj(adj)
     try:
         rate = int(args.get("rate", "0"))
         cache = int(args.get("cache", "0"))
@@ -397,6 +485,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         _fail(f"bad argument: {e}")
     cache_fd = warm_cache(cache, args.get("cache-dir", CACHE_DIR))  # noqa: F841 (kept open)
+    mode = args.get("mode", "climb")
+    if mode == "spin":
+        return spin(report_fd)
+    if mode == "idle":
+        return idle(int(args.get("size", "0")), report_fd)
     hog = Hog(rate, report_fd, chunk=chunk, populate=populate)
     return hog.run()
 

@@ -33,7 +33,12 @@ class HogProcess:
         chunk: int = CHUNK,
         wrapper: list[str] | tuple[str, ...] = (),
         populate: bool = True,
+        oom_score_adj: int = 1000,
+        mode: str = "climb",
+        size: int = 0,
     ) -> None:
+        """`mode`: climb (the story's hog), spin (burn CPU, report iterations) or idle
+        (touch `size` bytes once, then sleep; read them back on `read_back()`)."""
         r, w = os.pipe()
         argv = [*wrapper, sys.executable, "-m", HOG_MODULE]
         argv += ["--rate", str(int(rate)), "--cache", str(int(cache)), "--cache-dir", cache_dir]
@@ -42,6 +47,10 @@ class HogProcess:
             argv += ["--cgroup-procs", cgroup_procs]
         if not populate:
             argv += ["--populate", "0"]
+        if oom_score_adj != 1000:
+            argv += ["--oom-score-adj", str(int(oom_score_adj))]
+        if mode != "climb":
+            argv += ["--mode", mode, "--size", str(int(size))]
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -104,6 +113,14 @@ class HogProcess:
 
     def pause(self) -> None:
         self._send("pause")
+
+    def set_limit(self, nbytes: int) -> None:
+        """Stop growing at `nbytes` touched (0: never)."""
+        self._send(f"limit {int(nbytes)}")
+
+    def read_back(self) -> None:
+        """An idle hog reads its memory back and reports "read SECONDS"."""
+        self._send("read")
 
     def resume(self) -> None:
         self._send("resume")

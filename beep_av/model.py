@@ -106,6 +106,41 @@ class KillRecord:
 
 
 @dataclass(frozen=True)
+class Lane:
+    """One process of an act, as the picture, the sound and the recording see it
+    (who-dies: a hog; bystander: the idle process and the hog; throttle: a worker).
+    Bytes are bytes; `oom_score` is the kernel's live /proc/PID/oom_score (None: not
+    read); `work_rate` is iterations per second (throttle; None elsewhere)."""
+
+    name: str
+    pid: int | None
+    colour: int  # index into the scene's lane palette
+    rss: int = 0  # VmRSS
+    swap: int = 0  # VmSwap
+    oom_score: int | None = None
+    oom_score_adj: int | None = None
+    alive: bool = True
+    work_rate: float | None = None
+
+
+@dataclass(frozen=True)
+class ActView:
+    """What an act other than the story adds to a state: the caption key it wants
+    (None: the phase's), the card's title and lines at its end (empty: the story's),
+    the closing tones (Hz, played in turn instead of the beep; empty: the beep), how
+    fast the picture moves (1 = normal; throttle slows it), the act's events for the
+    recording (cumulative, in order: each a dict with `event`) and a one-line note."""
+
+    caption: str | None = None
+    title: str | None = None
+    card: tuple[str, ...] = ()
+    closing: tuple[float, ...] = ()
+    speed: float = 1.0
+    events: tuple[dict, ...] = ()
+    note: str = ""  # one line for the HUD (the countdown, the read-back's figures)
+
+
+@dataclass(frozen=True)
 class ShowState:
     """What every output reads. Replaced as a whole by the conductor, never mutated."""
 
@@ -129,6 +164,9 @@ class ShowState:
     bystanders: tuple[KillRecord, ...] = ()
     counter_seen_t: float | None = None  # the story's memory: an unexplained counter rise
     replay_of: str | None = None  # the recording a replay performs
+    act: str = "story"  # story | who-dies | bystander | throttle
+    lanes: tuple[Lane, ...] = ()  # per-process lanes of an act (empty: the story)
+    act_view: ActView | None = None
 
     def phase_time(self, phase: Phase) -> float | None:
         for p, t in self.entered:

@@ -31,6 +31,10 @@ from beep_av.model import PHASES, KillRecord, Phase, ShowState
 FORMAT = "beep-av/1"
 FORMAT_PREFIX = "beep-av/"
 EVENT_TYPES = ("phase", "skip", "kill", "beep", "end")
+# an act's lines (beep-av/1, compatibly: older readers ignore unknown types): `lanes`
+# (the act's processes at a sample: name, pid, colour, rss, swap, oom_score,
+# oom_score_adj, alive, work_rate) and `act` (an act's event: `event` and its fields)
+ACT_TYPES = ("lanes", "act")
 
 # Sample columns in the order the writer puts them; "phase" is stored as Phase.index.
 INT_COLUMNS = (
@@ -114,6 +118,21 @@ ENGINE_KEYS = (
 )  # fmt: skip
 
 
+def lane_fields(lane) -> dict[str, Any]:
+    """A model.Lane as a `lanes` line's item."""
+    return {
+        "name": lane.name,
+        "pid": lane.pid,
+        "colour": lane.colour,
+        "rss": int(lane.rss),
+        "swap": int(lane.swap),
+        "oom_score": lane.oom_score,
+        "oom_score_adj": lane.oom_score_adj,
+        "alive": lane.alive,
+        "work_rate": lane.work_rate,
+    }
+
+
 MAX_PENDING = 4096  # states queued for the writer (~80 s at 50 Hz) before samples drop
 WRITER_JOIN_S = 10.0  # close() waits this long for the writer to finish the file
 
@@ -169,6 +188,7 @@ class Recorder:
         self._last_queued: ShowState | None = None
         self._closing = False
         self._bystanders_written = 0  # kills of others (hog false) written so far
+        self._act_written = 0  # act events written so far
         head = {"type": "header", "format": FORMAT, "version": __version__}
         head.update({k: v for k, v in header.items() if k not in ("type", "format")})
         self._put("line", head)
@@ -326,6 +346,19 @@ class Recorder:
                 "phase": state.phase.value,
             }
         )
+        if state.lanes and (prev is None or state.lanes != prev.lanes):
+            self._line(
+                {
+                    "type": "lanes",
+                    "t": _r(state.t, 4),
+                    "lanes": [lane_fields(x) for x in state.lanes],
+                }
+            )
+        view = state.act_view
+        if view is not None and len(view.events) > self._act_written:
+            for e in view.events[self._act_written :]:
+                self._line({"type": "act", **e})
+            self._act_written = len(view.events)
         for b in state.bystanders[self._bystanders_written :]:
             self._line({"type": "kill", "t": _r(b.t, 4), **kill_fields(b)})
         self._bystanders_written = max(self._bystanders_written, len(state.bystanders))
@@ -372,6 +405,8 @@ class Recording:
     samples: dict[str, np.ndarray]
     events: list[dict[str, Any]] = field(default_factory=list)
     truncated: bool = False  # the last line was cut short (a crashed show)
+    lanes: list[dict[str, Any]] = field(default_factory=list)  # an act's `lanes` lines
+    act_events: list[dict[str, Any]] = field(default_factory=list)  # its `act` lines
 
     def __len__(self) -> int:
         return len(self.samples["t"])
@@ -476,7 +511,18 @@ def load(path: str) -> Recording:
         raise _bad(path, "no samples (header only), nothing to replay")
     if not np.isfinite(cols["t"]).all():
         raise _bad(path, "a sample has a non-finite time")
-    return Recording(path=path, header=header, samples=cols, events=events, truncated=truncated)
+    lanes = [e for e in events if e["type"] == "lanes"]
+    acts = [e for e in events if e["type"] == "act"]
+    events = [e for e in events if e["type"] not in ACT_TYPES]
+    return Recording(
+        path=path,
+        header=header,
+        samples=cols,
+        events=events,
+        truncated=truncated,
+        lanes=lanes,
+        act_events=acts,
+    )
 
 
 def _events(path: str, lines: list[bytes]) -> tuple[list[dict[str, Any]], list[bytes]]:
@@ -495,7 +541,7 @@ def _events(path: str, lines: list[bytes]) -> tuple[list[dict[str, Any]], list[b
         if kind == "sample":
             foreign.append(line)
             continue
-        if kind not in EVENT_TYPES:
+        if kind not in EVENT_TYPES and kind not in ACT_TYPES:
             continue  # unknown record types (and a second header) are ignored
         t = obj.get("t")
         if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):

@@ -300,6 +300,8 @@ def draw(rec: Recording, size: tuple[int, int] = (1600, 900)):
 
     _draw_bands(surf, lay, rec, small)
     _draw_kill(surf, lay, rec, font)
+    if rec.lanes:
+        _draw_lanes(surf, lay, rec, small)
 
     # title and legend
     hdr = rec.header
@@ -326,6 +328,37 @@ def draw(rec: Recording, size: tuple[int, int] = (1600, 900)):
         surf.blit(lab, (x + 20, y))
         x += 20 + lab.get_width() + 24
     return surf
+
+
+LANE_COLOURS = ((255, 140, 90), (110, 220, 140), (110, 180, 255), (250, 215, 80))
+
+
+def _draw_lanes(surf, lay: Layout, rec: Recording, font) -> None:
+    """An act's processes (`lanes` lines), one trace each in its colour: RSS + swap on
+    the MiB axis, or (throttle) the work rate as a share of the fastest on the right
+    axis; each named at its last point."""
+    import pygame
+
+    names: dict[str, int] = {}
+    series: dict[str, list[tuple[float, float]]] = {}
+    rate = any(x.get("work_rate") is not None for row in rec.lanes for x in row["lanes"])
+    top = max([x.get("work_rate") or 0.0 for row in rec.lanes for x in row["lanes"]] + [1.0])
+    for row in rec.lanes:
+        for x in row["lanes"]:
+            name = str(x.get("name"))
+            names.setdefault(name, int(x.get("colour") or 0))
+            v = (x.get("work_rate") or 0.0) / top if rate else (x.get("rss", 0) + x.get("swap", 0))
+            if x.get("alive", True) or not series.get(name):
+                series.setdefault(name, []).append((float(row["t"]), float(v)))
+    for name, pts in series.items():
+        colour = LANE_COLOURS[names[name] % len(LANE_COLOURS)]
+        y_of = lay.y_of_share if rate else lay.y_of
+        xy = [(lay.x_of(t), y_of(v)) for t, v in pts]
+        if len(xy) > 1:
+            pygame.draw.lines(surf, colour, False, xy, 2)
+        lab = font.render(name, True, colour)
+        x, y = xy[-1]
+        surf.blit(lab, (min(x + 4, lay.right - lab.get_width()), y - lab.get_height()))
 
 
 def _polyline(surf, lay: Layout, v: np.ndarray, y_of, colour, dashed: bool = False) -> None:

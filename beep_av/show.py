@@ -176,13 +176,12 @@ class Conductor:
             return
         self._beep_recorded = True
         if self.recorder is not None:
+            view = self.state.act_view
+            tones = {"freq": self.settings.beep_freq, "repeats": self.settings.beep_repeats}
+            if view is not None and view.closing:  # an act's closing tones, not the beep
+                tones = {"freq": list(view.closing), "repeats": 1, "closing": True}
             with self._rec_lock:
-                self.recorder.beep(
-                    self.audio.beep_t,
-                    freq=self.settings.beep_freq,
-                    length_ms=self.settings.beep_length,
-                    repeats=self.settings.beep_repeats,
-                )
+                self.recorder.beep(self.audio.beep_t, length_ms=self.settings.beep_length, **tones)
 
     def run(self) -> int:
         """Run the show to its end: the driver's performance over (its finale held for

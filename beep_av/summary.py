@@ -119,6 +119,8 @@ def card_lines(state: ShowState) -> list[str]:
     plain text, composed here for every output: the hog's OOM kill, a signal from user
     space, a rehearsal (nothing was killed), a replay (names its file)."""
     lines = [f"replay of {state.replay_of}"] if state.replay_of else []
+    if state.act_view is not None and state.act_view.card:  # an act composes its own
+        return [*lines, *state.act_view.card]
     k = state.kill
     if is_rehearsal(state.stage):
         lines.append(REHEARSAL)
@@ -225,7 +227,9 @@ def phase_line(state: ShowState, phase: Phase, t: float, cache_peak: int) -> str
             why = f"{REHEARSAL} (the model's hog met the limit), {hog}, swap {mib(s.swap_bytes)}"
     else:
         k = state.kill
-        if is_rehearsal(state.stage):
+        if state.act_view is not None and state.act_view.card:
+            why = state.act_view.card[0]  # an act's verdict comes first on its card
+        elif is_rehearsal(state.stage):
             why = f"{REHEARSAL}; noise cut, beep"
         elif k is not None and not k.oom:
             why = f"killed by a signal from {killer_phrase(k)}: not an OOM kill"

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from beep_av.recording import load
+from tests.acts_checks import check_throttle, closing_is_not_the_beep
 
 # a boot (and an image build from nothing) runs in the first test's setup
 pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.guest, pytest.mark.timeout(1800)]
@@ -66,6 +67,17 @@ def _check_show(run, rel: str, *, sources=("exit", "oom_kill", "kmsg"), story=ST
 
 
 # ---------------------------------------------------------------- root (`sudo`)
+
+
+def test_throttle_act_on_v2_lowers_cpu_max_and_kills_nobody(root_run):
+    """Issue 15: the throttle act in a systemd scope on cgroup v2 (cpu.max)."""
+    rc, err = root_run.rc_of("e/throttle.rc"), root_run.text("e/throttle.err")
+    assert rc == 0, err
+    assert "stage: systemd scope" in err, err
+    figures = check_throttle(root_run.out / "e" / "throttle.jsonl")
+    peak, band = closing_is_not_the_beep(root_run.out / "e" / "throttle.wav")
+    assert root_run.text("e/throttle.left").strip() == "", root_run.text("e/throttle.left")
+    print(f"throttle v2 (guest): {figures}, closing peak {peak:.0f} Hz, 880 Hz band {band:.4f}")
 
 
 def test_guest_is_a_systemd_v2_laptop(root_run):

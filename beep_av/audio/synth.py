@@ -96,6 +96,18 @@ def voice_params(state: ShowState, muted: bool = False) -> VoiceParams:
         )
     else:  # oom, finale: the noise stops dead
         p = VoiceParams(0.0, 250.0, 16, 1, 0.0, 0.0)
+    if state.act == "throttle" and phase is not Phase.FINALE:
+        # the work rate is the intensity: slower work, darker and coarser noise; the
+        # throttled share of periods (stall) drops segments out
+        speed = i if phase is not Phase.CALM else 1.0
+        p = VoiceParams(
+            0.12 if phase is not Phase.CALM else 0.04,
+            300.0 + 9000.0 * speed,
+            16 - round(8 * (1 - speed)),
+            1 + round(7 * (1 - speed)),
+            0.5 * stall,
+            0.0,
+        )
     if muted or state.muted:
         p = p._replace(gain=0.0)
     return p
@@ -184,10 +196,8 @@ class Synth:
         self._gap = max(0, round(b.gap_ms * ms))
         self._fade = max(1, min(round(b.fade_ms * ms), self._tone // 2))
         self._tail = round(max(MIN_TAIL_MS, b.tail_ms) * ms)
-        reps = max(1, int(b.repeats))
-        self._starts = [self._lead + r * (self._tone + self._gap) for r in range(reps)]
-        self._total = self._starts[-1] + self._tone + self._tail
         self._w = 2.0 * math.pi * float(b.freq) / self.rate
+        self._plan(())
         # scratch: everything a block needs, allocated once
         n = self.max_block
         self._x = np.empty((n, 2), dtype=np.float32)
@@ -204,6 +214,14 @@ class Synth:
         self._u = np.empty(2, dtype=np.float32)
         self._zb = np.empty(2, dtype=np.float32)
         self._views: _Views | None = None  # for the last block size
+
+    def _plan(self, closing: tuple[float, ...]) -> None:
+        """The tones after the cut: the beep `repeats` times, or an act's closing tones
+        (Hz, one each, in turn: the throttle act ends on another sound than the beep)."""
+        reps = len(closing) if closing else max(1, int(self.beep.repeats))
+        self._starts = [self._lead + r * (self._tone + self._gap) for r in range(reps)]
+        self._ws = [2.0 * math.pi * float(f) / self.rate for f in closing] or [self._w] * reps
+        self._total = self._starts[-1] + self._tone + self._tail
 
     @property
     def beep_frames(self) -> int:
@@ -245,6 +263,8 @@ class Synth:
             self.finished = False
             self.cut_t = now
             self._gain = 0.0  # a hard cut, no fade: the noise stops dead
+            view = state.act_view
+            self._plan(tuple(view.closing) if view is not None else ())
         o = v.o
         if self._beep_pos < 0:
             if self._noise(state, v, noise, out):
@@ -362,7 +382,7 @@ class Synth:
         pos = self._beep_pos
         if self.beep_t is None and pos <= self._lead < pos + n:
             self.beep_t = now + (self._lead - pos) / self.rate
-        for start in self._starts:
+        for start, w in zip(self._starts, self._ws, strict=True):
             lo = max(pos, start)
             hi = min(pos + n, start + self._tone)
             if lo >= hi:
@@ -382,7 +402,7 @@ class Synth:
             np.multiply(env, -0.5 * BEEP_LEVEL, out=env)
             np.add(env, 0.5 * BEEP_LEVEL, out=env)
             # phase from the tone's own frame count: no accumulated drift, same offline
-            np.multiply(local, self._w, out=local)
+            np.multiply(local, w, out=local)
             np.sin(local, out=local)
             np.multiply(local, env, out=local)
             a = lo - pos

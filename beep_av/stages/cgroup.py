@@ -270,6 +270,7 @@ class CgroupStage(HogStage):
         self.hog = None  # HogProcess once spawned
         self.swapfile: Swapfile | None = None
         self._hog_value: str | None = None
+        self._more_hogs: list = []  # (HogProcess, state value) of an act's other hogs
         self._v2_leaf: str | None = None  # where we moved ourselves (v2 internal-process rule)
         self._v2_enabled: str | None = None  # the subtree_control we wrote +memory into
 
@@ -398,11 +399,17 @@ class CgroupStage(HogStage):
             ) from None
 
     def _spawn_hog(self) -> None:
+        self._spawn_one(rate=self.rate, cache=self.cache_bytes)
+
+    def _spawn_one(self, **hog_args):
+        """Spawn one hog (HogProcess keyword arguments) into the stage, recorded in the
+        state file, and wait until it is ready and in the stage's cgroup. The first of a
+        systemd route makes the scope; later ones join it (an act with several hogs)."""
         from beep_av.hogproc import HogProcess
 
         wrapper: list[str] = []
         procs = None
-        if self.route and self.route.systemd:
+        if self.route and self.route.systemd and not self.cgroup_dir:
             wrapper = systemd_run_argv(
                 self.name,
                 self.ram_limit,
@@ -418,28 +425,28 @@ class CgroupStage(HogStage):
         # handlers only set a flag, so nothing can come between the spawn and the record
         # (the hog's pid is known only once it runs; PR_SET_PDEATHSIG ends it with a
         # crashed show, and cleanup kills a hog of ours found in a listed cgroup)
-        self.hog = HogProcess(
-            rate=self.rate,
-            cache=self.cache_bytes,
-            cgroup_procs=procs,
-            cache_dir=self.cache_dir,
-            wrapper=wrapper,
-        )
-        self._hog_value = hog_value(self.hog.pid, self.proc_root)
-        self.state.record("hog", self._hog_value)
+        hog = HogProcess(cgroup_procs=procs, cache_dir=self.cache_dir, wrapper=wrapper, **hog_args)
+        value = hog_value(hog.pid, self.proc_root)
+        if self.hog is None:  # the first: the stage's own (teardown kills it)
+            self.hog, self._hog_value = hog, value
+        else:
+            self._more_hogs.append((hog, value))
+        self.state.record("hog", value)
         try:
-            self.hog.wait_ready()
+            hog.wait_ready()
         except CannotStage as e:
             if self.route and self.route.systemd:
                 how = "systemd-run --user" if self.route.kind == "systemd-user" else "systemd-run"
                 raise CannotStage(f"{e.message}; {how} failed: {FIX}") from None
             raise
-        self._check_membership()
+        self._check_membership(hog)
+        return hog
 
-    def _check_membership(self) -> None:
+    def _check_membership(self, hog=None) -> None:
         """The hog moved itself; make sure it is where the limits are."""
-        assert self.hog and self.route
-        text = _readable(f"{self.proc_root}/{self.hog.pid}/cgroup") or ""
+        hog = hog or self.hog
+        assert hog and self.route
+        text = _readable(f"{self.proc_root}/{hog.pid}/cgroup") or ""
         v1, v2 = parse_proc_cgroup(text)
         if self.route.systemd:
             if not v2 or not self.route_unified():
@@ -502,6 +509,12 @@ class CgroupStage(HogStage):
         """Kill the hog, rmdir the cgroup, swapoff and delete the swapfile, forget them in
         the state file. Idempotent; fine after a failed prepare."""
         errors = []
+        for hog, value in self._more_hogs:
+            hog.kill()
+            hog.wait(10)
+            hog.close()
+            self.state.forget("hog", value)
+        self._more_hogs = []
         if self.hog is not None:
             self.hog.kill()
             self.hog.wait(10)

@@ -24,7 +24,25 @@ REQUIRED = tuple(p.value for p in PHASES) + (
 )
 # the container stage's words for what a Kubernetes user would see (optional keys)
 CONTAINER_KEYS = ("container_oomkilled", "container_restarts", "container_crashloop")
-KNOWN = frozenset(REQUIRED) | {f"skipped_{p.value}" for p in PHASES} | set(CONTAINER_KEYS)
+# the acts' own captions (beep_av.acts): optional keys, shipped in en and fr
+ACT_KEYS = (
+    "throttle_calm",
+    "throttle_full",
+    "throttle_slow",
+    "throttle_end",
+    "who_dies_guess",
+    "who_dies_climb",
+    "who_dies_kill",
+    "who_dies_release",
+    "bystander_cold",
+    "bystander_readback",
+)
+KNOWN = (
+    frozenset(REQUIRED)
+    | {f"skipped_{p.value}" for p in PHASES}
+    | set(CONTAINER_KEYS)
+    | frozenset(ACT_KEYS)
+)
 MAX_CHARS = 400  # one sentence for the back row, not an essay
 _LANG_RE = re.compile(r"^[a-z]{2,8}$")
 

@@ -60,7 +60,16 @@ class HeadlessOutput:
                     self._line("  " + line)
                 self._line("")
         card_key = (state.kill.pid, state.kill.t) if state.kill else None
-        if state.phase is Phase.FINALE and card_key and card_key not in self._cards_shown:
+        view = state.act_view
+        if state.phase is Phase.FINALE and view is not None and view.card:
+            # an act's card (beep_av.acts): its lines as they come (a read-back adds one)
+            done = getattr(self, "_act_lines", 0)
+            if not done:
+                self._line("")
+            for line in view.card[done:]:
+                self._line("  " + line)
+            self._act_lines = max(done, len(view.card))
+        elif state.phase is Phase.FINALE and card_key and card_key not in self._cards_shown:
             self._cards_shown.add(card_key)
             self._line("")
             for line in victim_card(state.kill, state.stage, state.replay_of):

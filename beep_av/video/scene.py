@@ -66,6 +66,8 @@ SEG_CACHE: RGB = (70, 160, 220)
 SEG_SWAP: RGB = (170, 90, 220)
 SEG_FREE: RGB = (40, 40, 48)
 SEG_SWAP_FREE: RGB = (32, 26, 44)
+# an act's lanes, one colour per process (model.Lane.colour)
+LANE_COLOURS: tuple[RGB, ...] = ((235, 95, 55), (90, 200, 120), (70, 160, 220), (240, 200, 60))
 
 
 def grain_for(height: int, intensity: float) -> int:
@@ -192,7 +194,9 @@ class Scene:
     def draw_card(self, state: ShowState, surface: pygame.Surface) -> pygame.Rect:
         """The finale's big BEEP and victim card, centred; returns the rectangle drawn."""
         w, h = self.size
-        beep = self._text("BEEP", int(h * 0.26), WHITE)
+        view = state.act_view
+        title = view.title if view is not None and view.title else "BEEP"
+        beep = self._text(title, int(h * 0.26 if len(title) <= 5 else h * 0.16), WHITE)
         lines = [self._text(s, int(h * 0.06), GREY) for s in card_lines(state)]
         gap = int(h * 0.012)
         total = beep.get_height() + sum(s.get_height() + gap for s in lines)
@@ -245,12 +249,16 @@ class Scene:
         arr, low = self._buffer(grain)
         lut = self._lut(state.phase, intensity)
         lh, lw = arr.shape
-        if grain in self._fresh or look.refresh <= 1:
+        refresh = look.refresh
+        view = state.act_view
+        if view is not None and view.speed < 1.0:  # a throttled act: the picture slows
+            refresh = max(refresh, min(30, round(1.0 / max(0.034, view.speed))))
+        if grain in self._fresh or refresh <= 1:
             self._fresh.discard(grain)
             rows = arr
         else:
             # slow phases redraw an interlaced share of the rows: the static shimmers
-            rows = arr[self._frame % look.refresh :: look.refresh]
+            rows = arr[self._frame % refresh :: refresh]
         n = rows.shape[0] * lw
         if rows is arr:
             np.take(lut, noise.u8(n).reshape(lh, lw), out=arr)
@@ -398,6 +406,48 @@ class Scene:
         self._draw_gauges(state, surface)
         self._draw_message(state, surface)
         self.draw_bystander(state, surface)
+        if state.lanes:
+            self.draw_lanes(state, surface)
+
+    def draw_lanes(self, state: ShowState, surface: pygame.Surface) -> pygame.Rect:
+        """An act's processes, one lane each in its colour: a bar of its RSS (and swap,
+        paler) against the largest, and its figures (oom_score, or the work rate);
+        returns the rectangle drawn."""
+        w, h = self.size
+        m = max(4, int(h * 0.03))
+        lanes = state.lanes
+        px = int(h * 0.04)
+        lane_h = max(px + 4, int(h * 0.055))
+        top = int(h * 0.8) - lane_h * len(lanes) - m
+        area = pygame.Rect(0, top, w, lane_h * len(lanes))
+        surface.fill(PANEL, area)
+        biggest = max([ln.rss + ln.swap for ln in lanes] + [1])
+        fastest = max([ln.work_rate or 0.0 for ln in lanes] + [1.0])
+        bar_w = int(w * 0.4)
+        for k, ln in enumerate(lanes):
+            y = top + k * lane_h
+            colour = LANE_COLOURS[ln.colour % len(LANE_COLOURS)]
+            if not ln.alive:
+                colour = mix(colour, (60, 60, 60), 0.7)
+            if ln.work_rate is not None:
+                fill = int(bar_w * min(1.0, ln.work_rate / fastest))
+                surface.fill(colour, (m, y + 2, fill, lane_h - 4))
+                text = f"{ln.name}  pid {ln.pid}  {ln.work_rate:,.0f} it/s"
+            else:
+                rw = int(bar_w * ln.rss / biggest)
+                sw = int(bar_w * ln.swap / biggest)
+                surface.fill(colour, (m, y + 2, rw, lane_h - 4))
+                surface.fill(mix(colour, WHITE, 0.6), (m + rw, y + 2, sw, lane_h - 4))
+                score = "?" if ln.oom_score is None else str(ln.oom_score)
+                adj = "" if ln.oom_score_adj is None else f" (adj {ln.oom_score_adj})"
+                text = (
+                    f"{ln.name}  pid {ln.pid}  RSS {fmt_mib(ln.rss)}  swap {fmt_mib(ln.swap)} MiB"
+                    f"  oom_score {score}{adj}"
+                )
+            if not ln.alive:
+                text += "  KILLED"
+            surface.blit(self._text(text, px, WHITE), (m + bar_w + m, y + (lane_h - px) // 2))
+        return area
 
     def draw_bystander(self, state: ShowState, surface: pygame.Surface) -> pygame.Rect | None:
         """A fresh kill of another process: its card on a panel mid-screen (the show
@@ -424,7 +474,10 @@ class Scene:
     ) -> None:
         if state.captions == "off" or self.captions is None:
             return
-        text = self.captions.get(state.captions, state.phase.value)
+        key = state.phase.value
+        if state.act_view is not None and state.act_view.caption:
+            key = state.act_view.caption
+        text = self.captions.get(state.captions, key)
         if not text:
             return
         w, h = self.size
@@ -444,6 +497,8 @@ class Scene:
             notes.append(note or f"{reason}: {phase.value} skipped")
         if state.message:
             notes.append(state.message)
+        if state.act_view is not None and state.act_view.note:
+            notes.append(state.act_view.note)
         y = int(h * 0.62) if state.phase not in (Phase.OOM, Phase.FINALE) else int(h * 0.9)
         for note in notes:
             s = self._text(note, int(h * 0.045), (255, 230, 140))

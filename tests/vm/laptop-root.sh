@@ -53,4 +53,11 @@ run_show d oomd-swapfull --swap 76M
 swapoff /swap-small; rm -f /swap-small; swapon /swapfile
 journalctl -b -u systemd-oomd.service -o short-monotonic --no-pager >"$OUT/d/journal.txt" 2>&1
 systemctl stop systemd-oomd.service
+# e. the throttle act on cgroup v2 (issue 15): a systemd scope's cpu.max lowered step by
+#    step, the workers' rate measured, nobody killed, the closing sound in a wav
+mkdir -p "$OUT/e"
+beep-av show --act throttle --output headless --audio "wav:$OUT/e/throttle.wav" \
+  --record "$OUT/e/throttle.jsonl" >"$OUT/e/throttle.out" 2>"$OUT/e/throttle.err"
+echo $? >"$OUT/e/throttle.rc"
+leftovers "$OUT/e/throttle.left"
 echo done >"$OUT/done"

@@ -1,0 +1,198 @@
+"""Pieces every act shares: reading one process on kept fds (/proc/PID/status for VmRSS
+and VmSwap, /proc/PID/oom_score and oom_score_adj), reading an act process's report
+pipe, and the driver base (state building, events, the story's phases for a memory
+stage)."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import replace
+
+from beep_av.model import ActView, KillRecord, Lane, Phase, ShowState, Snapshot
+
+MiB = 1 << 20
+_VM_RE = re.compile(rb"^(VmRSS|VmSwap|VmPTE):\s+(\d+) kB$", re.M)
+LANE_EVERY = 0.1  # s: lanes (status, oom_score) are read at 10 Hz, not in every 50 Hz tick
+
+
+# ---------------------------------------------------------------- one process
+
+
+def parse_status_vm(raw: bytes) -> tuple[int, int]:
+    """/proc/PID/status -> (VmRSS, VmSwap) in bytes (0 where absent: a kernel thread,
+    a zombie)."""
+    got = {k: int(v) * 1024 for k, v in _VM_RE.findall(raw)}
+    return got.get(b"VmRSS", 0), got.get(b"VmSwap", 0)
+
+
+class ProcWatch:
+    """One process's memory and OOM score, read with pread on fds opened once."""
+
+    def __init__(self, pid: int, proc_root: str = "/proc") -> None:
+        self.pid = pid
+        self._fds: dict[str, int] = {}
+        for name in ("status", "oom_score", "oom_score_adj"):
+            try:
+                self._fds[name] = os.open(f"{proc_root}/{pid}/{name}", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass
+        self.rss = self.swap = self.pte = 0  # bytes: VmRSS, VmSwap, VmPTE (page tables)
+        self.oom_score: int | None = None
+        self.oom_score_adj: int | None = None
+
+    def _pread(self, name: str) -> bytes | None:
+        fd = self._fds.get(name)
+        if fd is None:
+            return None
+        try:
+            return os.pread(fd, 4096, 0)
+        except OSError:  # ESRCH: the process is gone; the last values stay
+            return None
+
+    def read(self) -> None:
+        raw = self._pread("status")
+        if raw:
+            got = {k: int(v) * 1024 for k, v in _VM_RE.findall(raw)}
+            self.rss, self.swap = got.get(b"VmRSS", 0), got.get(b"VmSwap", 0)
+            self.pte = got.get(b"VmPTE", 0)
+        for name in ("oom_score", "oom_score_adj"):
+            raw = self._pread(name)
+            if raw and raw.strip().lstrip(b"-").isdigit():
+                setattr(self, name, int(raw))
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self._fds.clear()
+
+
+class ReportPipe:
+    """An act process's report pipe (non-blocking): the last "N" line, and the other
+    lines ("read SECONDS") in order."""
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+        self.value = 0
+        self.lines: list[str] = []
+        self._tail = b""
+
+    def drain(self) -> int:
+        if self.fd is None:
+            return self.value
+        data = b""
+        while True:
+            try:
+                chunk = os.read(self.fd, 65536)
+            except (BlockingIOError, OSError):
+                break
+            if not chunk:
+                break
+            data += chunk
+        if data:
+            buf = self._tail + data
+            *lines, self._tail = buf.split(b"\n")
+            for line in lines:
+                line = line.strip()
+                if line.isdigit():
+                    self.value = int(line)
+                elif line:
+                    self.lines.append(line.decode("ascii", "replace"))
+        return self.value
+
+
+# ---------------------------------------------------------------- the driver base
+
+
+class ActDriver:
+    """The shared parts of an act's driver. Subclasses set `act`, the limits, and
+    implement prepare/run/close (the COMMON driver interface)."""
+
+    act = "story"
+    kind = "act"
+    stage_kind = "cgroup"
+    ram_limit = 0
+    swap_limit = 0
+    cache_bytes = 0
+    rate = 0
+    end_reason = "end"
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        self.rehearsal = settings.stage == "rehearsal"
+        self.stage_kind = "rehearsal" if self.rehearsal else "cgroup"
+        self.events: list[dict] = []
+        self.entered: list[tuple[Phase, float]] = [(Phase.CALM, 0.0)]
+        self.skipped: list[tuple[Phase, str]] = []
+        self._kills: list[KillRecord] = []
+        self._closed = False
+        self.lines: list[str] = []  # said after the show (stderr)
+
+    # ---- the interface
+
+    def command(self, cmd: str) -> str | None:
+        return None
+
+    def kills(self) -> list[KillRecord]:
+        return list(self._kills)
+
+    def header(self) -> dict:
+        """The act's fields in the recording header."""
+        return {"act": self.act}
+
+    def summary(self) -> list[str]:
+        return self.lines
+
+    # ---- building states
+
+    def event(self, t: float, event: str, **fields) -> None:
+        self.events.append({"t": round(t, 4), "event": event, **fields})
+
+    def enter(self, phase: Phase, t: float) -> None:
+        if all(p is not phase for p, _ in self.entered):
+            self.entered.append((phase, t))
+
+    @property
+    def phase(self) -> Phase:
+        return self.entered[-1][0]
+
+    def state(self, t: float, snapshot: Snapshot, lanes: tuple[Lane, ...], **view) -> ShowState:
+        """A ShowState of this act at show time t."""
+        kw = {k: view.pop(k) for k in ("kill", "intensity", "stall", "oom_t") if k in view}
+        return ShowState(
+            t=t,
+            phase=self.phase,
+            snapshot=snapshot,
+            entered=tuple(self.entered),
+            skipped=tuple(self.skipped),
+            stage=self.stage_kind,
+            captions=self.settings.captions,
+            act=self.act,
+            lanes=lanes,
+            act_view=ActView(events=tuple(self.events), **view),
+            **kw,
+        )
+
+
+def memory_phase(driver: ActDriver, snap: Snapshot, cache_peak: int) -> None:
+    """The story's forward phases from a memory stage's reading: evicting once the
+    cache falls, swapping once swap is in use."""
+    t = snap.t
+    if driver.phase is Phase.CALM:
+        driver.enter(Phase.FILLING, t)
+    if cache_peak > 4 * MiB and snap.cache_bytes < cache_peak - 2 * MiB:
+        driver.enter(Phase.EVICTING, t)
+    if snap.swap_bytes > MiB and snap.swap_limit > 0:
+        driver.enter(Phase.SWAPPING, t)
+
+
+def fill_intensity(snap: Snapshot) -> float:
+    total = max(1, snap.ram_limit + snap.swap_limit)
+    return min(1.0, max(0.0, (snap.anon_bytes + snap.cache_bytes + snap.swap_bytes) / total))
+
+
+def with_t(state: ShowState, t: float) -> ShowState:
+    return replace(state, t=t)

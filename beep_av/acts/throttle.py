@@ -1,0 +1,480 @@
+"""`--act throttle`: CPU-bound workers in a cgroup whose CPU quota is lowered step by
+step, down to a few percent. Everything slows, nothing dies, and the act ends on a low
+descending two-tone instead of the beep.
+
+Routes for the CPU cgroup (as the memory stage's, cgroup.py): a transient systemd scope
+(`systemd-run --scope -p CPUQuota=`, systemd as PID 1 on cgroup v2, root), a child of our
+own v2 cgroup with the cpu controller, or a child of our own v1 `cpu` cgroup
+(cpu.cfs_quota_us / cpu.cfs_period_us). The quota is written to the cgroup's own file
+(v2 cpu.max). The workers are hogs in `--mode spin` (armed, recorded and cleaned up like
+the story's hog) that report their iterations; the throttling counters are the cgroup's
+cpu.stat (nr_periods, nr_throttled, v1 throttled_time ns / v2 throttled_usec)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections import deque
+from pathlib import Path
+
+from beep_av import interrupt
+from beep_av.acts.common import ActDriver, ProcWatch, ReportPipe
+from beep_av.errors import CannotStage
+from beep_av.model import Lane, Phase, Snapshot
+from beep_av.procfs import pick_fields
+
+PERIOD_US = 100_000
+# the quota, as a share of what the workers would use unthrottled (one CPU each)
+STEPS = (None, 0.5, 0.2, 0.1, 0.04)
+STEP_S = 2.0
+CALM_S = 0.5
+TICK = 0.05
+CLOSING = (392.0, 261.63)  # G4 then C4: low, descending, nowhere near the beep's 880 Hz
+FIX = "run as root on a machine with the cgroup cpu controller (v1 cpu, or v2 cpu)"
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def cpu_route(cgroup_root: str = "/sys/fs/cgroup", proc_root: str = "/proc") -> tuple[str, str]:
+    """(kind, parent dir or unified root): "systemd-system", "v2" or "v1". Raises
+    CannotStage naming the fix."""
+    text = _read(f"{proc_root}/self/cgroup") or ""
+    v1 = v2 = None
+    for line in text.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        if parts[0] == "0" and parts[1] == "":
+            v2 = parts[2]
+        elif "cpu" in parts[1].split(","):
+            v1 = parts[2]
+    root = Path(cgroup_root)
+    uni = root if (root / "cgroup.controllers").exists() else root / "unified"
+    root_ctrls = (_read(str(uni / "cgroup.controllers")) or "").split()
+    pid1 = (_read(f"{proc_root}/1/comm") or "").strip()
+    is_root = os.geteuid() == 0
+    why = []
+    if pid1 == "systemd" and v2 is not None and "cpu" in root_ctrls and is_root:
+        if shutil.which("systemd-run"):
+            return "systemd-system", str(uni)
+        why.append("systemd-run is not installed")
+    if v2 is not None and "cpu" in root_ctrls:
+        own = uni / v2.lstrip("/")
+        if "cpu" in (_read(str(own / "cgroup.controllers")) or "").split() and os.access(
+            own, os.W_OK
+        ):
+            return "v2", str(own)
+        why.append(f"{own} has no writable cpu controller")
+    if v1 is not None:
+        for name in ("cpu", "cpu,cpuacct", "cpuacct,cpu"):
+            mount = root / name
+            if (mount / "cpu.cfs_quota_us").exists():
+                own = mount / v1.lstrip("/")
+                if own.is_dir() and os.access(own, os.W_OK):
+                    return "v1", str(own)
+                why.append(f"{own} is not writable")
+                break
+        else:
+            why.append("no v1 cpu controller mount with cpu.cfs_quota_us")
+    raise CannotStage(f"no CPU cgroup to throttle in ({'; '.join(why) or 'none found'}): {FIX}")
+
+
+class CpuStage:
+    """The throttle act's real stage: the CPU cgroup and its spinning workers."""
+
+    def __init__(self, workers: int, state_dir: str | None = None) -> None:
+        from beep_av.stages.cleanup import StateFile
+
+        self.n = workers
+        self.state = StateFile(state_dir)
+        self.kind = ""
+        self.dir: str | None = None  # the cgroup's directory
+        self._made: str | None = None  # a dir we made (v1/v2), removed at close
+        self.name = f"beep-av-{os.getpid()}-throttle"
+        self.workers: list = []  # HogProcess
+        self._values: list[str] = []
+        self._stat_fd: int | None = None
+
+    def describe(self) -> str:
+        where = {"systemd-system": "systemd scope", "v2": "cgroup v2", "v1": "cgroup v1"}
+        return f"{where.get(self.kind, 'cgroup')} {self.name}: {self.n} CPU-bound workers"
+
+    def prepare(self, say) -> None:
+        from beep_av.hogproc import HogProcess
+        from beep_av.stages.cleanup import hog_value
+
+        self.state.ensure()
+        self.kind, parent = cpu_route()
+        interrupt.check()
+        wrapper: list[str] = []
+        if self.kind in ("v1", "v2"):
+            path = os.path.join(parent, self.name)
+            self.state.record("cgroup", path)  # before the mkdir: cleanup knows it
+            try:
+                os.mkdir(path, 0o755)
+            except OSError as e:
+                self.state.forget("cgroup", path)
+                raise CannotStage(f"cannot create cgroup {path} ({e.strerror}): {FIX}") from None
+            self.dir = self._made = path
+            self.set_quota(None)
+        else:
+            wrapper = [
+                "systemd-run", "--scope", "--quiet", "--collect", f"--unit={self.name}",
+                "-p", f"CPUQuota={100 * self.n}%", "--",
+            ]  # fmt: skip
+        for i in range(self.n):
+            interrupt.check()
+            procs = os.path.join(self.dir, "cgroup.procs") if self.dir else None
+            w = HogProcess(mode="spin", cgroup_procs=procs, wrapper=wrapper if i == 0 else [])
+            self.workers.append(w)
+            value = hog_value(w.pid)
+            self._values.append(value)
+            self.state.record("hog", value)
+            w.wait_ready()
+            if self.dir is None:  # the scope systemd made for the first worker
+                v2 = next(
+                    (ln[3:] for ln in (_read(f"/proc/{w.pid}/cgroup") or "").splitlines()
+                     if ln.startswith("0::")),
+                    None,
+                )  # fmt: skip
+                if not v2 or not v2.strip().endswith(f"{self.name}.scope"):
+                    raise CannotStage(f"the worker is not in the scope {self.name}: {FIX}")
+                self.dir = os.path.join(parent, v2.strip().lstrip("/"))
+                self.state.record("cgroup", self.dir)
+                self.set_quota(None)
+        try:
+            self._stat_fd = os.open(os.path.join(self.dir, "cpu.stat"), os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as e:
+            raise CannotStage(f"cannot read {self.dir}/cpu.stat ({e.strerror}): {FIX}") from None
+        say(f"stage: {self.describe()}")
+
+    def set_quota(self, share: float | None) -> None:
+        """`share` of the workers' unthrottled use (one CPU each); None: no quota."""
+        assert self.dir
+        quota = None if share is None else max(1000, int(share * self.n * PERIOD_US))
+        if self.kind == "v1":
+            files = [("cpu.cfs_period_us", str(PERIOD_US))]
+            files.append(("cpu.cfs_quota_us", "-1" if quota is None else str(quota)))
+        else:
+            files = [("cpu.max", f"{'max' if quota is None else quota} {PERIOD_US}")]
+        for name, value in files:
+            path = os.path.join(self.dir, name)
+            try:
+                fd = os.open(path, os.O_WRONLY)
+                try:
+                    os.write(fd, value.encode())  # os.write: a refusal must not be swallowed
+                finally:
+                    os.close(fd)
+            except OSError as e:
+                raise CannotStage(f"cannot write {value} to {path} ({e.strerror}): {FIX}") from None
+
+    def stat(self) -> dict[str, int]:
+        """cpu.stat as {nr_periods, nr_throttled, throttled_us}."""
+        try:
+            text = os.pread(self._stat_fd, 4096, 0).decode() if self._stat_fd is not None else ""
+            d = pick_fields(
+                text, ("nr_periods", "nr_throttled", "throttled_time", "throttled_usec")
+            )
+        except Exception:  # noqa: BLE001 — a reading, not a reason to stop the act
+            return {}
+        us = d.get("throttled_usec")
+        if us is None and d.get("throttled_time") is not None:
+            us = d["throttled_time"] // 1000  # v1: nanoseconds
+        return {
+            "nr_periods": d.get("nr_periods", 0),
+            "nr_throttled": d.get("nr_throttled", 0),
+            "throttled_us": us or 0,
+        }
+
+    def close(self) -> list[str]:
+        errors = []
+        for w, value in zip(self.workers, self._values, strict=False):
+            w.kill()
+            w.wait(10)
+            w.close()
+            self.state.forget("hog", value)
+        self.workers, self._values = [], []
+        if self._stat_fd is not None:
+            os.close(self._stat_fd)
+            self._stat_fd = None
+        if self._made:
+            from beep_av.stages.cleanup import rmdir_cgroup
+
+            if rmdir_cgroup(self._made):
+                self.state.forget("cgroup", self._made)
+                self._made = None
+            else:
+                errors.append(f"cgroup {self._made}")
+        elif self.dir:
+            deadline = time.monotonic() + 5.0
+            while os.path.exists(self.dir) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if os.path.exists(self.dir):
+                errors.append(f"scope {self.dir}")
+            else:
+                self.state.forget("cgroup", self.dir)
+        self.dir = None
+        return errors
+
+
+class ModelCpu:
+    """The rehearsal's stage: workers that do `base` iterations/s on a whole CPU and
+    `share` of that when throttled; cpu.stat counted as the kernel would (a period
+    throttled whenever the quota is below what the workers want). Deterministic."""
+
+    def __init__(self, workers: int, seed: int | None) -> None:
+        import random
+
+        self.n = workers
+        self.rng = random.Random(seed if seed is not None else 0)
+        self.base = [15000.0 * (1 + 0.05 * self.rng.random()) for _ in range(workers)]
+        self.share: float | None = None
+        self.counts = [0.0] * workers
+        self.periods = self.throttled = self.throttled_us = 0.0
+        self.pids = [40000 + i for i in range(workers)]
+
+    def advance(self, dt: float) -> None:
+        f = 1.0 if self.share is None else min(1.0, self.share)
+        for i in range(self.n):
+            self.counts[i] += self.base[i] * f * dt * (1 + 0.02 * (self.rng.random() - 0.5))
+        if self.share is not None:
+            periods = dt * 1e6 / PERIOD_US
+            self.periods += periods
+            if self.share < 0.98:
+                self.throttled += periods
+                self.throttled_us += dt * 1e6 * (1 - self.share) * self.n
+
+    def stat(self) -> dict[str, int]:
+        return {
+            "nr_periods": int(self.periods),
+            "nr_throttled": int(self.throttled),
+            "throttled_us": int(self.throttled_us),
+        }
+
+
+class ThrottleAct(ActDriver):
+    act = "throttle"
+    kind = "throttle"
+    end_reason = "end"
+
+    def __init__(self, settings, workers: int | None = None) -> None:
+        super().__init__(settings)
+        self.n = workers or max(1, min(2, os.cpu_count() or 1))
+        self.stage: CpuStage | None = None
+        self.model: ModelCpu | None = None
+        self.pipes: list[ReportPipe] = []
+        self.watches: list[ProcWatch] = []
+        self.steps = STEPS
+        self.step_s = STEP_S
+
+    def header(self) -> dict:
+        return {
+            "act": self.act,
+            "workers": self.n,
+            "steps": [None if s is None else round(100 * s, 1) for s in self.steps],
+            "step_s": self.step_s,
+            "period_us": PERIOD_US,
+        }
+
+    # ---- preparing
+
+    def prepare(self, say) -> None:
+        if self.rehearsal:
+            self.model = ModelCpu(self.n, self.settings.seed)
+            say(f"stage: rehearsal, {self.n} modelled workers (nothing is throttled)")
+            return
+        self.stage = CpuStage(self.n)
+        self.stage.prepare(say)
+        self.pipes = [ReportPipe(w.report_fd) for w in self.stage.workers]
+        self.watches = [ProcWatch(w.pid) for w in self.stage.workers]
+
+    # ---- readings
+
+    def _counts(self) -> list[int]:
+        if self.model is not None:
+            return [int(c) for c in self.model.counts]
+        return [p.drain() for p in self.pipes]
+
+    def _stat(self) -> dict[str, int]:
+        return self.model.stat() if self.model is not None else self.stage.stat()
+
+    def _alive(self) -> list[bool]:
+        if self.model is not None:
+            return [True] * self.n
+        return [w.poll() is None for w in self.stage.workers]
+
+    def _pids(self) -> list[int]:
+        if self.model is not None:
+            return self.model.pids
+        return [w.pid for w in self.stage.workers]
+
+    def _set(self, share: float | None) -> None:
+        if self.model is not None:
+            self.model.share = share
+        else:
+            self.stage.set_quota(share)
+
+    # ---- the act
+
+    def run(self, publish, stop, t0: float) -> bool:
+        clock = _Clock(t0, self.model)
+        hist: deque[tuple[float, int]] = deque()
+        per_hist: list[deque[tuple[float, int]]] = [deque() for _ in range(self.n)]
+        base_rate: float | None = None
+        step_rates: list[float] = []
+        stat0 = self._stat()
+        snap = Snapshot(t=0.0)
+        pids = self._pids()
+        lane_names = [f"worker {i + 1}" for i in range(self.n)]
+
+        def lanes(rates: list[float], alive: list[bool]) -> tuple[Lane, ...]:
+            out = []
+            for i in range(self.n):
+                rss = swap = 0
+                if self.watches:
+                    self.watches[i].read()
+                    rss, swap = self.watches[i].rss, self.watches[i].swap
+                out.append(
+                    Lane(lane_names[i], pids[i], i, rss=rss, swap=swap, alive=alive[i],
+                         work_rate=round(rates[i], 1))
+                )  # fmt: skip
+            return tuple(out)
+
+        publish(self.state(clock.now(), snap, lanes([0.0] * self.n, self._alive()),
+                           caption="throttle_calm", note="workers ready"))  # fmt: skip
+        if self.model is None:
+            for w in self.stage.workers:
+                w.start()
+        clock.sleep(CALM_S, stop)
+        self.enter(Phase.FILLING, clock.now())
+        for share in self.steps:
+            if stop.is_set():
+                return False
+            self._set(share)
+            step_t = clock.now()
+            c0 = sum(self._counts())
+            self.event(step_t, "quota", quota_pct=None if share is None else round(100 * share, 1),
+                       **self._stat())  # fmt: skip
+            measure_from: tuple[float, int] | None = None
+            while clock.now() - step_t < self.step_s:
+                if stop.is_set():
+                    return False
+                clock.sleep(TICK, stop)
+                t = clock.now()
+                counts = self._counts()
+                total = sum(counts)
+                hist.append((t, total))
+                for i, c in enumerate(counts):
+                    per_hist[i].append((t, c))
+                while hist and t - hist[0][0] > 0.6:
+                    hist.popleft()
+                for h in per_hist:
+                    while h and t - h[0][0] > 0.6:
+                        h.popleft()
+                if measure_from is None and t - step_t >= 0.5:
+                    measure_from = (t, total)  # the first half second settles the quota
+                rate = _rate(hist)
+                rates = [_rate(h) for h in per_hist]
+                ref = base_rate or rate or 1.0
+                speed = max(0.02, min(1.0, rate / ref)) if ref > 0 else 1.0
+                st = self._stat()
+                throttled = st.get("nr_throttled", 0) - stat0.get("nr_throttled", 0)
+                periods = max(1, st.get("nr_periods", 0) - stat0.get("nr_periods", 0))
+                quota = "no quota" if share is None else f"quota {100 * share:.0f}%"
+                note = (
+                    f"{quota}: {rate:,.0f} iterations/s ({100 * speed:.0f}%), "
+                    f"throttled {throttled} of {periods} periods"
+                )
+                publish(
+                    self.state(
+                        t, snap, lanes(rates, self._alive()),
+                        intensity=speed, stall=min(1.0, throttled / periods) if share else 0.0,
+                        caption="throttle_full" if share is None else "throttle_slow",
+                        speed=speed, note=note,
+                    )
+                )  # fmt: skip
+            t = clock.now()
+            total = sum(self._counts())
+            a_t, a_c = measure_from or (step_t, c0)
+            step_rate = (total - a_c) / max(1e-3, t - a_t)
+            step_rates.append(step_rate)
+            if share is None:
+                base_rate = step_rate
+            self.event(t, "step", quota_pct=None if share is None else round(100 * share, 1),
+                       rate=round(step_rate, 1), **self._stat())  # fmt: skip
+        # the end: who is alive, how much was throttled
+        t = clock.now()
+        alive = self._alive()
+        st = self._stat()
+        throttled = st.get("nr_throttled", 0) - stat0.get("nr_throttled", 0)
+        periods = max(1, st.get("nr_periods", 0) - stat0.get("nr_periods", 0))
+        pct = 100.0 * throttled / periods
+        low = step_rates[-1] / base_rate if base_rate else 0.0
+        dead = [lane_names[i] for i, a in enumerate(alive) if not a]
+        self.event(t, "end", throttled_pct=round(pct, 1), nr_throttled=throttled,
+                   nr_periods=periods, lowest_ratio=round(low, 4),
+                   alive=sum(alive), dead=dead)  # fmt: skip
+        killed = ", ".join(dead) if dead else "nobody"
+        card = (
+            f"throttled {pct:.0f}% of the time, killed: {killed}",
+            f"at {100 * self.steps[-1]:.0f}% quota the work ran at {100 * low:.0f}% of full speed",
+            f"nr_throttled {throttled} of {periods} periods",
+            "rehearsal: nothing was throttled"
+            if self.rehearsal
+            else f"{self.n} workers, cgroup {self.stage.kind}",
+        )
+        self.enter(Phase.FINALE, t)
+        self.end_reason = "finale"
+        self.lines.append(f"throttle: {card[0]}; lowest quota at {100 * low:.1f}% of full speed")
+        publish(
+            self.state(
+                t, snap, lanes([0.0] * self.n, alive), intensity=0.0,
+                caption="throttle_end", title="THROTTLED", card=card,
+                closing=CLOSING, speed=0.0, note="",
+            )
+        )  # fmt: skip
+        return True
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for w in self.watches:
+            w.close()
+        if self.stage is not None:
+            errors = self.stage.close()
+            if errors:
+                raise CannotStage(f"could not remove {', '.join(errors)}; run `beep-av cleanup`")
+
+
+def _rate(h) -> float:
+    if len(h) < 2:
+        return 0.0
+    (ta, ca), (tb, cb) = h[0], h[-1]
+    return (cb - ca) / (tb - ta) if tb > ta else 0.0
+
+
+class _Clock:
+    """Show time, real (monotonic) or the model's (advanced by sleeps, so a rehearsal
+    plays the same whatever the machine; it still waits in real time)."""
+
+    def __init__(self, t0: float, model: ModelCpu | None) -> None:
+        self.t0 = t0
+        self.model = model
+        self._v = round(time.monotonic() - t0, 1)  # the model's own time
+
+    def now(self) -> float:
+        return self._v if self.model is not None else time.monotonic() - self.t0
+
+    def sleep(self, s: float, stop) -> None:
+        stop.wait(s)
+        if self.model is not None:
+            self.model.advance(s)
+            self._v = round(self._v + s, 6)

@@ -1,0 +1,129 @@
+"""The checks an act's recording must pass, the same for its real run and its
+rehearsal (issue 15): shared by tests/test_acts.py and tests/test_acts_real.py."""
+
+from __future__ import annotations
+
+import json
+import wave
+from pathlib import Path
+
+import numpy as np
+
+from beep_av.recording import load as load_recording
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(ln) for ln in Path(path).read_text().splitlines() if ln.strip()]
+
+
+def acts(recs: list[dict], event: str) -> list[dict]:
+    return [r for r in recs if r["type"] == "act" and r["event"] == event]
+
+
+def check_throttle(path: Path) -> dict:
+    """Work rate at the lowest quota < 25% of unthrottled, nr_throttled rises, nobody
+    dies, the closing sound is recorded as not the beep; the recording replays and
+    reports its lanes. Returns the figures."""
+    recs = records(path)
+    head = recs[0]
+    assert head["act"] == "throttle" and head["format"] == "beep-av/1"
+    steps = acts(recs, "step")
+    assert [s["quota_pct"] for s in steps] == head["steps"], steps
+    base, low = steps[0]["rate"], steps[-1]["rate"]
+    assert base > 0 and low / base < 0.25, (base, low)
+    throttled = [s["nr_throttled"] for s in steps[1:]]
+    assert throttled == sorted(throttled) and throttled[-1] > throttled[0], throttled
+    (end,) = acts(recs, "end")
+    assert end["alive"] == head["workers"] and end["dead"] == [], end
+    assert not [r for r in recs if r["type"] == "kill"], "nobody is killed in throttle"
+    (beep,) = [r for r in recs if r["type"] == "beep"]
+    assert beep.get("closing") is True and 880.0 not in beep["freq"], beep
+    lanes = [r for r in recs if r["type"] == "lanes"]
+    assert lanes and all(len(x["lanes"]) == head["workers"] for x in lanes)
+    assert all(ln["alive"] for ln in lanes[-1]["lanes"])
+    assert [r["phase"] for r in recs if r["type"] == "phase"] == ["calm", "filling", "finale"]
+    rec = load_recording(str(path))
+    assert rec.lanes and rec.act_events
+    return {"ratio": low / base, "nr_throttled": end["nr_throttled"], "pct": end["throttled_pct"]}
+
+
+def closing_is_not_the_beep(wav: Path, beep_hz: float = 880.0) -> tuple[float, float]:
+    """FFT of the last second of sound: its peak is far from the beep's frequency, and
+    the beep's band holds almost nothing. Returns (peak Hz, beep band / peak)."""
+    with wave.open(str(wav)) as w:
+        rate, ch, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
+        raw = w.readframes(w.getnframes())
+    dtype = {2: np.int16, 4: np.int32}[width]
+    x = np.frombuffer(raw, dtype=dtype).reshape(-1, ch)[:, 0].astype(np.float64)
+    loud = np.flatnonzero(np.abs(x) > 0.01 * np.abs(x).max())
+    assert loud.size, "the wav is silent"
+    end = int(loud[-1])
+    seg = x[max(0, end - rate) : end]
+    spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
+    f = np.fft.rfftfreq(len(seg), 1 / rate)
+    peak = float(f[int(np.argmax(spec))])
+    band = float(spec[(f > beep_hz - 30) & (f < beep_hz + 30)].max() / spec.max())
+    assert abs(peak - beep_hz) > 100 and band < 0.05, (peak, band)
+    return peak, band
+
+
+def check_who_dies(path: Path) -> dict:
+    """The kill record names the kmsg victim; the recording holds every hog's oom_score
+    at the last sample before the kill; the verdict compares them (returned, so the
+    caller prints a disagreement); the others were alive until released; it replays."""
+    recs = records(path)
+    head = recs[0]
+    names = [h["name"] for h in head["hogs"]]
+    kills = [r for r in recs if r["type"] == "kill"]
+    assert len(kills) == 1, kills
+    kill = kills[0]
+    assert "kmsg" in kill["detected_by"] and kill["kmsg"], kill
+    assert f"Killed process {kill['pid']} " in kill["kmsg"], kill
+    assert kill["exit"] == 137 and kill["oom"] is True
+    (scores,) = acts(recs, "scores")
+    assert [h["name"] for h in scores["hogs"]] == names
+    assert all(isinstance(h["oom_score"], int) for h in scores["hogs"]), scores
+    assert scores["at"] <= kill["t"]
+    by_pid = {h["pid"]: h["name"] for h in scores["hogs"]}
+    (verdict,) = acts(recs, "verdict")
+    assert verdict["pid"] == kill["pid"] and by_pid[kill["pid"]] == verdict["victim"]
+    (released,) = acts(recs, "released")
+    others = [n for n in names if n != verdict["victim"]]
+    assert released["killed_by_kernel"] == [verdict["victim"]], released
+    assert sorted(released["alive_before"]) == sorted(others), released
+    lanes = [r for r in recs if r["type"] == "lanes"]
+    assert lanes and all(len(x["lanes"]) == len(names) for x in lanes)
+    rec = load_recording(str(path))
+    assert rec.kill is not None and rec.kill["pid"] == kill["pid"]
+    top = max(scores["hogs"], key=lambda h: h["oom_score"])
+    return {
+        "victim": verdict["victim"],
+        "scores": {h["name"]: h["oom_score"] for h in scores["hogs"]},
+        "agrees": verdict["agrees"],
+        "highest": top["name"],
+        "stage_scores": verdict["stage_scores"],
+    }
+
+
+def check_bystander(path: Path) -> dict:
+    """Before the hog's kill the bystander's VmSwap is > 50% of its size; the kernel
+    killed the hog, not the bystander, which is alive after it; the read-back swapped
+    pages in (pswpin rose) and took a measured time; it replays."""
+    recs = records(path)
+    (ready,) = acts(recs, "bystander_ready")
+    (before,) = acts(recs, "before_kill")
+    assert before["bystander_swap"] > 0.5 * ready["bytes"], before
+    kills = [r for r in recs if r["type"] == "kill"]
+    assert len(kills) == 1 and kills[0]["pid"] != ready["pid"], kills
+    assert "kmsg" in kills[0]["detected_by"], kills[0]
+    (after,) = acts(recs, "after_kill")
+    assert after["bystander_alive"] is True and after["bystander_swap"] > 0, after
+    (back,) = acts(recs, "readback")
+    assert back["pswpin"] > 0 and back["seconds"] > 0 and back["bystander_alive"], back
+    assert back["swap_after"] < back["swap_before"], back
+    assert load_recording(str(path)).lanes
+    return {
+        "swap_pct": 100.0 * before["bystander_swap"] / ready["bytes"],
+        "readback_s": back["seconds"],
+        "pswpin": back["pswpin"],
+    }

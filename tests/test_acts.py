@@ -1,0 +1,195 @@
+"""The acts without a real stage: their rehearsals pass the same recording checks as
+the real runs, bad input exits 2 with one line and creates nothing, and the pure parts
+(--hogs, /proc/PID/status, the closing tones)."""
+
+from __future__ import annotations
+
+import pytest
+
+from beep_av.acts import parse_hogs
+from beep_av.acts.common import parse_status_vm
+from beep_av.errors import BadInput
+from tests.acts_checks import (
+    check_bystander,
+    check_throttle,
+    check_who_dies,
+    closing_is_not_the_beep,
+)
+from tests.conftest import beep
+
+QUIET = ["--output", "headless"]
+
+
+def test_throttle_rehearsal_passes_the_real_checks(tmp_path):
+    rec, wav = tmp_path / "t.jsonl", tmp_path / "t.wav"
+    r = beep(
+        "rehearse",
+        "--act",
+        "throttle",
+        *QUIET,
+        "--audio",
+        f"wav:{wav}",
+        "--record",
+        str(rec),
+        "--seed",
+        "3",
+    )
+    assert r.returncode == 0, r.stderr
+    figures = check_throttle(rec)
+    assert figures["ratio"] == pytest.approx(0.04, abs=0.01)
+    closing_is_not_the_beep(wav)
+    report = tmp_path / "t.png"
+    r = beep("report", str(rec), "-o", str(report))
+    assert r.returncode == 0 and report.stat().st_size > 0, r.stderr
+
+
+def test_throttle_rehearsal_is_deterministic(tmp_path):
+    outs = []
+    for k in range(2):
+        rec = tmp_path / f"{k}.jsonl"
+        r = beep(
+            "rehearse",
+            "--act",
+            "throttle",
+            *QUIET,
+            "--audio",
+            "off",
+            "--record",
+            str(rec),
+            "--seed",
+            "5",
+        )
+        assert r.returncode == 0, r.stderr
+        outs.append([ln for ln in rec.read_text().splitlines() if '"type":"act"' in ln])
+    assert outs[0] == outs[1]
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--act", "nope"], "unknown act 'nope'"),
+        (["--act", "who-dies", "--hogs", "a:1,b:0"], "size 0 of b must be more than 0"),
+        (["--act", "who-dies", "--hogs", "a:1,b:1,c:1,d:1,e:1"], "5 hog(s); who-dies takes 2 to 4"),
+        (["--act", "who-dies", "--hogs", "a:1"], "1 hog(s)"),
+        (["--act", "throttle", "--swap", "64M"], "--swap does not apply to throttle"),
+        (["--act", "story", "--hogs", "a:1,b:1"], "--hogs applies to --act who-dies only"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_creates_nothing(args, words, tmp_path):
+    from tests.test_acts_real import cpu_residue
+    from tests.test_show_real import residue
+
+    before = set(residue()) | set(cpu_residue())
+    rec = tmp_path / "r.jsonl"
+    r = beep("show", *args, *QUIET, "--audio", "off", "--record", str(rec))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and words in lines[0], r.stderr
+    assert not rec.exists()
+    assert set(residue()) | set(cpu_residue()) == before
+
+
+def test_parse_hogs():
+    hogs = parse_hogs("big:1.0,small:0.4:500")
+    assert [(h.name, h.size, h.adj) for h in hogs] == [("big", 1.0, 0), ("small", 0.4, 500)]
+    for bad in ("a:1,a:1", "a:1,b:x", "a:1,b:1:2000", "a:1.5,b:1", "a,b:1", "A B:1,c:1"):
+        with pytest.raises(BadInput):
+            parse_hogs(bad)
+
+
+def test_parse_status_vm():
+    raw = (
+        b"Name:\tpython3\nVmPeak:\t 9 kB\nVmRSS:\t  1024 kB\nRssAnon:\t 5 kB\nVmSwap:\t  2048 kB\n"
+    )
+    assert parse_status_vm(raw) == (1024 * 1024, 2048 * 1024)
+    assert parse_status_vm(b"Name:\tkthreadd\n") == (0, 0)
+
+
+def test_who_dies_rehearsal_passes_the_real_checks(tmp_path):
+    rec = tmp_path / "w.jsonl"
+    args = ["--ram", "192M", "--swap", "96M", "--rate", "128M/s", "--calm", "0.3"]
+    r = beep(
+        "rehearse",
+        "--act",
+        "who-dies",
+        *args,
+        *QUIET,
+        "--audio",
+        "off",
+        "--record",
+        str(rec),
+        "--seed",
+        "1",
+    )
+    assert r.returncode == 0, r.stderr
+    figures = check_who_dies(rec)
+    assert figures["victim"] == "big" and figures["agrees"]
+    r = beep(
+        "rehearse",
+        "--act",
+        "who-dies",
+        "--hogs",
+        "a:1.0,b:0.5:600",
+        *args,
+        *QUIET,
+        "--audio",
+        "off",
+        "--record",
+        str(rec),
+    )
+    assert r.returncode == 0, r.stderr
+    assert check_who_dies(rec)["victim"] == "b"  # its adj outweighs its size
+
+
+def test_who_dies_verdict_says_so_either_way():
+    from beep_av.acts.who_dies import stage_scores, verdict
+
+    lanes = [
+        {"name": "big", "rss": 150 << 20, "swap": 0, "oom_score": 670, "oom_score_adj": 0},
+        {"name": "small", "rss": 40 << 20, "swap": 0, "oom_score": 734, "oom_score_adj": 100},
+    ]
+    st = stage_scores(lanes, 192 << 20, 96 << 20)
+    lines, rec = verdict("big", lanes, st)
+    assert not rec["agrees"] and rec["agrees_stage"] and rec["highest"] == "small"
+    assert "did NOT have the highest oom_score: 670 vs small 734" in lines[0]
+    lines, rec = verdict("small", lanes, st)
+    assert rec["agrees"] and "highest oom_score (734 vs big 670)" in lines[0]
+
+
+def test_bystander_rehearsal_passes_the_real_checks(tmp_path):
+    rec = tmp_path / "b.jsonl"
+    args = ["--ram", "192M", "--swap", "96M", "--rate", "128M/s", "--calm", "0.3"]
+    r = beep(
+        "rehearse",
+        "--act",
+        "bystander",
+        *args,
+        *QUIET,
+        "--audio",
+        "off",
+        "--record",
+        str(rec),
+        "--seed",
+        "1",
+    )
+    assert r.returncode == 0, r.stderr
+    figures = check_bystander(rec)
+    assert figures["swap_pct"] > 50
+
+
+@pytest.mark.parametrize("act", ["throttle", "who-dies", "bystander"])
+def test_an_acts_recording_replays(act, tmp_path):
+    rec = tmp_path / "a.jsonl"
+    args = [] if act == "throttle" else ["--ram", "192M", "--rate", "128M/s", "--calm", "0.2"]
+    r = beep("rehearse", "--act", act, *args, *QUIET, "--audio", "off", "--record", str(rec))
+    assert r.returncode == 0, r.stderr
+    r = beep("replay", str(rec), "--speed", "20", *QUIET, "--audio", "off")
+    assert r.returncode == 0, r.stderr
+
+
+def test_act_captions_in_en_and_fr():
+    from beep_av.video.captions import ACT_KEYS, load_captions
+
+    for lang in ("en", "fr"):
+        texts = load_captions(lang)
+        assert all(texts.get(k) for k in ACT_KEYS), lang

@@ -1,0 +1,148 @@
+"""Issue 15's must-show, real: the acts on real cgroup stages of this machine (root,
+cgroup v1 here; throttle on v2 runs in the guest, tests/test_guest_laptop.py).
+
+Each test checks afterwards that nothing of the run is left: cgroups (memory and cpu),
+swapfiles, hog processes (the acts' workers and idle process are hogs too), state."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.acts_checks import (
+    check_bystander,
+    check_throttle,
+    check_who_dies,
+    closing_is_not_the_beep,
+)
+from tests.conftest import beep, require
+from tests.test_show_real import residue
+
+pytestmark = [pytest.mark.real, pytest.mark.slow]
+QUIET = ["--output", "headless"]
+
+
+def cpu_residue() -> list[str]:
+    left = []
+    for mount in ("/sys/fs/cgroup/cpu", "/sys/fs/cgroup/cpu,cpuacct", "/sys/fs/cgroup/unified"):
+        if os.path.isdir(mount):
+            left += [str(p) for p in Path(mount).rglob("beep-av-*") if p.is_dir()]
+    return left
+
+
+@pytest.fixture
+def cpu_stage():
+    ok = (
+        os.geteuid() == 0
+        and any(
+            os.path.exists(f"/sys/fs/cgroup/{m}/cpu.cfs_quota_us") for m in ("cpu", "cpu,cpuacct")
+        )
+        or os.path.exists("/sys/fs/cgroup/cpu.max")
+    )
+    require(ok, "needs root and a cgroup cpu controller")
+    yield
+    left = residue() + cpu_residue()
+    assert left == [], f"the act left something behind: {left}"
+
+
+def test_throttle_slows_everything_and_kills_nobody(cpu_stage, tmp_path):
+    rec, wav = tmp_path / "t.jsonl", tmp_path / "t.wav"
+    r = beep("show", "--act", "throttle", *QUIET, "--audio", f"wav:{wav}", "--record", str(rec))
+    assert r.returncode == 0, r.stderr
+    figures = check_throttle(rec)
+    peak, band = closing_is_not_the_beep(wav)
+    assert "killed: nobody" in r.stderr
+    print(f"throttle v1: {figures}, closing peak {peak:.0f} Hz, 880 Hz band {band:.4f}")
+
+
+@pytest.fixture
+def memory_stage():
+    from tests.test_show_real import _can_stage
+
+    require(_can_stage(), "needs root and a writable cgroup v1 memory controller")
+    yield
+    left = residue()
+    assert left == [], f"the act left something behind: {left}"
+
+
+WHO = ["--ram", "192M", "--cache", "32M", "--rate", "128M/s", "--calm", "0.5"]
+
+
+def test_who_dies_five_runs_name_the_kernels_choice(memory_stage, tmp_path):
+    results = []
+    for k in range(5):
+        rec = tmp_path / f"w{k}.jsonl"
+        r = beep("show", "--act", "who-dies", *WHO, *QUIET, "--audio", "off", "--record", str(rec))
+        assert r.returncode == 0, r.stderr
+        figures = check_who_dies(rec)
+        results.append(figures)
+        if not figures["agrees"]:
+            print(
+                f"run {k}: the kernel killed {figures['victim']}, /proc's highest was "
+                f"{figures['highest']}: {figures['scores']} (stage {figures['stage_scores']})"
+            )
+        assert residue() == []
+    for k, f in enumerate(results):
+        print(
+            f"who-dies run {k}: victim {f['victim']}, oom_score {f['scores']}, "
+            f"stage {f['stage_scores']}, agrees {f['agrees']}"
+        )
+
+
+def test_bystander_pages_go_to_swap_survive_the_kill_and_come_back(memory_stage, tmp_path):
+    rec = tmp_path / "b.jsonl"
+    args = ["--ram", "192M", "--swap", "96M", "--cache", "32M", "--rate", "128M/s", "--calm", "0.3"]
+    r = beep("show", "--act", "bystander", *args, *QUIET, "--audio", "off", "--record", str(rec))
+    assert r.returncode == 0, r.stderr
+    figures = check_bystander(rec)
+    print(f"bystander: {figures}")
+
+
+@pytest.mark.parametrize(
+    "act, args, after",
+    [
+        ("throttle", [], 3.0),
+        ("who-dies", WHO, 1.2),
+        ("bystander", ["--ram", "192M", "--swap", "96M", "--rate", "128M/s", "--calm", "0.3"], 1.5),
+    ],
+)
+def test_sigterm_mid_act_leaves_nothing(memory_stage, cpu_stage, act, args, after):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    p = subprocess.Popen(
+        [sys.executable, "-m", "beep_av", "show", "--act", act, *args, *QUIET, "--audio", "off"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(after)
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted; the stage is torn down" in err
+
+
+def test_a_killed_throttle_act_is_cleaned_up(cpu_stage):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import ROOT
+
+    p = subprocess.Popen(
+        [sys.executable, "-m", "beep_av", "show", "--act", "throttle", *QUIET, "--audio", "off"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    time.sleep(3.0)
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=30)
+    assert cpu_residue(), "the killed act's cpu cgroup should still be there before cleanup"
+    r = beep("cleanup")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert cpu_residue() == [] and residue() == []
