@@ -426,10 +426,11 @@ class ThrottleAct(ActDriver):
             f"throttled {pct:.0f}% of the time, killed: {killed}",
             f"at {100 * self.steps[-1]:.0f}% quota the work ran at {100 * low:.0f}% of full speed",
             f"nr_throttled {throttled} of {periods} periods",
-            "rehearsal: nothing was throttled"
-            if self.rehearsal
-            else f"{self.n} workers, cgroup {self.stage.kind}",
         )
+        if self.rehearsal:  # says so first: the model's figures, nothing was throttled
+            card = ("rehearsal: nothing was throttled", *card)
+        else:
+            card = (*card, f"{self.n} workers, cgroup {self.stage.kind}")
         self.enter(Phase.FINALE, t)
         self.end_reason = "finale"
         self.lines.append(f"throttle: {card[0]}; lowest quota at {100 * low:.1f}% of full speed")

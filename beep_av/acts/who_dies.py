@@ -13,6 +13,7 @@ oom_badness). With oom_score_adj, the two orders can disagree; the card says whi
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from beep_av import interrupt
 from beep_av.acts.common import (
@@ -252,11 +253,12 @@ class WhoDiesAct(ActDriver):
         }
 
     def prepare(self, say) -> None:
-        from beep_av.tunables import auto_swap_size
 
-        if self.rehearsal:
-            swap = auto_swap_size(self.plan.ram) if self.plan.swap is None else self.plan.swap
+        if self.rehearsal:  # the real stage's swap: none unless --swap SIZE (below)
+            swap = 0 if self.plan.swap is None else self.plan.swap
             self.swap_limit = swap
+            if not swap:
+                self.skipped.append((Phase.SWAPPING, "no swap on this stage"))
             self.model = ModelHogs(self.specs, self.ram_limit, swap, self.cache_bytes, self.rate)
             say(f"stage: rehearsal, {len(self.specs)} modelled hogs (nothing is allocated)")
             return
@@ -319,8 +321,10 @@ class WhoDiesAct(ActDriver):
         if self.model is not None:
             anon, cache, swap = self.model.used()
             return Snapshot(t=t, anon_bytes=anon, cache_bytes=cache, swap_bytes=swap,
-                            ram_limit=self.ram_limit, swap_limit=self.swap_limit)  # fmt: skip
-        return self.sampler.read(t)
+                            ram_limit=self.ram_limit, swap_limit=self.swap_limit,
+                            hog_bytes=anon + swap)  # fmt: skip
+        snap = self.sampler.read(t)  # no one hog: the hogs are the stage's anon + swap
+        return replace(snap, hog_bytes=snap.anon_bytes + snap.swap_bytes)
 
     # ---- the act
 
@@ -417,7 +421,9 @@ class WhoDiesAct(ActDriver):
         raw = self._lanes()
         lanes = to_lanes(raw)
         survivors = [x for x in raw if x["alive"]]
-        if kill.kmsg:
+        if self.rehearsal:
+            who = f"in the model, the kernel kills {names[victim]} (pid {kill.pid})"
+        elif kill.kmsg:
             who = f"the kernel killed {names[victim]} (pid {kill.pid})"
         else:
             who = f"{names[victim]} (pid {kill.pid}) died, but the kernel's record is missing"
@@ -427,9 +433,9 @@ class WhoDiesAct(ActDriver):
             "the others live on: " + (", ".join(f"{x['name']} (pid {x['pid']})" for x in survivors) or "none"),
             "confirmed by " + " + ".join(kill.detected_by),
         )  # fmt: skip
-        if self.rehearsal:
-            card = (*card, "rehearsal: nothing was killed")
-        self.lines.append(f"who-dies: {who}; {check[0]}")
+        if self.rehearsal:  # says so first, and confirms nothing: the model's kill
+            card = ("rehearsal: nothing was killed", *card[:-1])
+        self.lines.append(f"who-dies: {'rehearsal: ' if self.rehearsal else ''}{who}; {check[0]}")
         publish(self.state(t, snap, lanes, kill=kill, oom_t=t, caption="who_dies_kill"))
         clock.sleep(0.3, stop)
         self.enter(Phase.FINALE, clock.now())
