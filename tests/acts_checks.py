@@ -89,8 +89,14 @@ def check_who_dies(path: Path) -> dict:
     assert verdict["pid"] == kill["pid"] and by_pid[kill["pid"]] == verdict["victim"]
     (released,) = acts(recs, "released")
     others = [n for n in names if n != verdict["victim"]]
-    assert released["killed_by_kernel"] == [verdict["victim"]], released
-    assert sorted(released["alive_before"]) == sorted(others), released
+    # the kernel's first choice is the victim; the stage may be at its limit still, and
+    # the kernel may kill again before the victim's memory is free (seen under load, a
+    # few ms later): that second kill is the kernel's, named on the card and here, and
+    # every hog the kernel did not kill was alive until released
+    by_kernel = released["killed_by_kernel"]
+    assert by_kernel[0] == verdict["victim"] and len(set(by_kernel)) == len(by_kernel), released
+    assert sorted(released["alive_before"] + by_kernel[1:]) == sorted(others), released
+    assert released["alive_before"], released  # someone lived on, to be released
     lanes = [r for r in recs if r["type"] == "lanes"]
     assert lanes and all(len(x["lanes"]) == len(names) for x in lanes)
     rec = load_recording(str(path))
@@ -102,6 +108,7 @@ def check_who_dies(path: Path) -> dict:
         "agrees": verdict["agrees"],
         "highest": top["name"],
         "stage_scores": verdict["stage_scores"],
+        "also_killed": by_kernel[1:],
     }
 
 

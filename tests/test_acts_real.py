@@ -88,6 +88,7 @@ def test_who_dies_five_runs_name_the_kernels_choice(memory_stage, tmp_path):
         print(
             f"who-dies run {k}: victim {f['victim']}, oom_score {f['scores']}, "
             f"stage {f['stage_scores']}, agrees {f['agrees']}"
+            + (f", then the kernel also killed {f['also_killed']}" if f["also_killed"] else "")
         )
 
 
