@@ -239,6 +239,7 @@ class WhoDiesAct(ActDriver):
         self.watches: list[ProcWatch] = []
         self.sampler = None
         self.kernel_clock = None
+        self.kernel_clock_why = "not calibrated"
         if not self.rehearsal and any(s.adj < 0 for s in specs) and not can_lower_adj():
             bad = next(s for s in specs if s.adj < 0)
             raise CannotStage(
@@ -247,10 +248,16 @@ class WhoDiesAct(ActDriver):
             )
 
     def header(self) -> dict:
-        return {
+        head = {
             "act": self.act,
             "hogs": [{"name": s.name, "size": s.size, "oom_score_adj": s.adj} for s in self.specs],
         }
+        if not self.rehearsal:  # the calibration the kill's latency_ms is measured on
+            clock = self.kernel_clock
+            head["kernel_clock"] = clock.header() if clock is not None else None
+            if clock is None:
+                head["kernel_clock_why"] = self.kernel_clock_why
+        return head
 
     def prepare(self, say) -> None:
 
@@ -279,6 +286,7 @@ class WhoDiesAct(ActDriver):
         from beep_av.kclock import calibrate
 
         self.kernel_clock, why = calibrate()
+        self.kernel_clock_why = why
         if self.kernel_clock is None:
             say(f"note: no kernel clock calibration ({why}): detection latency unknown")
 
