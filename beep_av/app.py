@@ -403,14 +403,13 @@ def _calibrate_kernel_clock(stage, say: Say) -> dict:
     kernel (kclock.py); give the stage its clock; the recording header's fields."""
     if stage.kind == "rehearsal":
         return {}
-    from beep_av.kclock import calibrate
+    from beep_av.kclock import calibrate, header_fields
 
     clock, why = calibrate()
     stage.kernel_clock = clock
     if clock is None:
         say(f"note: no kernel clock calibration ({why}): detection latency unknown")
-        return {"kernel_clock": None, "kernel_clock_why": why}
-    return {"kernel_clock": clock.header()}
+    return header_fields(clock, why)
 
 
 def _auto_stage(settings: Settings, say: Say) -> Settings:
@@ -460,13 +459,39 @@ def run_replay(settings: Settings, path: str, keys: str | None = None, say: Say 
     return ladder.code
 
 
+def _perform_watch(ladder, settings: Settings, driver, what: str, ram: int, swap: int,
+                   clock_fields: dict, key_plan, say: Say) -> None:  # fmt: skip
+    """A watch's outputs, its every-kill recording and its performance (run_watch and
+    run_watch_containers), inside the caller's ladder."""
+    initial = ShowState(
+        stage="watch",
+        captions=settings.captions,
+        snapshot=Snapshot(t=0.0, ram_limit=ram, swap_limit=swap),
+    )
+
+    def recorder(t0: float):
+        header = header_for(settings, "watch", ram, swap, 0, 0)
+        header["watch"] = what
+        header["t0_monotonic"] = t0  # show time t is time.monotonic() - t0_monotonic
+        header.update(clock_fields)
+        return _recorder(settings, header, say, every_kill=True)
+
+    output, output_name = _open_outputs(settings, key_plan, say)
+    ladder.push("output", output.close)
+    output.open()
+    ladder.code = _perform(
+        ladder, settings, driver, output, output_name, initial, time.monotonic(), say,
+        make_recorder=recorder,
+    )  # fmt: skip
+
+
 def run_watch(
     settings: Settings, cgroup: str | None, keys: str | None = None, say: Say = print
 ) -> int:
     """`beep-av watch [--cgroup PATH]`: no hog; follow the host or a cgroup and beep at
     every OOM kill until interrupted (SIGINT, SIGTERM, SIGHUP or q: the normal end, exit
     0), then print one line per kill seen and the total on stdout."""
-    from beep_av.kclock import calibrate
+    from beep_av.kclock import calibrate, header_fields
     from beep_av.teardown import Teardown
     from beep_av.watch import WatchDriver, resolve_target, summary_lines
 
@@ -482,29 +507,8 @@ def run_watch(
         for note in driver.notes:
             say(f"note: {note}")
         say(f"watching {target.describe()} ({ram // MiB} MiB RAM + {swap // MiB} MiB swap)")
-        initial = ShowState(
-            stage="watch",
-            captions=settings.captions,
-            snapshot=Snapshot(t=0.0, ram_limit=ram, swap_limit=swap),
-        )
-
-        def recorder(t0: float):
-            header = header_for(settings, "watch", ram, swap, 0, 0)
-            header["watch"] = target.describe()
-            header["t0_monotonic"] = t0  # show time t is time.monotonic() - t0_monotonic
-            if clock is not None:
-                header["kernel_clock"] = clock.header()
-            else:
-                header.update(kernel_clock=None, kernel_clock_why=clock_why)
-            return _recorder(settings, header, say, every_kill=True)
-
-        output, output_name = _open_outputs(settings, key_plan, say)
-        ladder.push("output", output.close)
-        output.open()
-        ladder.code = _perform(
-            ladder, settings, driver, output, output_name, initial, time.monotonic(), say,
-            make_recorder=recorder,
-        )  # fmt: skip
+        _perform_watch(ladder, settings, driver, target.describe(), ram, swap,
+                       header_fields(clock, clock_why), key_plan, say)  # fmt: skip
     seconds = ladder.stopped_t if ladder.stopped_t is not None else 0.0
     for line in summary_lines(driver.kills(), seconds, target.describe()):
         print(line, flush=True)
@@ -516,7 +520,7 @@ def run_watch_containers(settings: Settings, keys: str | None = None, say: Say =
     the kernel log, a card and a beep for every container OOM kill, until interrupted
     (exit 0, then the summary on stdout). No engine: exit 3 with the fix."""
     from beep_av.container_watch import ContainerWatchDriver, summary_lines
-    from beep_av.kclock import calibrate
+    from beep_av.kclock import calibrate, header_fields
     from beep_av.teardown import Teardown
 
     key_plan = parse_key_plan(keys)
@@ -535,29 +539,8 @@ def run_watch_containers(settings: Settings, keys: str | None = None, say: Say =
         for note in driver.notes:
             say(f"note: {note}")
         say(f"watching {what} (no hog; Ctrl-C ends the watch)")
-        initial = ShowState(
-            stage="watch",
-            captions=settings.captions,
-            snapshot=Snapshot(t=0.0, ram_limit=ram, swap_limit=swap),
-        )
-
-        def recorder(t0: float):
-            header = header_for(settings, "watch", ram, swap, 0, 0)
-            header["watch"] = what
-            header["t0_monotonic"] = t0
-            if clock is not None:
-                header["kernel_clock"] = clock.header()
-            else:
-                header.update(kernel_clock=None, kernel_clock_why=clock_why)
-            return _recorder(settings, header, say, every_kill=True)
-
-        output, output_name = _open_outputs(settings, key_plan, say)
-        ladder.push("output", output.close)
-        output.open()
-        ladder.code = _perform(
-            ladder, settings, driver, output, output_name, initial, time.monotonic(), say,
-            make_recorder=recorder,
-        )  # fmt: skip
+        _perform_watch(ladder, settings, driver, what, ram, swap,
+                       header_fields(clock, clock_why), key_plan, say)  # fmt: skip
     seconds = ladder.stopped_t if ladder.stopped_t is not None else 0.0
     for line in summary_lines(driver.kills(), seconds, driver.describe()):
         print(line, flush=True)

@@ -148,3 +148,10 @@ def _one(rfd: int, wfd: int) -> tuple[int, int, int, int] | None:
             continue
         return before, after, rec.timestamp_us, time.monotonic_ns()
     return None
+
+
+def header_fields(clock: KernelClock | None, why: str) -> dict:
+    """A recording header's fields for a calibration (or the reason there is none)."""
+    if clock is None:
+        return {"kernel_clock": None, "kernel_clock_why": why}
+    return {"kernel_clock": clock.header()}

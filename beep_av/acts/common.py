@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from dataclasses import replace
 
 from beep_av.model import ActView, KillRecord, Lane, Phase, ShowState, Snapshot
@@ -196,3 +197,22 @@ def fill_intensity(snap: Snapshot) -> float:
 
 def with_t(state: ShowState, t: float) -> ShowState:
     return replace(state, t=t)
+
+
+class ActClock:
+    """Show time, real (monotonic) or the model's (advanced by sleeps, so a rehearsal
+    plays the same whatever the machine; it still waits in real time)."""
+
+    def __init__(self, t0: float, model) -> None:
+        self.t0 = t0
+        self.model = model
+        self._v = round(time.monotonic() - t0, 1)  # the model's own time
+
+    def now(self) -> float:
+        return self._v if self.model is not None else time.monotonic() - self.t0
+
+    def sleep(self, s: float, stop) -> None:
+        stop.wait(s)
+        if self.model is not None:
+            self.model.advance(s)
+            self._v = round(self._v + s, 6)

@@ -19,7 +19,7 @@ from collections import deque
 from pathlib import Path
 
 from beep_av import interrupt
-from beep_av.acts.common import ActDriver, ProcWatch, ReportPipe
+from beep_av.acts.common import ActClock, ActDriver, ProcWatch, ReportPipe
 from beep_av.errors import CannotStage
 from beep_av.model import Lane, Phase, Snapshot
 from beep_av.procfs import pick_fields
@@ -324,7 +324,7 @@ class ThrottleAct(ActDriver):
     # ---- the act
 
     def run(self, publish, stop, t0: float) -> bool:
-        clock = _Clock(t0, self.model)
+        clock = ActClock(t0, self.model)
         hist: deque[tuple[float, int]] = deque()
         per_hist: list[deque[tuple[float, int]]] = [deque() for _ in range(self.n)]
         base_rate: float | None = None
@@ -460,22 +460,3 @@ def _rate(h) -> float:
         return 0.0
     (ta, ca), (tb, cb) = h[0], h[-1]
     return (cb - ca) / (tb - ta) if tb > ta else 0.0
-
-
-class _Clock:
-    """Show time, real (monotonic) or the model's (advanced by sleeps, so a rehearsal
-    plays the same whatever the machine; it still waits in real time)."""
-
-    def __init__(self, t0: float, model: ModelCpu | None) -> None:
-        self.t0 = t0
-        self.model = model
-        self._v = round(time.monotonic() - t0, 1)  # the model's own time
-
-    def now(self) -> float:
-        return self._v if self.model is not None else time.monotonic() - self.t0
-
-    def sleep(self, s: float, stop) -> None:
-        stop.wait(s)
-        if self.model is not None:
-            self.model.advance(s)
-            self._v = round(self._v + s, 6)

@@ -12,11 +12,11 @@ oom_badness). With oom_score_adj, the two orders can disagree; the card says whi
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 
 from beep_av import interrupt
 from beep_av.acts.common import (
+    ActClock,
     ActDriver,
     ProcWatch,
     fill_intensity,
@@ -253,10 +253,9 @@ class WhoDiesAct(ActDriver):
             "hogs": [{"name": s.name, "size": s.size, "oom_score_adj": s.adj} for s in self.specs],
         }
         if not self.rehearsal:  # the calibration the kill's latency_ms is measured on
-            clock = self.kernel_clock
-            head["kernel_clock"] = clock.header() if clock is not None else None
-            if clock is None:
-                head["kernel_clock_why"] = self.kernel_clock_why
+            from beep_av.kclock import header_fields
+
+            head.update(header_fields(self.kernel_clock, self.kernel_clock_why))
         return head
 
     def prepare(self, say) -> None:
@@ -338,7 +337,7 @@ class WhoDiesAct(ActDriver):
 
     def run(self, publish, stop, t0: float) -> bool:
         model = self.model
-        clock = _Clock(t0, model)
+        clock = ActClock(t0, model)
         kpids: dict[int, int] = {}
         if model is None:
             from beep_av.sampler import Sampler
@@ -580,25 +579,6 @@ class WhoDiesAct(ActDriver):
 
 def _clean(raw: list[dict]) -> list[dict]:
     return [{k: v for k, v in x.items() if k != "pte"} for x in raw]
-
-
-class _Clock:
-    """Show time: real, or the model's own (advanced by its sleeps, so a rehearsal
-    plays the same on any machine, still in real time)."""
-
-    def __init__(self, t0: float, model) -> None:
-        self.t0 = t0
-        self.model = model
-        self._v = round(time.monotonic() - t0, 1)
-
-    def now(self) -> float:
-        return self._v if self.model is not None else time.monotonic() - self.t0
-
-    def sleep(self, s: float, stop) -> None:
-        stop.wait(s)
-        if self.model is not None:
-            self.model.advance(s)
-            self._v = round(self._v + s, 6)
 
 
 __all__ = ["WhoDiesAct", "MultiHogStage", "stage_scores", "verdict", "can_lower_adj"]
