@@ -145,7 +145,12 @@ def test_the_sound_card_plays_the_rising_noise_the_cut_and_the_beep(run):
     calm = rms[:10]
     print(f"card.wav: {len(x) / rate:.1f} s; beep at {peak:.1f} Hz; last second RMS"
           f" {last.mean():.4f} vs calm {calm.mean():.4f}")  # fmt: skip
-    assert abs(peak - 1000) <= 2
+    # The emulated HDA card and QEMU's resampling into the 44.1 kHz WAV are paced by
+    # emulated timers; under TCG on a loaded machine the played rate drifts by a few tenths
+    # of a percent (a CI run measured 996.9 Hz for the 1000 Hz beep; earlier runs were within 2 Hz). On the host's real PulseAudio
+    # path the beep is held to 2 Hz (test_audio_real); here 1% still tells the beep from
+    # every other sound Beep makes (the nearest, the throttle act's closing tone, is 392 Hz)
+    assert abs(peak - 1000) <= 10, f"the beep peaks at {peak:.1f} Hz"
     assert last.mean() > calm.mean()
 
 
