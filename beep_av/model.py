@@ -129,7 +129,9 @@ class ActView:
     (None: the phase's), the card's title and lines at its end (empty: the story's),
     the closing tones (Hz, played in turn instead of the beep; empty: the beep), how
     fast the picture moves (1 = normal; throttle slows it), the act's events for the
-    recording (cumulative, in order: each a dict with `event`) and a one-line note."""
+    recording (cumulative, in order: each a dict with `event`), a one-line note, and
+    `swapins`: while the bystander reads its memory back, the pages it swaps in per
+    second (measured so far), heard as a crackle after the beep; None: no read-back."""
 
     caption: str | None = None
     title: str | None = None
@@ -138,6 +140,7 @@ class ActView:
     speed: float = 1.0
     events: tuple[dict, ...] = ()
     note: str = ""  # one line for the HUD (the countdown, the read-back's figures)
+    swapins: float | None = None  # pages/s swapped in by a read-back under way
 
 
 @dataclass(frozen=True)

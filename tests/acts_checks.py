@@ -134,3 +134,40 @@ def check_bystander(path: Path) -> dict:
         "readback_s": back["seconds"],
         "pswpin": back["pswpin"],
     }
+
+
+def readback_is_heard(wav: Path, path: Path, beep_hz: float = 880.0) -> dict:
+    """The bystander's read-back is heard: after the beep (a clean tone, then silence)
+    comes a crackle, broadband (no tone), that lasts as long as the recorded read-back
+    (within 0.15 s: the sound follows 10 ms readings and a 20 ms stutter grid), then
+    silence. Returns the figures."""
+    (back,) = acts(records(path), "readback")
+    with wave.open(str(wav)) as w:
+        rate, ch = w.getframerate(), w.getnchannels()
+        x = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, ch)
+    x = x[:, 0].astype(np.float64) / 32768
+    win = rate // 100  # 10 ms
+    n = len(x) // win
+    blocks = x[: n * win].reshape(n, win)
+    rms = np.sqrt((blocks**2).mean(axis=1))
+    spec = np.abs(np.fft.rfft(blocks * np.hanning(win), axis=1))
+    f = np.fft.rfftfreq(win, 1 / rate)
+    tonal = spec.max(axis=1) / (spec.sum(axis=1) + 1e-12)
+    beep = np.flatnonzero(
+        (rms > 0.1) & (tonal > 0.2) & (np.abs(f[spec.argmax(axis=1)] - beep_hz) < 150)
+    )
+    assert beep.size, "no beep in the sound"
+    end = int(beep[-1])
+    while end + 1 < n and rms[end + 1] > 0.01:  # the beep's fade-out, to silence
+        end += 1
+    after = np.flatnonzero(rms[end + 1 :] > 0.01) + end + 1
+    assert after.size, "nothing is heard after the beep: the read-back is silent"
+    first, last = int(after[0]), int(after[-1])
+    assert first - end >= 15, "the read-back's sound starts in the beep's tail"
+    heard = (last - first + 1) / 100
+    whole = x[first * win : (last + 1) * win]
+    s = np.abs(np.fft.rfft(whole * np.hanning(len(whole))))
+    flat = float(s.max() / (s.sum() + 1e-12))
+    assert flat < 0.01, f"the read-back's sound is a tone ({flat:.3f}), not a crackle"
+    assert abs(heard - back["seconds"]) <= 0.15, (heard, back["seconds"])
+    return {"heard_s": heard, "readback_s": back["seconds"], "gap_s": (first - end) / 100}

@@ -14,6 +14,7 @@ from tests.acts_checks import (
     check_throttle,
     check_who_dies,
     closing_is_not_the_beep,
+    readback_is_heard,
 )
 from tests.conftest import beep
 
@@ -157,7 +158,7 @@ def test_who_dies_verdict_says_so_either_way():
 
 
 def test_bystander_rehearsal_passes_the_real_checks(tmp_path):
-    rec = tmp_path / "b.jsonl"
+    rec, wav = tmp_path / "b.jsonl", tmp_path / "b.wav"
     args = ["--ram", "192M", "--swap", "96M", "--rate", "128M/s", "--calm", "0.3"]
     r = beep(
         "rehearse",
@@ -166,7 +167,7 @@ def test_bystander_rehearsal_passes_the_real_checks(tmp_path):
         *args,
         *QUIET,
         "--audio",
-        "off",
+        f"wav:{wav}",
         "--record",
         str(rec),
         "--seed",
@@ -175,6 +176,8 @@ def test_bystander_rehearsal_passes_the_real_checks(tmp_path):
     assert r.returncode == 0, r.stderr
     figures = check_bystander(rec)
     assert figures["swap_pct"] > 50
+    heard = readback_is_heard(wav, rec)
+    print(f"bystander rehearsal: {figures}; {heard}")
 
 
 @pytest.mark.parametrize("act", ["throttle", "who-dies", "bystander"])

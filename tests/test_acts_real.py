@@ -16,6 +16,7 @@ from tests.acts_checks import (
     check_throttle,
     check_who_dies,
     closing_is_not_the_beep,
+    readback_is_heard,
 )
 from tests.conftest import beep, require
 from tests.test_show_real import residue
@@ -93,12 +94,15 @@ def test_who_dies_five_runs_name_the_kernels_choice(memory_stage, tmp_path):
 
 
 def test_bystander_pages_go_to_swap_survive_the_kill_and_come_back(memory_stage, tmp_path):
-    rec = tmp_path / "b.jsonl"
+    rec, wav = tmp_path / "b.jsonl", tmp_path / "b.wav"
     args = ["--ram", "192M", "--swap", "96M", "--cache", "32M", "--rate", "128M/s", "--calm", "0.3"]
-    r = beep("show", "--act", "bystander", *args, *QUIET, "--audio", "off", "--record", str(rec))
+    r = beep(
+        "show", "--act", "bystander", *args, *QUIET, "--audio", f"wav:{wav}", "--record", str(rec)
+    )
     assert r.returncode == 0, r.stderr
     figures = check_bystander(rec)
-    print(f"bystander: {figures}")
+    heard = readback_is_heard(wav, rec)  # the swap-ins are heard, for as long as they take
+    print(f"bystander: {figures}; {heard}")
 
 
 @pytest.mark.parametrize(

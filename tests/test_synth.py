@@ -354,3 +354,55 @@ def test_kernel_seeded_noise_reseeds(monkeypatch):
     gen = n._gen
     n.fill_uniform(np.empty(2048, np.float32))  # 8 KiB: past the reseed point
     assert n._gen is not gen
+
+
+# ---------------------------------------------------------------- the bystander's read-back
+
+
+def _readback_blocks(swapins, muted=False, blocks=60):
+    """Blocks of a bystander finale: the kill at 0, then `swapins` (pages/s, or None)
+    once the beep is over; returns (synth, the whole sound)."""
+    from beep_av.model import ActView
+
+    s = Synth()
+    s.muted = muted
+    noise = Noise(seed=3)
+    out = np.zeros((BLOCK, 2), dtype=np.float32)
+    got = []
+    for k in range(blocks):
+        view = ActView(swapins=swapins if s.finished else None)
+        st = ShowState(t=k * BLOCK / RATE, phase=Phase.FINALE, oom_t=0.0, act="bystander",
+                       act_view=view)  # fmt: skip
+        s.render(st, out, noise, k * BLOCK / RATE)
+        got.append(out.copy())
+    return s, np.concatenate(got)
+
+
+def test_a_read_back_is_heard_after_the_beep_as_a_crackle_and_stops_dead():
+    s, x = _readback_blocks(50_000.0)
+    assert s.finished
+    end = round(s.finished_t * RATE)
+    beep, after = x[: round(s.beep_t * RATE) + s._tone, 0], x[end + BLOCK :, 0]
+    assert abs(peak_hz(beep) - 880.0) < 1.0  # the beep is still one clean tone
+    assert rms(after) > 0.02, "the swap-ins are silent"
+    spec = np.abs(np.fft.rfft(after * np.hanning(len(after))))
+    assert spec.max() / spec.sum() < 0.01, "the crackle is a tone"
+    # the read-back over: the next block is silent at once
+    st = ShowState(t=1.0, phase=Phase.FINALE, oom_t=0.0, act="bystander")
+    out = np.ones((BLOCK, 2), dtype=np.float32)
+    s.render(st, out, Noise(seed=4), 1.0)
+    assert not out.any()
+
+
+def test_no_read_back_no_sound_and_mute_silences_it():
+    s, x = _readback_blocks(None)
+    assert not x[round(s.finished_t * RATE) :].any()
+    s, x = _readback_blocks(50_000.0, muted=True)
+    assert not x[round(s.finished_t * RATE) :].any()
+    assert rms(x) > 0.1  # muted or not, the beep sounds
+
+
+def test_the_crackle_is_louder_the_faster_the_pages_come_back():
+    quiet = _readback_blocks(200.0, blocks=120)[1][-BLOCK * 40 :]
+    loud = _readback_blocks(80_000.0, blocks=120)[1][-BLOCK * 40 :]
+    assert rms(loud) > 1.5 * rms(quiet) > 0.005

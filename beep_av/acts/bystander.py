@@ -10,7 +10,14 @@ from __future__ import annotations
 import time
 
 from beep_av import interrupt
-from beep_av.acts.common import ActDriver, ProcWatch, ReportPipe, fill_intensity, memory_phase
+from beep_av.acts.common import (
+    LANE_EVERY,
+    ActDriver,
+    ProcWatch,
+    ReportPipe,
+    fill_intensity,
+    memory_phase,
+)
 from beep_av.errors import CannotStage
 from beep_av.model import KillRecord, Lane, Phase, Snapshot
 from beep_av.stages.cgroup import CgroupStage
@@ -199,20 +206,28 @@ class BystanderAct(ActDriver):
         if stop.is_set():
             return False
         # the read-back: every page, once; the swap-ins it causes and the time it takes
+        # (heard: the crackle's level follows the swap-in rate, read every 10 ms)
         before_swap = lanes()[0].swap
         p0 = pswpin()
+        self.event(now(), "readback_start", swap_before=before_swap)
+        m0 = time.monotonic()
         st.idle.read_back()
-        deadline = time.monotonic() + 60
+        deadline = m0 + 60
         seconds = None
+        lane_at = 0.0
+        ln = lanes()
         while seconds is None and time.monotonic() < deadline and not stop.is_set():
-            stop.wait(0.05)
+            stop.wait(0.01)
             pipe.drain()
             for line in pipe.lines:
                 if line.startswith("read "):
                     seconds = float(line.split()[1])
             d = pswpin() - p0
-            publish(self.state(now(), snap, lanes(), kill=kill, oom_t=t, card=tuple(card),
-                               caption="bystander_readback",
+            if time.monotonic() - lane_at >= LANE_EVERY:
+                ln, lane_at = lanes(), time.monotonic()
+            rate = d / max(1e-3, time.monotonic() - m0)
+            publish(self.state(now(), snap, ln, kill=kill, oom_t=t, card=tuple(card),
+                               caption="bystander_readback", swapins=rate,
                                note=f"reading back: {d} pages swapped in so far"))  # fmt: skip
         if seconds is None:
             return False
@@ -301,6 +316,18 @@ class BystanderAct(ActDriver):
             )
         pages = int(by_swap) // 4096
         seconds = round(pages * 20e-6, 4)  # the model: 20 µs a swap-in
+        self.event(v, "readback_start", swap_before=int(by_swap))
+        start = v
+        while v < start + seconds - 1e-9:  # the read-back, heard for as long as it takes
+            if stop.is_set():
+                return False
+            step = min(TICK, round(start + seconds - v, 4))
+            stop.wait(step)
+            v = round(v + step, 4)
+            done = (v - start) / seconds
+            publish(self.state(v, snap, lanes(by_swap * (1 - done), 0, False), kill=kill,
+                               oom_t=kill.t, card=tuple(card), caption="bystander_readback",
+                               swapins=pages / seconds))  # fmt: skip
         self.event(v, "readback", seconds=seconds, pswpin=pages, swap_before=int(by_swap), swap_after=0,
                    bystander_alive=True)  # fmt: skip
         card.append(f"read back in {seconds * 1000:.0f} ms: {pages} pages swapped in (model)")

@@ -113,6 +113,18 @@ def voice_params(state: ShowState, muted: bool = False) -> VoiceParams:
     return p
 
 
+SWAPIN_LOUD = 100_000.0  # pages/s at which the read-back's crackle is at full level
+
+
+def swapin_params(pages_per_s: float) -> VoiceParams:
+    """The bystander's read-back, heard: a sparse, bright crackle (segments drop out and
+    chop) after the beep, louder with the swap-in rate (log scale: 100 pages/s is
+    faint, 100,000 full). The presenter's mute silences it, as it does the noise."""
+    r = max(1.0, float(pages_per_s)) if math.isfinite(pages_per_s) else 1.0
+    level = min(1.0, math.log10(r) / math.log10(SWAPIN_LOUD))
+    return VoiceParams(0.05 + 0.15 * level, 9000.0, 16, 1, 0.3, 0.4)
+
+
 STUTTER_SEGMENT = 1024  # frames (21 ms): one play/drop/chop decision each
 CHOP = 64  # frames on, frames off inside a chopped segment
 MAX_HOLD = 8  # the largest sample-rate crush voice_params asks for
@@ -266,20 +278,39 @@ class Synth:
             view = state.act_view
             self._plan(tuple(view.closing) if view is not None else ())
         o = v.o
+        view = state.act_view
         if self._beep_pos < 0:
             if self._noise(state, v, noise, out):
                 return  # bounded below PEAK: written straight into `out`, no clip
+        elif self.finished and view is not None and view.swapins is not None:
+            # after the beep and its tail: the bystander's swap-ins while it reads back
+            p = swapin_params(view.swapins)
+            if self.muted or state.muted:
+                p = p._replace(gain=0.0)
+            if self._noise(state, v, noise, out, p):
+                return
         else:
+            if self.finished:
+                self._gain = 0.0  # a read-back's crackle is over: it stops dead, too
             o.fill(0.0)
             self._beep(o, n, now)
         # the clip writes the block out
         np.minimum(o, PEAK, out=o)
         np.maximum(o, -PEAK, out=out)
 
-    def _noise(self, state: ShowState, v: _Views, noise: Noise, dest: np.ndarray) -> bool:
-        """The noise voice of one block: into `dest` when it cannot exceed PEAK (True),
-        else into v.o for the caller to clip (False)."""
-        p = voice_params(state, self.muted)
+    def _noise(
+        self,
+        state: ShowState,
+        v: _Views,
+        noise: Noise,
+        dest: np.ndarray,
+        p: VoiceParams | None = None,
+    ) -> bool:
+        """The noise voice of one block (`p`: its settings, else the state's): into
+        `dest` when it cannot exceed PEAK (True), else into v.o for the caller to clip
+        (False)."""
+        if p is None:
+            p = voice_params(state, self.muted)
         n = v.n
         x, y, t = v.x, v.y, v.t
         noise.fill_uniform(x)
