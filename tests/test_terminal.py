@@ -1,16 +1,19 @@
 """Terminal output, pure parts: colour mode, key parsing (hostile bytes), pacing, the
-fixed-width encoder (decoded back to pixels), text lines, the finale card and bell, and
-open/close against a pipe (not a tty: no keys, no SIGWINCH)."""
+fixed-width encoder (decoded back to pixels), text lines, an act's lane rows (read
+back through a small screen model), the finale card and bell, and open/close against a
+pipe (not a tty: no keys, no SIGWINCH)."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from beep_av.model import KillRecord, MiB, Phase, ShowState, Snapshot
+from beep_av.model import KillRecord, Lane, MiB, Phase, ShowState, Snapshot
 from beep_av.noise import Noise
 from beep_av.video.terminal import (
     Encoder,
@@ -22,6 +25,7 @@ from beep_av.video.terminal import (
     color_mode,
     fit,
     gauge_line,
+    lane_lines,
     parse_keys,
     to_256,
 )
@@ -337,3 +341,199 @@ def test_writes_to_a_text_stream():
 def test_rejects_bad_colour_option():
     with pytest.raises(ValueError):
         TerminalOutput(color="rainbow")
+
+
+# ---------------------------------------------------------------- an act's lanes
+
+CSI = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])")
+
+
+def screen(data: bytes, cols: int, rows: int) -> list[str]:
+    """What a terminal shows after `data`: cursor moves, erase to the end of the line,
+    clear; colours (SGR) and modes are ignored. Enough for what build() sends."""
+    grid = [[" "] * cols for _ in range(rows)]
+    text = data.decode()
+    y = x = 0
+    i = 0
+    while i < len(text):
+        m = CSI.match(text, i)
+        if m:
+            args, cmd = m.groups()
+            if cmd == "H":
+                r, c = (args.split(";") + ["1", "1"])[:2]
+                y, x = int(r or 1) - 1, int(c or 1) - 1
+            elif cmd == "K":
+                grid[y][x:] = [" "] * (cols - x)
+            elif cmd == "J":
+                grid = [[" "] * cols for _ in range(rows)]
+            i = m.end()
+            continue
+        ch = text[i]
+        i += 1
+        if ch in "\a\r\n":
+            continue
+        assert x < cols, f"row {y + 1} runs past column {cols}"
+        grid[y][x] = ch
+        x += 1
+    return ["".join(r).rstrip() for r in grid]
+
+
+def plain(line: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", line)
+
+
+LANES = (
+    Lane("big", 41000, 0, rss=412 * MiB, swap=80 * MiB, oom_score=669, oom_score_adj=0),
+    Lane("medium", 41001, 1, rss=246 * MiB, oom_score=402, oom_score_adj=0),
+    Lane("small", 41002, 2, alive=False),
+)
+VICTIM = KillRecord(
+    pid=41002,
+    name="python3",
+    exit=137,
+    signal=9,
+    oom_kill_count=1,
+    kmsg=None,
+    anon_rss_kib=1000,
+    detected_by=("exit", "kmsg"),
+    latency_ms=2.0,
+    t=9.0,
+)
+ACT = ShowState(t=3, phase=Phase.SWAPPING, intensity=0.6, snapshot=SNAP, lanes=LANES, kill=VICTIM)
+
+
+def _frame(state, size, color="truecolor", seed=1) -> bytes:
+    return TerminalOutput(size=size, color=color, keys=False, seed=seed).build(state)
+
+
+def test_lane_rows_sit_between_the_picture_and_the_gauge_line():
+    cols, rows = 100, 30
+    shown = screen(_frame(ACT, (cols, rows)), cols, rows)
+    picture, lanes, gauge = shown[: rows - 6], shown[rows - 6 : rows - 3], shown[rows - 3]
+    assert all(line == "▀" * cols for line in picture)  # the lanes took picture rows
+    assert gauge.startswith("RAM [")
+    big, medium, small = lanes
+    assert big.startswith("█ big    pid 41000  [") and "RSS 412M  swap 80M  oom_score 669" in big
+    assert medium.startswith("█ medium pid 41001  [") and "oom_score 402" in medium
+    assert small == "█ small  pid 41002  DEAD (killed)"
+    # the biggest lane's bar is full: RSS solid then swap shaded; the next one in proportion
+    bar_big = big[big.index("[") + 1 : big.index("]")]
+    bar_med = medium[medium.index("[") + 1 : medium.index("]")]
+    assert len(bar_big) == len(bar_med) == 24
+    assert "·" not in bar_big and bar_big.count("▓") == round(24 * 80 / 492)
+    assert bar_med.count("█") == round(24 * 246 / 492) and bar_med.count("▓") == 0
+
+
+@pytest.mark.parametrize("cols", [12, 30, 45, 60, 80, 120, 300])
+def test_lane_rows_fit_the_width(cols):
+    rows = 20
+    data = _frame(ACT, (cols, rows))
+    shown = screen(data, cols, rows)
+    lanes = shown[rows - 6 : rows - 3]
+    assert len(lanes) == len(LANES)
+    for line in lanes:
+        assert 0 < len(line) <= cols - 1, line  # like the text lines: the last column free
+        assert line.startswith("█ ")
+    for line in lane_lines(ACT, cols - 1, "truecolor"):
+        assert len(plain(line)) <= cols - 1
+    if cols >= 60:  # room for every figure (the bar goes first when it is narrow)
+        assert "oom_score 669" in lanes[0] and "41001" in lanes[1] and "DEAD" in lanes[2]
+
+
+def test_lane_markers_in_the_lane_colours():
+    from beep_av.video.palette import LANE_COLOURS, lane_colour
+    from beep_av.video.terminal import to_256
+
+    true = lane_lines(ACT, 99, "truecolor")
+    for line, (r, g, b) in zip(true[:2], LANE_COLOURS, strict=False):
+        assert line.startswith(f"\x1b[38;2;{r};{g};{b}m█\x1b[39m ")
+    dead = lane_colour(2, alive=False)
+    assert dead != LANE_COLOURS[2] and true[2].startswith("\x1b[38;2;{};{};{}m█".format(*dead))
+    c256 = lane_lines(ACT, 99, "256")
+    idx = int(to_256(np.array(LANE_COLOURS[1], dtype=np.uint8)))
+    assert c256[1].startswith(f"\x1b[38;5;{idx}m█") and "38;2;" not in "".join(c256)
+    none = lane_lines(ACT, 99, "none")
+    assert not any("\x1b" in line for line in none)
+    assert none == [plain(line) for line in true]  # same text, colours only differ
+
+
+def test_no_colour_frame_with_lanes_has_no_sgr():
+    data = _frame(ACT, (80, 24), color="none")
+    assert not re.search(rb"\x1b\[[0-9;]*m", data)
+    assert b"pid 41000" in data and b"DEAD (killed)" in data
+
+
+def test_throttle_lanes_show_the_work_rate_against_the_fastest():
+    workers = tuple(
+        Lane(f"worker {i + 1}", 500 + i, i, rss=10 * MiB, work_rate=r)
+        for i, r in enumerate([2000.0, 1000.0, 0.0])
+    )
+    lines = [plain(x) for x in lane_lines(ShowState(lanes=workers), 79, "256")]
+    bars = [x[x.index("[") + 1 : x.index("]")] for x in lines]
+    assert lines[0].startswith("█ worker 1 pid 500  work [") and lines[0].endswith("] 2,000 it/s")
+    assert bars[0] == "█" * len(bars[0]) and bars[2] == "·" * len(bars[0])
+    assert bars[1].count("█") == len(bars[0]) // 2
+    assert "oom_score" not in "".join(lines)
+
+
+def test_at_most_four_lanes_and_the_rehearsal_says_its_kill_is_modelled():
+    many = tuple(Lane(f"h{i}", 100 + i, i, rss=MiB, oom_score=i) for i in range(6))
+    assert len(lane_lines(ShowState(lanes=many), 79, "none")) == 4
+    cols, rows = 80, 30
+    shown = screen(_frame(ShowState(snapshot=SNAP, lanes=many), (cols, rows)), cols, rows)
+    assert [line[:5] for line in shown[rows - 7 : rows - 3]] == ["█ h0 ", "█ h1 ", "█ h2 ", "█ h3 "]
+    assert shown[rows - 8] == "▀" * cols
+    rehearsal = ShowState(lanes=LANES, kill=VICTIM, stage="rehearsal")
+    assert plain(lane_lines(rehearsal, 79, "none")[2]).endswith("DEAD (killed in the model)")
+    gone = ShowState(lanes=LANES)  # dead, but not the recorded kill (released at the end)
+    assert lane_lines(gone, 79, "none")[2].endswith("pid 41002  DEAD")
+
+
+@pytest.mark.parametrize("size", [(40, 6), (40, 2), (20, 7)])
+def test_too_few_rows_drop_the_lanes_first(size):
+    """No room for a lane row beside MIN_PICTURE picture rows: the frame is the one
+    without lanes, byte for byte."""
+    assert _frame(ACT, size) == _frame(replace(ACT, lanes=()), size)
+
+
+def test_a_few_rows_keep_the_picture_and_some_lanes():
+    cols, rows = 60, 9  # 6 picture rows without lanes: 2 lanes, 4 picture rows left
+    shown = screen(_frame(ACT, (cols, rows)), cols, rows)
+    assert shown[:4] == ["▀" * cols] * 4
+    assert shown[4].startswith("█ big") and shown[5].startswith("█ medium")
+    assert shown[6].startswith("RAM [")
+
+
+@pytest.mark.parametrize("size", [(120, 40), (100, 30), (80, 24), (60, 18), (40, 12)])
+def test_the_finale_card_stays_whole_above_the_lanes(size):
+    """The card is the one the screen would show without lanes; lane rows are kept
+    only where it still fits whole over the picture."""
+    cols, rows = size
+    finale = replace(ACT, phase=Phase.FINALE, kill=KILL, oom_t=3)
+    shown = "\n".join(screen(_frame(finale, size), cols, rows))
+    for line in card_block(replace(finale, lanes=()), cols, rows - 3):
+        assert line.strip() in shown
+    if rows >= 24:
+        assert "█ big    pid 41000" in shown and "DEAD" in shown
+    if size == (40, 12):  # no room for both: the lanes go
+        assert "pid 41000" not in shown
+
+
+# build() of a story state (no lanes), hashed: computed with main's terminal.py at
+# 6ffb5be, before the lanes came in; a state without lanes must draw exactly as before
+MAIN_STORY_FRAMES = {
+    "truecolor": "17c5c115568e8ea38114ca7b3a5b224aac50cffb47bd2e0c8d3cb7d794d311b5",
+    "256": "5ac77b572617ac0d312a1830cf5003113b78ba7f49bb4ed9d43aafeb567ecb46",
+    "none": "b040715afdd63c43455ce4364da9a352bfc17d9be4b151d9da8a8a2c985d8f18",
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MAIN_STORY_FRAMES))
+def test_no_lanes_draws_exactly_as_before(mode):
+    out = TerminalOutput(size=(60, 20), color=mode, keys=False, seed=7)
+    states = [
+        ShowState(t=1.0, phase=Phase.SWAPPING, intensity=0.7, stall=0.3, snapshot=SNAP),
+        ShowState(t=9.0, phase=Phase.FINALE, kill=KILL, oom_t=9.0, snapshot=SNAP),
+    ]
+    data = b"".join(out.build(s) for s in states)
+    assert hashlib.sha256(data).hexdigest() == MAIN_STORY_FRAMES[mode]

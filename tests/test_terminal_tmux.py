@@ -248,3 +248,66 @@ def test_cli_rehearse_in_the_terminal(tmux, tmp_path):
     assert modes(tmux) == ("0", "1")
     main = pane(tmux, escapes=False)
     assert "OOM KILL" in main and "victim      pid" in main, main  # the card stayed
+
+
+def test_cli_who_dies_lanes_in_the_terminal(tmux, tmp_path):
+    """`beep-av rehearse --act who-dies --output terminal`: the three hogs' lanes are
+    rows of the pane above the gauge line, by name and pid (the recording's), with
+    their oom_score; under the finale's card the model's victim is marked DEAD and the
+    others still show their oom_score; big's marker is in the palette's first colour."""
+    import json
+
+    status, rec = tmp_path / "status", tmp_path / "w.jsonl"
+    quick = "--ram 192M --swap 96M --rate 128M/s --calm 0.3 --seed 1"
+    cmd = [
+        "sh",
+        "-c",
+        f"'{sys.executable} -m beep_av rehearse --act who-dies {quick} --output terminal "
+        f"--audio off --record {rec} 2>{tmp_path}/err; echo $? >{status}; sleep 30'",
+    ]
+    start(tmux, tmp_path, {"COLORTERM": "truecolor"}, cmd)
+    caps: list[list[str]] = []
+    colours: list[str] = []
+    end = time.monotonic() + 120
+    while time.monotonic() < end and not status.exists():
+        if modes(tmux)[0] == "1":
+            caps.append(pane(tmux, escapes=False).splitlines())
+            if len(colours) < 3 and any("oom_score" in x for x in caps[-1]):
+                colours.append(pane(tmux))
+        time.sleep(0.1)
+    err = (tmp_path / "err").read_text() if (tmp_path / "err").exists() else ""
+    assert status.exists() and status.read_text().strip() == "0", err
+    lanes = next(
+        json.loads(line)["lanes"] for line in rec.read_text().splitlines() if '"lanes"' in line
+    )
+    names = {x["name"]: x["pid"] for x in lanes}
+    assert sorted(names) == ["big", "medium", "small"]
+
+    def lane_rows(cap: list[str]) -> dict[str, str]:
+        """The lane rows of a capture, by name: the rows right above "RAM [" """
+        gauge = next(i for i, line in enumerate(cap) if line.startswith("RAM ["))
+        rows = {}
+        for line in cap[:gauge][-4:]:
+            m = re.match(r"█ (\w+) +pid (\d+)  ", line)
+            if m:
+                rows[m.group(1)] = line
+        return rows
+
+    seen = [lane_rows(c) for c in caps if any(x.startswith("RAM [") for x in c)]
+    assert seen, "no frame with a gauge line captured"
+    first = next((s for s in seen if s), {})  # the show's first frames may precede the act's
+    assert sorted(first) == sorted(names), caps[-1]
+    for name, pid in names.items():
+        assert f"pid {pid}  " in first[name] and "oom_score" in first[name], first[name]
+    # the kill, as the model has it: big dead, the others alive with their oom_score
+    dead = [
+        s
+        for s in seen
+        if "DEAD (killed in the model)" in s.get("big", "")
+        and all(re.search(r"oom_score [1-9]\d*", s.get(n, "")) for n in ("medium", "small"))
+    ]
+    assert dead, seen[-1]
+    # the marker is drawn in its lane's colour (the palette's first: big)
+    assert colours and all(
+        re.search(r"38;2;235;95;55m(\x1b\[[0-9;]*m)*█(\x1b\[[0-9;]*m)* big ", c) for c in colours
+    ), [c.splitlines()[-6] for c in colours]

@@ -25,6 +25,7 @@ from beep_av import summary
 from beep_av.model import MiB, Phase, ShowState
 from beep_av.noise import Noise
 from beep_av.video.captions import Captions
+from beep_av.video.palette import DEAD_GREY, DEAD_MIX, LANE_COLOURS, SWAP_MIX
 
 # ---------------------------------------------------------------- look of each phase
 
@@ -66,8 +67,6 @@ SEG_CACHE: RGB = (70, 160, 220)
 SEG_SWAP: RGB = (170, 90, 220)
 SEG_FREE: RGB = (40, 40, 48)
 SEG_SWAP_FREE: RGB = (32, 26, 44)
-# an act's lanes, one colour per process (model.Lane.colour)
-LANE_COLOURS: tuple[RGB, ...] = ((235, 95, 55), (90, 200, 120), (70, 160, 220), (240, 200, 60))
 
 
 def grain_for(height: int, intensity: float) -> int:
@@ -428,7 +427,7 @@ class Scene:
             y = top + k * lane_h
             colour = LANE_COLOURS[ln.colour % len(LANE_COLOURS)]
             if not ln.alive:
-                colour = mix(colour, (60, 60, 60), 0.7)
+                colour = mix(colour, DEAD_GREY, DEAD_MIX)
             if ln.work_rate is not None:
                 fill = int(bar_w * min(1.0, ln.work_rate / fastest))
                 surface.fill(colour, (m, y + 2, fill, lane_h - 4))
@@ -437,7 +436,7 @@ class Scene:
                 rw = int(bar_w * ln.rss / biggest)
                 sw = int(bar_w * ln.swap / biggest)
                 surface.fill(colour, (m, y + 2, rw, lane_h - 4))
-                surface.fill(mix(colour, WHITE, 0.6), (m + rw, y + 2, sw, lane_h - 4))
+                surface.fill(mix(colour, WHITE, SWAP_MIX), (m + rw, y + 2, sw, lane_h - 4))
                 score = "?" if ln.oom_score is None else str(ln.oom_score)
                 adj = "" if ln.oom_score_adj is None else f" (adj {ln.oom_score_adj})"
                 text = (

@@ -3,14 +3,16 @@
 The picture is half-block cells ("▀": foreground = upper pixel, background = lower
 pixel, two pixels a cell) in truecolor, 256 colours where COLORTERM does not announce
 truecolor, or density glyphs without any colour under NO_COLOR. Gauges, caption and
-status are text lines at the bottom; the finale shows the victim card and a big BEEP.
+status are text lines at the bottom; an act's processes (ShowState.lanes) get one
+text row each above them, taken out of the picture's rows; the finale shows the victim
+card and a big BEEP.
 
 Speed: the escape string of a frame is assembled by numpy at fixed width (zero-padded
 numbers from digit tables written into a preallocated byte buffer, then one write).
 Per-cell f-strings cost ~40 ms for 200x60 (FIELD-NOTES); this costs ~1 ms.
 
-Layers: `color_mode`, `parse_keys`, `Pacer`, `Picture`, `Encoder`, `text_lines` and
-`card_block` are pure; `TerminalOutput` touches the terminal (its stream, stdin's
+Layers: `color_mode`, `parse_keys`, `Pacer`, `Picture`, `Encoder`, the text lines
+(`gauge_line`, `lane_lines`, ...) and `card_block` are pure; `TerminalOutput` touches the terminal (its stream, stdin's
 termios modes and SIGWINCH)."""
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ from typing import IO, Any
 import numpy as np
 
 from beep_av.keys import COMMANDS
-from beep_av.model import MiB, Phase, ShowState
+from beep_av.model import Lane, MiB, Phase, ShowState
 from beep_av.noise import Noise
+from beep_av.video.palette import RGB, SWAP_MIX, lane_colour, mix
 
 # ---------------------------------------------------------------- escapes
 
@@ -49,6 +52,8 @@ GLYPHS = b" .:-=+*#%@"  # density ramp for NO_COLOR, darkest first
 
 DEFAULT_MAX_BPS = 2_000_000  # bytes per second: an SSH link is not flooded
 TEXT_LINES = 3  # gauges, caption, status
+MAX_LANES = 4  # an act's lane rows over the text lines, at most
+MIN_PICTURE = 4  # picture rows kept before a lane row is given room
 
 
 def color_mode(env: Mapping[str, str]) -> str:
@@ -383,6 +388,114 @@ def caption_line(state: ShowState, captions: Any, width: int) -> str:
     return fit("  ".join(notes), width)
 
 
+# ---------------------------------------------------------------- lanes (pure)
+
+Segment = tuple[str, RGB | None]  # text and its foreground colour (None: the default)
+
+
+def fg(rgb: RGB, mode: str) -> str:
+    """The escape that sets the foreground to `rgb` in `mode` ("" in "none")."""
+    if mode == "truecolor":
+        return f"\033[38;2;{rgb[0]};{rgb[1]};{rgb[2]}m"
+    if mode == "256":
+        return f"\033[38;5;{int(to_256(np.array(rgb, dtype=np.uint8)))}m"
+    return ""
+
+
+def paint(segments: list[Segment], width: int, mode: str) -> str:
+    """Segments joined and cut to `width` visible characters (as `fit` cuts), each
+    coloured segment wrapped in its foreground escape; no escape at all in "none"."""
+    text = fit("".join(t for t, _ in segments), width)
+    out, pos = [], 0
+    for t, rgb in segments:
+        part = text[pos : pos + len(t)]
+        pos += len(t)
+        if not part:
+            continue
+        on = fg(rgb, mode) if rgb is not None else ""
+        out.append(f"{on}{part}\033[39m" if on else part)
+    return "".join(out)
+
+
+def lane_state(lane: Lane, state: ShowState) -> str:
+    """ "DEAD (killed)" for the kill's victim ("... in the model" in a rehearsal), "DEAD"
+    for another process that is gone (released at the end, or killed unrecorded)."""
+    k = state.kill
+    if k is not None and lane.pid is not None and k.pid == lane.pid:
+        return "DEAD (killed in the model)" if state.stage == "rehearsal" else "DEAD (killed)"
+    return "DEAD"
+
+
+def lane_figures(lane: Lane) -> str:
+    """The figures after a live lane's bar: RSS, swap and oom_score (its adj when set),
+    or the work rate (throttle)."""
+    if lane.work_rate is not None:
+        rate = lane.work_rate if math.isfinite(lane.work_rate) else 0.0
+        return f"{rate:,.0f} it/s"
+    score = "?" if lane.oom_score is None else str(lane.oom_score)
+    adj = f" (adj {lane.oom_score_adj})" if lane.oom_score_adj else ""
+    return f"RSS {lane.rss / MiB:.0f}M  swap {lane.swap / MiB:.0f}M  oom_score {score}{adj}"
+
+
+def lane_segments(
+    lane: Lane, state: ShowState, bw: int, name_w: int, pid_w: int, biggest: int, fastest: float
+) -> list[Segment]:
+    """One lane as coloured segments: its marker, name, pid, a bar of `bw` cells against
+    the biggest lane (RSS solid, swap shaded as in the gauge line; throttle: the work
+    rate against the fastest; none when `bw` is 0) and its figures, or DEAD."""
+    colour = lane_colour(lane.colour, lane.alive)
+    pid = "?" if lane.pid is None else str(lane.pid)
+    head: list[Segment] = [
+        ("█", colour),
+        (f" {fit(lane.name, name_w):<{name_w}} pid {pid:<{pid_w}}  ", None),
+    ]
+    if not lane.alive:
+        return [*head, (lane_state(lane, state), None)]
+    if bw <= 0:
+        return [*head, (lane_figures(lane), None)]
+    if lane.work_rate is not None:
+        rate = lane.work_rate if math.isfinite(lane.work_rate) else 0.0
+        n = min(bw, int(round(bw * max(0.0, rate) / fastest)))
+        parts = [("work [", None), ("█" * n, colour), ("·" * (bw - n), None)]
+    else:
+        r = min(bw, int(round(bw * max(0, lane.rss) / biggest)))
+        w = min(bw - r, int(round(bw * max(0, lane.swap) / biggest)))
+        swap_colour = mix(colour, (255, 255, 255), SWAP_MIX)
+        parts = [("[", None), ("█" * r, colour), ("▓" * w, swap_colour), ("·" * (bw - r - w), None)]
+    return [*head, *parts, ("] " + lane_figures(lane), None)]
+
+
+def lane_lines(state: ShowState, width: int, mode: str, count: int = MAX_LANES) -> list[str]:
+    """The first `count` (at most MAX_LANES) lanes of `state`, one line each of at most
+    `width` visible characters, coloured in `mode`. The bars are one width for all
+    lanes: what the widest line's text leaves of `width`, up to 24 cells; none when
+    that is under 4 (the figures matter more)."""
+    lanes = state.lanes[: max(0, min(count, MAX_LANES))]
+    if not lanes:
+        return []
+    name_w = min(10, max(len(ln.name) for ln in lanes))
+    pid_w = max(len("?" if ln.pid is None else str(ln.pid)) for ln in lanes)
+    live = [ln for ln in lanes if ln.alive]
+    biggest = max([ln.rss + ln.swap for ln in live] + [1])
+    rates = [ln.work_rate for ln in live if ln.work_rate and math.isfinite(ln.work_rate)]
+    fastest = max([*rates, 1.0])
+    # marker, name, pid, the bar's brackets (and label), its figures
+    text = max(
+        [
+            2 + name_w + 5 + pid_w + 2 + (8 if ln.work_rate is not None else 3)
+            + len(lane_figures(ln))
+            for ln in live
+        ]
+        + [0]
+    )  # fmt: skip
+    room = width - text
+    bw = min(24, room) if room >= 4 else 0  # too narrow for a bar: the figures first
+    return [
+        paint(lane_segments(ln, state, bw, name_w, pid_w, biggest, fastest), width, mode)
+        for ln in lanes
+    ]
+
+
 BIG = {
     "B": ["████ ", "█   █", "████ ", "█   █", "████ "],
     "E": ["█████", "█    ", "████ ", "█    ", "█████"],
@@ -548,9 +661,28 @@ class TerminalOutput:
         text = min(TEXT_LINES, max(0, rows - 1))
         return cols, max(1, rows - text), text
 
+    def lane_rows(self, state: ShowState, cols: int, prows: int) -> int:
+        """How many of the state's lanes get a row, out of `prows` picture rows: at most
+        MAX_LANES, and only while the picture keeps MIN_PICTURE rows and whatever box is
+        drawn over it (the finale's card, a bystander's) still fits whole: lane rows go
+        before the card is cut."""
+        n = min(MAX_LANES, len(state.lanes))
+        if n == 0:
+            return 0
+        need = MIN_PICTURE
+        if state.phase is Phase.FINALE:
+            need = max(need, len(card_block(state, cols, prows)) + 2)
+        else:
+            box = bystander_block(state, cols)
+            if box:
+                need = max(need, len(box) + 2)
+        return max(0, min(n, prows - need))
+
     def build(self, state: ShowState) -> bytes:
         """The bytes of one whole frame of `state`."""
-        cols, prows, text = self.layout()
+        cols, full, text = self.layout()
+        nlanes = self.lane_rows(state, cols, full)
+        prows = full - nlanes
         enc = self._encoder
         if enc is None or (enc.cols, enc.rows) != (cols, prows):
             enc = self._encoder = Encoder(self.mode, cols, prows)
@@ -562,7 +694,8 @@ class TerminalOutput:
         pixels = self.picture.render(state, self.noise, cols, 2 * prows)
         tail = [RESET] if colour else []
         keys = self._key_fd is not None
-        lines = [
+        lines = lane_lines(state, cols - 1, self.mode, nlanes) if nlanes else []
+        lines += [
             gauge_line(state, cols - 1),
             caption_line(state, self.captions, cols - 1),
             status_line(state, cols - 1, keys),
@@ -573,12 +706,13 @@ class TerminalOutput:
         if box:
             tail.append(self._box(box, cols, prows, colour, "\033[1;30;43m"))
         if state.phase is Phase.FINALE:
-            tail.append(self._card(state, cols, prows, colour))
+            # the card as it would be without lanes (lane_rows left it room to fit whole)
+            tail.append(self._box(card_block(state, cols, full), cols, prows, colour))
             self._keep_card(state)
             if not self._bell_rung:
                 self._bell_rung = True
                 tail.append("\a")
-        tail.append(f"\033[{prows + text};{cols}H")
+        tail.append(f"\033[{prows + nlanes + text};{cols}H")
         return head.encode() + enc.encode(pixels) + "".join(tail).encode()
 
     def _keep_card(self, state: ShowState) -> None:
@@ -591,9 +725,6 @@ class TerminalOutput:
 
         self._card_keys.add((kill.pid, kill.t))
         self.cards.append(["  " + line for line in victim_card(kill)])
-
-    def _card(self, state: ShowState, cols: int, prows: int, colour: bool) -> str:
-        return self._box(card_block(state, cols, prows), cols, prows, colour)
 
     @staticmethod
     def _box(
