@@ -155,6 +155,15 @@ def test_who_dies_verdict_says_so_either_way():
     assert "did NOT have the highest oom_score: 670 vs small 734" in lines[0]
     lines, rec = verdict("small", lanes, st)
     assert rec["agrees"] and "highest oom_score (734 vs big 670)" in lines[0]
+    # a tie is said as a tie, and a score never read as unknown, never as "the highest"
+    tie = [dict(x, oom_score=500) for x in lanes]
+    lines, rec = verdict("big", tie, st)
+    assert rec["agrees"] and rec["tied"] == ["small"]
+    assert "tied for the highest oom_score (500, with small" in lines[0]
+    unread = [dict(lanes[0], oom_score=None), lanes[1]]
+    lines, rec = verdict("big", unread, st)
+    assert not rec["agrees"] and "not read before the kill" in lines[0]
+    assert not any("had the highest" in ln for ln in lines)
 
 
 def test_bystander_rehearsal_passes_the_real_checks(tmp_path):

@@ -129,34 +129,48 @@ def stage_scores(lanes: list[dict], ram: int, swap: int) -> dict[str, int]:
 
 def verdict(victim: str, lanes: list[dict], stage: dict[str, int]) -> tuple[list[str], dict]:
     """The card's check and its record: was the victim the highest oom_score at the
-    last sample (/proc's, and the stage's)? Said either way, with the scores."""
+    last sample (/proc's, and the stage's)? Said either way, with the scores; a tie is
+    said as a tie, and a score never read is said as unknown."""
     procs = {ln["name"]: ln["oom_score"] for ln in lanes}
     others = [ln for ln in lanes if ln["name"] != victim]
-    by_proc = max(lanes, key=lambda ln: ln["oom_score"] if ln["oom_score"] is not None else -1)
-    by_stage = max(stage, key=lambda k: stage[k])
+    read = [ln for ln in lanes if ln["oom_score"] is not None]
+    top = max([ln["oom_score"] for ln in read], default=None)
+    leaders = [ln["name"] for ln in read if ln["oom_score"] == top]
+    by_proc = leaders[0] if leaders else None
     mine = procs.get(victim)
     vs = ", ".join(
         f"{ln['name']} {ln['oom_score'] if ln['oom_score'] is not None else '?'}" for ln in others
     )
-    agrees = by_proc["name"] == victim and mine is not None
-    if agrees:
+    tied = [n for n in leaders if n != victim] if mine is not None and mine == top else []
+    agrees = mine is not None and mine == top
+    if mine is None:
+        first = f"its oom_score was not read before the kill (the others: {vs})"
+    elif agrees and tied:
+        first = f"it tied for the highest oom_score ({mine}, with {', '.join(tied)}; vs {vs})"
+    elif agrees:
         first = f"it had the highest oom_score ({mine} vs {vs})"
     else:
-        first = (
-            f"it did NOT have the highest oom_score: {mine} vs {vs} (highest: {by_proc['name']})"
-        )
+        first = f"it did NOT have the highest oom_score: {mine} vs {vs} (highest: {by_proc})"
     lines = [first]
+    stage_top = max(stage.values(), default=None)
+    stage_leaders = [k for k, v in stage.items() if v == stage_top]
+    by_stage = victim if victim in stage_leaders else (stage_leaders or [None])[0]
     stage_vs = ", ".join(f"{k} {v}" for k, v in stage.items() if k != victim)
-    if by_stage == victim:
+    if victim in stage_leaders and len(stage_leaders) > 1:
+        lines.append(
+            f"scaled to the stage as the kernel does, a tie: {stage[victim]} vs {stage_vs}"
+        )
+    elif by_stage == victim:
         lines.append(f"scaled to the stage as the kernel does: {stage[victim]} vs {stage_vs}")
     else:
         lines.append(
-            f"scaled to the stage it was not the highest either: {stage[victim]} vs {stage_vs}"
+            f"scaled to the stage as the kernel does, it was not the highest: {stage.get(victim)} vs {stage_vs}"
         )
     record = {
         "victim": victim,
-        "highest": by_proc["name"],
+        "highest": by_proc,
         "agrees": agrees,
+        "tied": tied,
         "highest_stage": by_stage,
         "agrees_stage": by_stage == victim,
     }
@@ -174,12 +188,13 @@ class ModelHogs:
         self.size = [0.0] * len(specs)
         self.alive = [True] * len(specs)
         self.paused = False
+        self.started = False  # the hogs wait for the countdown, as the real ones do
         self.pids = [41000 + i for i in range(len(specs))]
         self.killed: int | None = None
         self.kmsg: str | None = None
 
     def advance(self, dt: float) -> None:
-        if self.paused or self.killed is not None:
+        if not self.started or self.paused or self.killed is not None:
             return
         for i, s in enumerate(self.specs):
             if self.alive[i]:
@@ -370,6 +385,8 @@ class WhoDiesAct(ActDriver):
             clock.sleep(0.1, stop)
         if model is None:
             self.stage.start()
+        else:
+            model.started = True
         started = clock.now()
         next_raise = None if model is not None else started + self.stage.caps_reached_s + CAP_EVERY
         self.event(clock.now(), "start", hogs=names)
