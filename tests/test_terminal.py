@@ -537,3 +537,30 @@ def test_no_lanes_draws_exactly_as_before(mode):
     ]
     data = b"".join(out.build(s) for s in states)
     assert hashlib.sha256(data).hexdigest() == MAIN_STORY_FRAMES[mode]
+
+
+# ---------------------------------------------------------------- an act's words
+
+
+def test_the_throttle_card_says_throttled_and_claims_no_kill():
+    from beep_av.model import ActView
+    from beep_av.video.terminal import card_block
+
+    view = ActView(title="THROTTLED", card=("throttled 97% of the time", "killed: nobody"))
+    st = ShowState(t=30.0, phase=Phase.FINALE, stage="cgroup", act="throttle", act_view=view)
+    block = "\n".join(card_block(st, 100, 30))
+    assert "OOM" not in block and "BEEP" not in block and "killed: nobody" in block
+    assert "█████" in block  # THROTTLED in block letters
+    narrow = "\n".join(card_block(st, 30, 30))
+    assert "T H R O T T L E D" in narrow and "OOM" not in narrow
+
+
+def test_an_acts_caption_and_note_reach_the_terminal():
+    from beep_av.model import ActView
+    from beep_av.video.captions import Captions
+    from beep_av.video.terminal import caption_line, status_line
+
+    view = ActView(caption="who_dies_guess", note="guess who dies: big, small ... 3")
+    st = ShowState(t=1.0, phase=Phase.CALM, act="who-dies", act_view=view, captions="en")
+    assert "Which one will the kernel kill?" in caption_line(st, Captions.load(), 400)
+    assert "guess who dies: big, small ... 3" in status_line(st, 400, keys=False)

@@ -369,6 +369,8 @@ def status_line(state: ShowState, width: int, keys: bool) -> str:
         parts.append("MUTED")
     if state.message:
         parts.append(state.message)
+    if state.act_view is not None and state.act_view.note:
+        parts.append(state.act_view.note)  # the countdown, the read-back's figures
     if keys:
         parts.append("[q quit, space pause, r release, m mute, +/- rate, c captions]")
     return fit("  ".join(p for p in parts if p), width)
@@ -377,10 +379,11 @@ def status_line(state: ShowState, width: int, keys: bool) -> str:
 def caption_line(state: ShowState, captions: Any, width: int) -> str:
     """The caption of the phase in the state's language ("" when off), and skip notes."""
     notes = []
+    key = state.phase.value
+    if state.act_view is not None and state.act_view.caption:
+        key = state.act_view.caption  # an act's own caption, as the window shows it
     if captions is not None and state.captions != "off":
-        text = captions.get(state.captions, state.phase.value) or captions.get(
-            "en", state.phase.value
-        )
+        text = captions.get(state.captions, key) or captions.get("en", key)
         if text:
             notes.append(text)
     for phase, reason in state.skipped:
@@ -500,6 +503,12 @@ BIG = {
     "B": ["████ ", "█   █", "████ ", "█   █", "████ "],
     "E": ["█████", "█    ", "████ ", "█    ", "█████"],
     "P": ["████ ", "█   █", "████ ", "█    ", "█    "],
+    "T": ["█████", "  █  ", "  █  ", "  █  ", "  █  "],
+    "H": ["█   █", "█   █", "█████", "█   █", "█   █"],
+    "R": ["████ ", "█   █", "████ ", "█  █ ", "█   █"],
+    "O": [" ███ ", "█   █", "█   █", "█   █", " ███ "],
+    "L": ["█    ", "█    ", "█    ", "█    ", "█████"],
+    "D": ["████ ", "█   █", "█   █", "█   █", "████ "],
 }
 
 
@@ -509,13 +518,22 @@ def big(word: str) -> list[str]:
 
 
 def card_title(state: ShowState) -> str:
-    """The word over the card: what happened, said plainly."""
+    """The word over the card: what happened, said plainly ("" when nobody was killed:
+    the throttle act's card says so in its own lines)."""
     if state.stage == "rehearsal":
         return "REHEARSAL"
     k = state.kill
-    if k is not None and not k.oom:
+    if k is None:
+        return ""
+    if not k.oom:
         return "NOT AN OOM KILL"
     return "OOM KILLED"
+
+
+def card_word(state: ShowState) -> str:
+    """The big word of the card: the act's title (throttle: THROTTLED), else BEEP."""
+    view = state.act_view
+    return view.title if view is not None and view.title else "BEEP"
 
 
 def bystander_block(state: ShowState, width: int) -> list[str] | None:
@@ -534,8 +552,11 @@ def card_block(state: ShowState, width: int, height: int) -> list[str]:
     from beep_av.video.scene import card_lines
 
     lines = card_lines(state)
-    head = big("BEEP") if height >= len(lines) + 8 and width >= 27 else ["B E E P"]
-    body = [*head, "", card_title(state), *lines]
+    word = card_word(state)
+    fits = all(ch in BIG for ch in word) and width >= 6 * len(word) + 3
+    head = big(word) if height >= len(lines) + 8 and fits else [" ".join(word)]
+    title = card_title(state)
+    body = [*head, "", *([title] if title else []), *lines]
     inner = min(max(len(x) for x in body), max(1, width - 4))
     return [fit(x, inner).center(inner) for x in body]
 
