@@ -162,7 +162,11 @@ class ActDriver:
 
     def state(self, t: float, snapshot: Snapshot, lanes: tuple[Lane, ...], **view) -> ShowState:
         """A ShowState of this act at show time t."""
-        kw = {k: view.pop(k) for k in ("kill", "intensity", "stall", "oom_t") if k in view}
+        kw = {
+            k: view.pop(k)
+            for k in ("kill", "intensity", "stall", "oom_t", "bystanders")
+            if k in view
+        }
         return ShowState(
             t=t,
             phase=self.phase,

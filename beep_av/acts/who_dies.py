@@ -476,7 +476,16 @@ class WhoDiesAct(ActDriver):
         alive = [x["name"] for x in raw if x["alive"]]
         if self.sampler is not None:
             self.sampler.read(clock.now())  # the last kernel records
-        by_kernel = [names[i] for i in self._killed_by_kernel(kpids)]
+        killed = self._killed_by_kernel(kpids)
+        by_kernel = [names[i] for i in killed]
+        # a second kernel kill (the stage still at its limit before the victim's memory
+        # was free): its own kill record, `hog: false` (not the act's victim), taken
+        # before the release so its exit is the kernel's SIGKILL, not ours
+        snap = self._snapshot(clock.now())
+        also = tuple(
+            self._kill_record(i, kpids, snap, clock.now(), nth=n + 2, victim=False)
+            for n, i in enumerate(i for i in killed if i != victim)
+        )
         self._release()
         self.event(clock.now(), "released", alive_before=alive,
                    killed_by_kernel=by_kernel)  # fmt: skip
@@ -486,7 +495,7 @@ class WhoDiesAct(ActDriver):
             self.lines.append(f"who-dies: the kernel also killed {', '.join(more)}")
         publish(
             self.state(clock.now(), snap, to_lanes(self._lanes()), kill=kill, oom_t=t,
-                       **{**view, "caption": "who_dies_release"},
+                       bystanders=also, **{**view, "caption": "who_dies_release"},
                        note=f"released: {', '.join(alive) or 'nobody'} (ended by beep-av)")
         )  # fmt: skip
         return True
@@ -544,7 +553,12 @@ class WhoDiesAct(ActDriver):
         for h in self.stage.hogs:
             h.wait(10)
 
-    def _kill_record(self, i: int, kpids, snap: Snapshot, t: float) -> KillRecord:
+    def _kill_record(
+        self, i: int, kpids, snap: Snapshot, t: float, nth: int = 1, victim: bool = True
+    ) -> KillRecord:
+        """Hog i's kill record: its exit, the stage's oom_kill counter (at least `nth`:
+        the kernel's nth kill on this stage) and the kernel's record. `victim` False: a
+        later kernel kill, timed by the kernel's record (`hog: false` in the recording)."""
         if self.model is not None:
             from beep_av.procfs import parse_oom_kill
 
@@ -560,13 +574,15 @@ class WhoDiesAct(ActDriver):
         by = []
         if code in (-9, 137):
             by.append("exit")
-        if snap.oom_kill_count > 0:
+        if snap.oom_kill_count >= nth:
             by.append("oom_kill")
         if k is not None:
             by.append("kmsg")
         latency = None
         if k is not None and k.kernel_t is not None and k.seen_t is not None:
             latency = max(0.0, (k.seen_t - k.kernel_t) * 1000.0)
+        if not victim and k is not None:
+            t = k.kernel_t if k.kernel_t is not None else (k.seen_t if k.seen_t is not None else t)
         return KillRecord(
             pid=hog.pid,
             name=k.name if k is not None else "python3",
@@ -578,8 +594,9 @@ class WhoDiesAct(ActDriver):
             detected_by=tuple(by),
             latency_ms=latency,
             t=t,
-            oom=k is not None or snap.oom_kill_count > 0,
-            killer="kernel" if (k is not None or snap.oom_kill_count > 0) else "user space",
+            hog=victim,
+            oom=k is not None or snap.oom_kill_count >= nth,
+            killer="kernel" if (k is not None or snap.oom_kill_count >= nth) else "user space",
         )
 
     def close(self) -> None:
