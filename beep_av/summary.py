@@ -114,6 +114,13 @@ def _caption(lang: str, key: str, default: str) -> str:
     return _CAPTIONS[lang].get(key) or default
 
 
+def card_word(state: ShowState) -> str:
+    """The card's big word, in every output: the act's title (throttle: THROTTLED),
+    else BEEP."""
+    view = state.act_view
+    return view.title if view is not None and view.title else "BEEP"
+
+
 def card_lines(state: ShowState) -> list[str]:
     """The victim card's lines (under the big BEEP of the window and the terminal),
     plain text, composed here for every output: the hog's OOM kill, a signal from user

@@ -482,9 +482,10 @@ class WhoDiesAct(ActDriver):
         # was free): its own kill record, `hog: false` (not the act's victim), taken
         # before the release so its exit is the kernel's SIGKILL, not ours
         snap = self._snapshot(clock.now())
+        later = [i for i in killed if i != victim]
         also = tuple(
             self._kill_record(i, kpids, snap, clock.now(), nth=n + 2, victim=False)
-            for n, i in enumerate(i for i in killed if i != victim)
+            for n, i in enumerate(later)
         )
         self._release()
         self.event(clock.now(), "released", alive_before=alive,

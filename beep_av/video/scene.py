@@ -25,7 +25,7 @@ from beep_av import summary
 from beep_av.model import MiB, Phase, ShowState
 from beep_av.noise import Noise
 from beep_av.video.captions import Captions
-from beep_av.video.palette import DEAD_GREY, DEAD_MIX, LANE_COLOURS, SWAP_MIX
+from beep_av.video.palette import DEAD_GREY, DEAD_MIX, LANE_COLOURS, SWAP_MIX, mix
 
 # ---------------------------------------------------------------- look of each phase
 
@@ -88,14 +88,6 @@ def lut_levels(intensity: float, gain: float) -> np.ndarray:
     lit = u < density
     ramp = 1.0 - u / density
     return np.where(lit, peak * (0.3 + 0.7 * np.sqrt(np.clip(ramp, 0, 1))), 0.0).astype(np.float32)
-
-
-def mix(a: RGB, b: RGB, k: float) -> RGB:
-    return (
-        int(a[0] + (b[0] - a[0]) * k),
-        int(a[1] + (b[1] - a[1]) * k),
-        int(a[2] + (b[2] - a[2]) * k),
-    )
 
 
 def fmt_time(t: float) -> str:
@@ -193,8 +185,7 @@ class Scene:
     def draw_card(self, state: ShowState, surface: pygame.Surface) -> pygame.Rect:
         """The finale's big BEEP and victim card, centred; returns the rectangle drawn."""
         w, h = self.size
-        view = state.act_view
-        title = view.title if view is not None and view.title else "BEEP"
+        title = summary.card_word(state)
         beep = self._text(title, int(h * 0.26 if len(title) <= 5 else h * 0.16), WHITE)
         lines = [self._text(s, int(h * 0.06), GREY) for s in card_lines(state)]
         gap = int(h * 0.012)

@@ -33,6 +33,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from beep_av import summary
 from beep_av.keys import COMMANDS
 from beep_av.model import Lane, MiB, Phase, ShowState
 from beep_av.noise import Noise
@@ -530,12 +531,6 @@ def card_title(state: ShowState) -> str:
     return "OOM KILLED"
 
 
-def card_word(state: ShowState) -> str:
-    """The big word of the card: the act's title (throttle: THROTTLED), else BEEP."""
-    view = state.act_view
-    return view.title if view is not None and view.title else "BEEP"
-
-
 def bystander_block(state: ShowState, width: int) -> list[str] | None:
     """A fresh kill of another process, as lines for a box over the running show."""
     from beep_av.video.scene import bystander_card
@@ -552,7 +547,7 @@ def card_block(state: ShowState, width: int, height: int) -> list[str]:
     from beep_av.video.scene import card_lines
 
     lines = card_lines(state)
-    word = card_word(state)
+    word = summary.card_word(state)
     fits = all(ch in BIG for ch in word) and width >= 6 * len(word) + 3
     head = big(word) if height >= len(lines) + 8 and fits else [" ".join(word)]
     title = card_title(state)
