@@ -387,18 +387,7 @@ LANES = (
     Lane("medium", 41001, 1, rss=246 * MiB, oom_score=402, oom_score_adj=0),
     Lane("small", 41002, 2, alive=False),
 )
-VICTIM = KillRecord(
-    pid=41002,
-    name="python3",
-    exit=137,
-    signal=9,
-    oom_kill_count=1,
-    kmsg=None,
-    anon_rss_kib=1000,
-    detected_by=("exit", "kmsg"),
-    latency_ms=2.0,
-    t=9.0,
-)
+VICTIM = replace(KILL, pid=41002, anon_rss_kib=1000)
 ACT = ShowState(t=3, phase=Phase.SWAPPING, intensity=0.6, snapshot=SNAP, lanes=LANES, kill=VICTIM)
 
 
