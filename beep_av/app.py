@@ -443,7 +443,7 @@ def run_replay(settings: Settings, path: str, keys: str | None = None, say: Say 
     def recorder(t0: float):  # the replay, recorded again as it is performed
         header = {k: v for k, v in rec.header.items() if k not in ("type", "format")}
         header.update(replay_of=path, speed=settings.speed)
-        return _recorder(settings, header, say)
+        return _recorder(settings, header, say, every_kill=driver.every_kill)
 
     initial = ShowState(stage=driver.stage, captions=settings.captions, replay_of=path)
     with Teardown(say) as ladder:

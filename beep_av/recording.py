@@ -33,8 +33,11 @@ FORMAT_PREFIX = "beep-av/"
 EVENT_TYPES = ("phase", "skip", "kill", "beep", "end")
 # an act's lines (beep-av/1, compatibly: older readers ignore unknown types): `lanes`
 # (the act's processes at a sample: name, pid, colour, rss, swap, oom_score,
-# oom_score_adj, alive, work_rate) and `act` (an act's event: `event` and its fields)
-ACT_TYPES = ("lanes", "act")
+# oom_score_adj, alive, work_rate), `act` (an act's event: `event` and its fields) and
+# `view` (what the act shows and plays from then on: VIEW_KEYS, written when it changes;
+# a replay performs the act's card, captions, notes and closing tones from them)
+ACT_TYPES = ("lanes", "act", "view")
+VIEW_KEYS = ("caption", "title", "card", "closing", "speed", "note", "swapins")
 
 # Sample columns in the order the writer puts them; "phase" is stored as Phase.index.
 INT_COLUMNS = (
@@ -118,6 +121,19 @@ ENGINE_KEYS = (
 )  # fmt: skip
 
 
+def view_fields(view) -> dict[str, Any]:
+    """A model.ActView's shown parts (VIEW_KEYS) as a `view` line's fields."""
+    return {
+        "caption": view.caption,
+        "title": view.title,
+        "card": list(view.card),
+        "closing": [_r(f, 3) for f in view.closing],
+        "speed": _r(view.speed, 4),
+        "note": view.note,
+        "swapins": None if view.swapins is None else _r(view.swapins, 1),
+    }
+
+
 def lane_fields(lane) -> dict[str, Any]:
     """A model.Lane as a `lanes` line's item."""
     return {
@@ -189,6 +205,7 @@ class Recorder:
         self._closing = False
         self._bystanders_written = 0  # kills of others (hog false) written so far
         self._act_written = 0  # act events written so far
+        self._view_written: dict[str, Any] | None = None  # the last `view` line's fields
         head = {"type": "header", "format": FORMAT, "version": __version__}
         head.update({k: v for k, v in header.items() if k not in ("type", "format")})
         self._put("line", head)
@@ -359,6 +376,11 @@ class Recorder:
             for e in view.events[self._act_written :]:
                 self._line({"type": "act", **e})
             self._act_written = len(view.events)
+        if view is not None:
+            shown = view_fields(view)
+            if shown != self._view_written:
+                self._line({"type": "view", "t": _r(state.t, 4), **shown})
+                self._view_written = shown
         for b in state.bystanders[self._bystanders_written :]:
             self._line({"type": "kill", "t": _r(b.t, 4), **kill_fields(b)})
         self._bystanders_written = max(self._bystanders_written, len(state.bystanders))
@@ -407,6 +429,7 @@ class Recording:
     truncated: bool = False  # the last line was cut short (a crashed show)
     lanes: list[dict[str, Any]] = field(default_factory=list)  # an act's `lanes` lines
     act_events: list[dict[str, Any]] = field(default_factory=list)  # its `act` lines
+    views: list[dict[str, Any]] = field(default_factory=list)  # its `view` lines
 
     def __len__(self) -> int:
         return len(self.samples["t"])
@@ -428,6 +451,12 @@ class Recording:
         recordings have one kill line, the hog's."""
         kills = [k for k in self.events_of("kill") if k.get("hog") is not False]
         return kills[0] if kills else None
+
+    @property
+    def hog_kills(self) -> list[dict[str, Any]]:
+        """Every kill of the hog, in order: one in a show; one per life with
+        `--restarts`, one per kill seen in a watch."""
+        return [k for k in self.events_of("kill") if k.get("hog") is not False]
 
     @property
     def bystanders(self) -> list[dict[str, Any]]:
@@ -501,9 +530,16 @@ def load(path: str) -> Recording:
             lines.pop()
             truncated = True
     body = lines[1:]
-    sample_lines = [ln for ln in body if ln.startswith(_SAMPLE_PREFIX)]
-    other = [ln for ln in body if not ln.startswith(_SAMPLE_PREFIX) and ln.strip()]
-    events, foreign = _events(path, other)
+    sample_lines: list[bytes] = []
+    other: list[bytes] = []
+    after: list[int] = []  # per other line: how many sample lines came before it
+    for ln in body:
+        if ln.startswith(_SAMPLE_PREFIX):
+            sample_lines.append(ln)
+        elif ln.strip():
+            other.append(ln)
+            after.append(len(sample_lines))
+    events, foreign = _events(path, other, after)
     cols = _fast_samples(sample_lines) if sample_lines and not foreign else None
     if cols is None:
         cols = _slow_samples(path, sample_lines + foreign)
@@ -513,6 +549,7 @@ def load(path: str) -> Recording:
         raise _bad(path, "a sample has a non-finite time")
     lanes = [e for e in events if e["type"] == "lanes"]
     acts = [e for e in events if e["type"] == "act"]
+    views = [e for e in events if e["type"] == "view"]
     events = [e for e in events if e["type"] not in ACT_TYPES]
     return Recording(
         path=path,
@@ -522,15 +559,22 @@ def load(path: str) -> Recording:
         truncated=truncated,
         lanes=lanes,
         act_events=acts,
+        views=views,
     )
 
 
-def _events(path: str, lines: list[bytes]) -> tuple[list[dict[str, Any]], list[bytes]]:
+def _events(
+    path: str, lines: list[bytes], after: list[int] | None = None
+) -> tuple[list[dict[str, Any]], list[bytes]]:
     """The event records in time order, and the sample lines written in a foreign form
-    (other key order, spaces) that the caller must read the slow way."""
+    (other key order, spaces) that the caller must read the slow way. An act's lines
+    (ACT_TYPES) get `_sample`: the index of the sample line they were written after
+    (`after[i]` - 1), so a replay gives each of several states at one time its own;
+    left out when foreign sample lines make the file's order of samples unknown."""
     events: list[dict[str, Any]] = []
     foreign: list[bytes] = []
-    for line in lines:
+    acts: list[tuple[dict[str, Any], int]] = []
+    for i, line in enumerate(lines):
         try:
             obj = json.loads(line)
         except ValueError:
@@ -550,7 +594,12 @@ def _events(path: str, lines: list[bytes]) -> tuple[list[dict[str, Any]], list[b
             raise _bad(path, f"a {kind} record names an unknown phase {obj.get('phase')!r}")
         if kind == "kill":
             obj.setdefault("detected_by", [])
+        if kind in ACT_TYPES and after is not None:
+            acts.append((obj, after[i] - 1))
         events.append(obj)
+    if not foreign:
+        for obj, at in acts:
+            obj["_sample"] = at
     events.sort(key=lambda e: float(e["t"]))  # stable: same-t records keep file order
     return events, foreign
 

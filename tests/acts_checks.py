@@ -178,3 +178,29 @@ def readback_is_heard(wav: Path, path: Path, beep_hz: float = 880.0) -> dict:
     assert flat < 0.01, f"the read-back's sound is a tone ({flat:.3f}), not a crackle"
     assert abs(heard - back["seconds"]) <= 0.15, (heard, back["seconds"])
     return {"heard_s": heard, "readback_s": back["seconds"], "gap_s": (first - end) / 100}
+
+
+ACT_LINES = ("lanes", "act", "view", "kill", "phase", "skip")
+
+
+def replay_performs_the_act(original: Path, again: Path) -> dict:
+    """`again` is the recording a replay of `original` made as it performed it: the
+    act's lines (its lanes, events, views: the card, captions, notes, closing tones;
+    its kills, phases and skips) and every sample come out as they went in. Returns
+    the counts compared."""
+    o, a = records(original), records(again)
+    assert a[0]["replay_of"] == str(original) and a[0].get("act") == o[0].get("act")
+    counts = {}
+    for kind in ACT_LINES:
+        x = [r for r in o if r["type"] == kind]
+        y = [r for r in a if r["type"] == kind]
+        bad = next((i for i, (p, q) in enumerate(zip(x, y, strict=False)) if p != q), None)
+        assert len(x) == len(y) and bad is None, (kind, len(x), len(y), bad and (x[bad], y[bad]))
+        counts[kind] = len(x)
+    if o[0].get("act") not in (None, "story"):
+        assert counts["view"] and counts["lanes"], "an act's recording without its view"
+    first, second = load_recording(str(original)), load_recording(str(again))
+    for col, values in first.samples.items():
+        assert np.array_equal(values, second.samples[col]), col
+    counts["samples"] = len(first)
+    return counts

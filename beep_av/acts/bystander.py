@@ -304,11 +304,12 @@ class BystanderAct(ActDriver):
             f"the bystander keeps {int(by_swap) // MiB} MiB in swap",
         ]
         publish(self.state(v, snap, lanes(by_swap, 0, False), kill=kill, oom_t=v))
-        self.enter(Phase.FINALE, round(v + 0.3, 4))
         self.end_reason = "finale"
-        for _ in range(10):
+        for k in range(10):
             stop.wait(0.1)
             v = round(v + 0.1, 4)
+            if k == 2:  # the model's confirmation, 0.3 s after the kill
+                self.enter(Phase.FINALE, v)
             publish(
                 self.state(
                     v, snap, lanes(by_swap, 0, False), kill=kill, oom_t=kill.t, card=tuple(card)

@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from beep_av.acts.spec import ACTS
 from beep_av.errors import BadInput
-from beep_av.model import PHASES, KillRecord, KmsgKill, Phase, ShowState, Snapshot
+from beep_av.model import PHASES, ActView, KillRecord, KmsgKill, Lane, Phase, ShowState, Snapshot
 from beep_av.recording import ENGINE_KEYS, Recording
 
 # No spinning: measured on this 2-core machine under load, Event.wait overshoots by
@@ -58,7 +59,13 @@ def kill_record(e: dict, calibrated: bool = True) -> KillRecord:
 
 
 class ReplayDriver:
-    """Re-performs `rec` at `speed` (2.0: twice as fast). Times in seconds."""
+    """Re-performs `rec` at `speed` (2.0: twice as fast). Times in seconds.
+
+    An act's recording replays as the act: its `lanes` lines become the states' lanes,
+    its `view` lines their ActView (caption, card, closing tones, note, the read-back's
+    swap-in rate) and its `act` lines the view's events. A recording with more than one
+    kill of the hog (`--restarts`, `watch`) replays each kill in its turn: the states
+    carry the kill whose time has come while the recorded phase is `oom` or `finale`."""
 
     kind = "replay"
 
@@ -73,12 +80,18 @@ class ReplayDriver:
         self.rec = rec
         self.speed = float(speed)
         self.stage = str(rec.header.get("stage", "replay"))
+        act = rec.header.get("act")
+        self.act = act if act in ACTS else "story"
         self.name = name if name is not None else rec.path  # the card names the file
         calibrated = isinstance(rec.header.get("kernel_clock"), dict)
-        self.kill = kill_record(rec.kill, calibrated) if rec.kill is not None else None
+        self._hog_kills = [kill_record(e, calibrated) for e in rec.hog_kills]
+        self.kill = self._hog_kills[0] if self._hog_kills else None
         self._bystanders = [kill_record(e, calibrated) for e in rec.bystanders]
+        # a watch, or a stage restarted after its kills: every kill has its turn
+        self.every_kill = len(self._hog_kills) > 1 or "watch" in rec.header
         # the conductor's share: beeps to sound and the recorded end
         self.events = [e for e in rec.events if e["type"] in ("beep", "end")]
+        self._played_t = -math.inf  # the recorded time of the last state published
         self._phase_events = [(Phase(e["phase"]), float(e["t"])) for e in rec.events_of("phase")]
         self._skip_events = [
             (float(e["t"]), Phase(e["phase"]), str(e.get("reason", "")))
@@ -95,37 +108,33 @@ class ReplayDriver:
         s = self.rec.samples
         cols = {k: v.tolist() for k, v in s.items()}  # Python numbers, not numpy scalars
         cols["fill_rate"] = _fill_rate(s["t"], s["hog"]).tolist()
-        kill = self.kill
-        kill_snap: dict = {}
-        if kill is not None:
-            kmsg = None
-            if kill.kmsg:
-                kmsg = KmsgKill(
-                    pid=kill.pid,
-                    name=kill.name,
-                    anon_rss_kib=kill.anon_rss_kib,
-                    cgroup_oom="cgroup" in kill.kmsg,
-                    text=kill.kmsg,
-                )
-            kill_snap = {
-                "hog_exit": -kill.signal if kill.signal else kill.exit,
-                "hog_exit_t": kill.t,
-                "oom_kill_count": kill.oom_kill_count,
-                "oom_kill_t": kill.t if kill.oom_kill_count else None,
-                "kmsg_kill": kmsg,
-                "kmsg_t": kill.t if kmsg else None,
-            }
+        kills = self._hog_kills
+        snaps = [_kill_snap(k) for k in kills]
+        acted = self.act != "story" or bool(self.rec.views or self.rec.act_events)
+        lane_rows = [(_at(r), _lanes(r)) for r in self.rec.lanes]
+        views = [(_at(v), _view_fields(v)) for v in self.rec.views]
+        act_events = [
+            (_at(e), {k: v for k, v in e.items() if k not in ("type", "_sample")})
+            for e in self.rec.act_events
+        ]
+        for rows in (lane_rows, views, act_events):  # in the file's order when it is known
+            rows.sort(key=lambda r: r[0][1] if r[0][0] is None else r[0][0])
         entered: tuple[tuple[Phase, float], ...] = ()
         skipped: tuple[tuple[Phase, str], ...] = ()
         bystanders: tuple[KillRecord, ...] = ()
-        pi = si = bi = 0
+        lanes: tuple[Lane, ...] = ()
+        view: dict = {}
+        done: tuple[dict, ...] = ()
+        pi = si = bi = li = vi = ai = ki = 0
         oom_t = None
         for i in range(len(cols["t"])):
             t = cols["t"][i]
             phase = PHASES[cols["phase"][i]]
             while pi < len(self._phase_events) and self._phase_events[pi][1] <= t + 1e-9:
                 p, pt = self._phase_events[pi]
-                if p not in dict(entered):
+                if self.every_kill:  # a phase entered again after a kill is a new entry
+                    entered = (*entered, (p, pt))[-MAX_ENTERED:]
+                elif p not in dict(entered):
                     entered += ((p, pt),)
                 pi += 1
             if phase not in dict(entered):  # a recording without phase lines
@@ -136,9 +145,32 @@ class ReplayDriver:
             while bi < len(self._bystanders) and self._bystanders[bi].t <= t + 1e-9:
                 bystanders += (self._bystanders[bi],)
                 bi += 1
-            if oom_t is None and phase.index >= Phase.OOM.index:
-                oom_t = dict(entered).get(Phase.OOM, kill.t if kill else t)
-            killed = kill is not None and (phase.index >= Phase.OOM.index or t >= kill.t)
+            # an act's lines belong to the sample they were written after (else: by time)
+            now = (i, t)
+            while li < len(lane_rows) and _due(lane_rows[li][0], now):
+                lanes = lane_rows[li][1]
+                li += 1
+            while vi < len(views) and _due(views[vi][0], now):
+                view = views[vi][1]
+                vi += 1
+            while ai < len(act_events) and _due(act_events[ai][0], now):
+                done += (act_events[ai][1],)
+                ai += 1
+            # the kill on the stage at t
+            on_stage = phase.index >= Phase.OOM.index
+            while ki + 1 < len(kills) and kills[ki + 1].t <= t + 1e-9:
+                ki += 1
+            if not kills:
+                kill = None
+            elif self.every_kill:
+                kill = kills[ki] if on_stage else None
+            else:
+                kill = kills[0] if on_stage or t >= kills[0].t else None
+            if self.every_kill:
+                if kill is not None:
+                    oom_t = kill.t  # each kill's own: the synth beeps at every new one
+            elif oom_t is None and on_stage:  # (a throttle's finale: nobody killed)
+                oom_t = dict(entered).get(Phase.OOM, kills[0].t if kills else t)
             snap = Snapshot(
                 t=t,
                 anon_bytes=cols["ram"][i],
@@ -150,9 +182,9 @@ class ReplayDriver:
                 psi_some_us=cols["psi_some_us"][i],
                 psi_full_us=cols["psi_full_us"][i],
                 hog_bytes=cols["hog"][i],
-                hog_pid=kill.pid if kill else None,
-                hog_running=phase is not Phase.CALM and not killed,
-                **(kill_snap if killed else {}),
+                hog_pid=(kill or kills[ki]).pid if kills else None,
+                hog_running=phase is not Phase.CALM and kill is None,
+                **(snaps[kills.index(kill)] if kill is not None else {}),
             )
             yield ShowState(
                 t=t,
@@ -163,11 +195,14 @@ class ReplayDriver:
                 snapshot=snap,
                 entered=entered,
                 skipped=skipped,
-                kill=kill if killed else None,
+                kill=kill,
                 oom_t=oom_t,
                 stage=self.stage,
                 bystanders=bystanders,
                 replay_of=self.name,
+                act=self.act,
+                lanes=lanes,
+                act_view=ActView(events=done, **view) if acted else None,
             )
 
     def run(self, publish: Callable[[ShowState], None], stop: threading.Event, t0: float) -> bool:
@@ -178,6 +213,7 @@ class ReplayDriver:
             if not _sleep_until(target, stop):
                 return False
             publish(state)
+            self._played_t = state.t
         # hold until the last record (an `end` may come after the last sample)
         return _sleep_until(t0 + self.duration / self.speed, stop)
 
@@ -185,10 +221,103 @@ class ReplayDriver:
         return None  # a recording has no hog to pause, speed up or release
 
     def kills(self) -> list[KillRecord]:
-        return [*self._bystanders, *([self.kill] if self.kill is not None else [])]
+        """The recorded kills performed so far (a replay stopped early claims none of
+        the later ones), in time order."""
+        every = sorted([*self._bystanders, *self._hog_kills], key=lambda k: k.t)
+        return [k for k in every if k.t <= self._played_t + 1e-9]
 
     def close(self) -> None:
         pass  # nothing open: the recording was read whole by load()
+
+
+MAX_ENTERED = 32  # a multi-kill replay keeps the latest phase entries (as watch does)
+
+
+def _kill_snap(kill: KillRecord) -> dict:
+    """The Snapshot fields a kill's evidence sets once it is on the stage."""
+    kmsg = None
+    if kill.kmsg:
+        kmsg = KmsgKill(
+            pid=kill.pid,
+            name=kill.name,
+            anon_rss_kib=kill.anon_rss_kib,
+            cgroup_oom="cgroup" in kill.kmsg,
+            text=kill.kmsg,
+        )
+    return {
+        "hog_exit": -kill.signal if kill.signal else kill.exit,
+        "hog_exit_t": kill.t,
+        "oom_kill_count": kill.oom_kill_count,
+        "oom_kill_t": kill.t if kill.oom_kill_count else None,
+        "kmsg_kill": kmsg,
+        "kmsg_t": kill.t if kmsg else None,
+    }
+
+
+def _at(line: dict) -> tuple[int | None, float]:
+    """Where an act's line belongs: (the index of the sample it was written after, or
+    None when the reader could not tell; its time)."""
+    at = line.get("_sample")
+    return (at if isinstance(at, int) else None, float(line["t"]))
+
+
+def _due(at: tuple[int | None, float], now: tuple[int, float]) -> bool:
+    """Whether a line placed `at` applies by the sample `now` (index, time)."""
+    if at[0] is not None:
+        return at[0] <= now[0]
+    return at[1] <= now[1] + 1e-9
+
+
+def _int_or_none(v: object) -> int | None:
+    return int(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def _lanes(row: dict) -> tuple[Lane, ...]:
+    """A `lanes` line back as Lanes (a field of the wrong type becomes its default)."""
+    out = []
+    for x in row.get("lanes") or ():
+        if not isinstance(x, dict):
+            continue
+        rate = x.get("work_rate")
+        out.append(
+            Lane(
+                name=str(x.get("name") or "?"),
+                pid=_int_or_none(x.get("pid")),
+                colour=_int_or_none(x.get("colour")) or 0,
+                rss=_int_or_none(x.get("rss")) or 0,
+                swap=_int_or_none(x.get("swap")) or 0,
+                oom_score=_int_or_none(x.get("oom_score")),
+                oom_score_adj=_int_or_none(x.get("oom_score_adj")),
+                alive=x.get("alive") is not False,
+                work_rate=float(rate)
+                if isinstance(rate, int | float) and not isinstance(rate, bool)
+                else None,
+            )
+        )
+    return tuple(out)
+
+
+def _view_fields(v: dict) -> dict:
+    """A `view` line back as ActView's fields (VIEW_KEYS; a bad field is left out)."""
+
+    def _num(x: object) -> bool:
+        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+    out: dict = {}
+    for key in ("caption", "title"):
+        if isinstance(v.get(key), str):
+            out[key] = v[key]
+    if isinstance(v.get("note"), str):
+        out["note"] = v["note"]
+    if isinstance(v.get("card"), list):
+        out["card"] = tuple(str(x) for x in v["card"])
+    if isinstance(v.get("closing"), list):
+        out["closing"] = tuple(float(f) for f in v["closing"] if _num(f) and f > 0)
+    if _num(v.get("speed")):
+        out["speed"] = float(v["speed"])
+    if _num(v.get("swapins")):
+        out["swapins"] = float(v["swapins"])
+    return out
 
 
 def _fill_rate(t: np.ndarray, hog: np.ndarray, window: float = 0.5) -> np.ndarray:
