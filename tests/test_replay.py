@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from beep_av.errors import BadInput
@@ -136,3 +137,72 @@ def test_replay_records_what_it_performs(tmp_path):
     assert again.phases() == original.phases()
     assert again.kill["pid"] == original.kill["pid"]
     assert again.header["replay_of"] == str(FIXTURE)
+
+
+def _two_kills(path: Path, header: dict) -> tuple[KillRecord, KillRecord]:
+    """A recording of two kills of the hog, as a watch (or a stage restarted after its
+    kill) writes it: calm, kill A at 0.5 s, calm again, kill B at 2.0 s, calm at 3 s.
+    The states are made here; the Recorder and the reader are the real ones."""
+    from beep_av.model import ShowState
+    from beep_av.recording import Recorder
+
+    ka = KillRecord(7, "a", 137, 9, 1, "Killed process 7 (a)", 100, ("oom_kill", "kmsg"), 1.0, 0.5)
+    kb = KillRecord(8, "b", 137, 9, 2, "Killed process 8 (b)", 200, ("oom_kill", "kmsg"), 1.0, 2.0)
+    rec = Recorder(str(path), header, every_kill=True)
+    entered = ((Phase.CALM, 0.0),)
+    t = 0.0
+    while t < 3.2:
+        phase, kill, oom_t = Phase.CALM, None, None
+        if 0.5 <= t < 1.5:
+            phase, kill, oom_t = (Phase.OOM if t < 0.52 else Phase.FINALE), ka, 0.5
+        elif 2.0 <= t < 3.0:
+            phase, kill, oom_t = (Phase.OOM if t < 2.02 else Phase.FINALE), kb, 2.0
+        if phase is not entered[-1][0]:
+            entered = (*entered, (phase, round(t, 4)))
+        rec.write_state(ShowState(t=round(t, 4), phase=phase, kill=kill, oom_t=oom_t,
+                                  entered=entered, intensity=0.7))  # fmt: skip
+        t += 0.02
+    rec.close()
+    return ka, kb
+
+
+def test_a_recording_of_two_kills_replays_each_in_its_turn(tmp_path):
+    from beep_av.audio.synth import BeepSpec, render_offline
+
+    path = tmp_path / "two.jsonl"
+    ka, kb = _two_kills(path, {"stage": "watch", "watch": "cgroup v1 /w"})
+    d = ReplayDriver(load(str(path)))
+    assert d.every_kill and d.kill.pid == 7
+    states = list(d.states())
+    at = {round(s.t, 2): s for s in states}
+    assert at[0.4].kill is None and at[1.0].kill.pid == 7 and at[1.0].oom_t == 0.5
+    assert at[1.8].kill is None and at[1.8].phase is Phase.CALM  # watching again
+    assert at[2.5].kill.pid == 8 and at[2.5].oom_t == 2.0
+    assert at[2.5].snapshot.kmsg_kill.pid == 8 and at[2.5].snapshot.hog_pid == 8
+    assert [p for p, _ in states[-1].entered].count(Phase.FINALE) == 2
+    assert d.kills() == []  # nothing performed yet claims no kill
+    # and both kills beep: the 1 kHz tone after each cut, noise in between
+    rate = 48000
+    out = render_offline([(s.t, s) for s in states], 3.4, rate=rate,
+                         beep=BeepSpec(freq=1000.0, length_ms=300), seed=1)[:, 0]  # fmt: skip
+
+    def tone(a: float, b: float) -> float:
+        x = out[int(a * rate) : int(b * rate)]
+        n = np.arange(len(x))
+        return float(abs(np.dot(x, np.exp(-2j * np.pi * 1000.0 * n / rate))) / len(x))
+
+    assert tone(0.55, 0.75) > 0.1 and tone(2.05, 2.25) > 0.1
+    assert tone(1.65, 1.95) < 0.02
+
+
+def test_a_replay_of_two_kills_records_both(tmp_path):
+    path, again = tmp_path / "two.jsonl", tmp_path / "again.jsonl"
+    _two_kills(path, {"stage": "container", "restarts": 1})
+    r = beep("replay", str(path), "--speed", "4", "--output", "headless", "--audio", "off",
+             "--record", str(again), timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    kills = load(str(again)).hog_kills
+    assert [(k["pid"], k["t"]) for k in kills] == [(7, 0.5), (8, 2.0)]
+    assert [p.value for p, _ in load(str(again)).phases()] == [
+        "calm", "oom", "finale", "calm", "oom", "finale", "calm",
+    ]  # fmt: skip

@@ -482,6 +482,29 @@ def test_watch_a_cgroup_while_our_hog_is_oom_killed_twice(scratch_cgroup, tmp_pa
     for pid, _ in hogs:
         assert any(line.startswith("kill ") and f"pid {pid} " in line for line in lines), out
     assert [r["reason"] for r in records if r["type"] == "end"] == ["interrupted"]
+    # the recording replays both kills: each beeps, and the replay records each
+    _replay_beeps_each_kill(rec, [pid for pid, _ in hogs], tmp_path)
+
+
+def _replay_beeps_each_kill(rec: Path, pids: list[int], tmp_path: Path) -> None:
+    import wave
+
+    from tests.conftest import beep
+
+    again, wav = tmp_path / "again.jsonl", tmp_path / "again.wav"
+    r = beep("replay", str(rec), "--speed", "2", "--output", "headless", "--audio",
+             f"wav:{wav}", "--record", str(again), timeout=120)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert [k["pid"] for k in load(str(again)).hog_kills] == pids
+    with wave.open(str(wav)) as w:
+        rate, ch = w.getframerate(), w.getnchannels()
+        x = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, ch)
+    x = x[:, 0].astype(np.float64) / 32768
+    win = rate // 20  # 50 ms
+    n = len(x) // win
+    beeping = [_tone_level(x[i * win : (i + 1) * win], rate, 880.0) > 0.05 for i in range(n)]
+    starts = [i for i in range(n) if beeping[i] and (i == 0 or not beeping[i - 1])]
+    assert len(starts) == len(pids), f"{len(starts)} beeps heard for {len(pids)} kills"
 
 
 def _kmsg_killed_ts_cached(fd: int, pid: int, hogs: list[tuple[int, float]]) -> bool:
