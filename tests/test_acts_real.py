@@ -17,6 +17,7 @@ from tests.acts_checks import (
     check_who_dies,
     closing_is_not_the_beep,
     readback_is_heard,
+    replay_performs_the_act,
 )
 from tests.conftest import beep, require
 from tests.test_show_real import residue
@@ -56,6 +57,16 @@ def test_throttle_slows_everything_and_kills_nobody(cpu_stage, tmp_path):
     peak, band = closing_is_not_the_beep(wav)
     assert "killed: nobody" in r.stderr
     print(f"throttle v1: {figures}, closing peak {peak:.0f} Hz, 880 Hz band {band:.4f}")
+    _replays_as_the_act(rec, check_throttle, tmp_path)
+
+
+def _replays_as_the_act(rec: Path, check, tmp_path: Path) -> None:
+    """A real act's recording replays as the act: line for line, and the same checks."""
+    again = tmp_path / f"{rec.stem}-again.jsonl"
+    r = beep("replay", str(rec), "--speed", "4", *QUIET, "--audio", "off", "--record", str(again))
+    assert r.returncode == 0, r.stderr
+    replay_performs_the_act(rec, again)
+    assert check(again) == check(rec)
 
 
 @pytest.fixture
@@ -85,6 +96,7 @@ def test_who_dies_five_runs_name_the_kernels_choice(memory_stage, tmp_path):
                 f"{figures['highest']}: {figures['scores']} (stage {figures['stage_scores']})"
             )
         assert residue() == []
+    _replays_as_the_act(tmp_path / "w0.jsonl", check_who_dies, tmp_path)
     for k, f in enumerate(results):
         print(
             f"who-dies run {k}: victim {f['victim']}, oom_score {f['scores']}, "
@@ -103,6 +115,7 @@ def test_bystander_pages_go_to_swap_survive_the_kill_and_come_back(memory_stage,
     figures = check_bystander(rec)
     heard = readback_is_heard(wav, rec)  # the swap-ins are heard, for as long as they take
     print(f"bystander: {figures}; {heard}")
+    _replays_as_the_act(rec, check_bystander, tmp_path)
 
 
 @pytest.mark.parametrize(

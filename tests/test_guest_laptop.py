@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 
 from beep_av.recording import load
-from tests.acts_checks import check_throttle, closing_is_not_the_beep
+from tests.acts_checks import (
+    check_bystander,
+    check_throttle,
+    check_who_dies,
+    closing_is_not_the_beep,
+    readback_is_heard,
+)
 
 # a boot (and an image build from nothing) runs in the first test's setup
 pytestmark = [pytest.mark.real, pytest.mark.slow, pytest.mark.guest, pytest.mark.timeout(1800)]
@@ -78,6 +84,34 @@ def test_throttle_act_on_v2_lowers_cpu_max_and_kills_nobody(root_run):
     peak, band = closing_is_not_the_beep(root_run.out / "e" / "throttle.wav")
     assert root_run.text("e/throttle.left").strip() == "", root_run.text("e/throttle.left")
     print(f"throttle v2 (guest): {figures}, closing peak {peak:.0f} Hz, 880 Hz band {band:.4f}")
+
+
+@pytest.mark.parametrize("run", ["who1", "who2"])
+def test_who_dies_on_v2_names_the_kernels_choice(root_run, run):
+    """Issue 15: who-dies in a systemd scope on cgroup v2, the same checks as on v1."""
+    rc, err = root_run.rc_of(f"f/{run}.rc"), root_run.text(f"f/{run}.err")
+    assert rc == 0, err
+    assert "stage: systemd scope" in err, err
+    figures = check_who_dies(root_run.out / "f" / f"{run}.jsonl")
+    assert root_run.text(f"f/{run}.left").strip() == "", root_run.text(f"f/{run}.left")
+    print(
+        f"who-dies v2 (guest) {run}: victim {figures['victim']}, oom_score {figures['scores']},"
+        f" stage {figures['stage_scores']}, agrees {figures['agrees']}"
+        + (f", then also {figures['also_killed']}" if figures["also_killed"] else "")
+    )
+
+
+def test_bystander_on_v2_pages_go_to_swap_and_come_back(root_run):
+    """Issue 15: the bystander in a systemd scope on cgroup v2, the same checks as on v1,
+    and its read-back heard in the wav."""
+    rc, err = root_run.rc_of("f/bystander.rc"), root_run.text("f/bystander.err")
+    assert rc == 0, err
+    assert "stage: systemd scope" in err, err
+    rec = root_run.out / "f" / "bystander.jsonl"
+    figures = check_bystander(rec)
+    heard = readback_is_heard(root_run.out / "f" / "bystander.wav", rec)
+    assert root_run.text("f/bystander.left").strip() == "", root_run.text("f/bystander.left")
+    print(f"bystander v2 (guest): {figures}; {heard}")
 
 
 def test_guest_is_a_systemd_v2_laptop(root_run):

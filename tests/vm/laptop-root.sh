@@ -60,4 +60,18 @@ beep-av show --act throttle --output headless --audio "wav:$OUT/e/throttle.wav" 
   --record "$OUT/e/throttle.jsonl" >"$OUT/e/throttle.out" 2>"$OUT/e/throttle.err"
 echo $? >"$OUT/e/throttle.rc"
 leftovers "$OUT/e/throttle.left"
+# f. who-dies and the bystander on cgroup v2 (issue 15): in a systemd scope with the
+#    guest's swap, as the throttle act above; the bystander's read-back in a wav
+mkdir -p "$OUT/f"
+for i in 1 2; do
+  beep-av show --act who-dies --ram 128M --cache 32M --rate 96M/s --calm 0.5 --output headless \
+    --audio off --record "$OUT/f/who$i.jsonl" >"$OUT/f/who$i.out" 2>"$OUT/f/who$i.err"
+  echo $? >"$OUT/f/who$i.rc"
+  leftovers "$OUT/f/who$i.left"
+done
+beep-av show --act bystander --ram 128M --swap 64M --cache 32M --rate 96M/s --calm 0.3 \
+  --output headless --audio "wav:$OUT/f/bystander.wav" --record "$OUT/f/bystander.jsonl" \
+  >"$OUT/f/bystander.out" 2>"$OUT/f/bystander.err"
+echo $? >"$OUT/f/bystander.rc"
+leftovers "$OUT/f/bystander.left"
 echo done >"$OUT/done"
