@@ -47,14 +47,20 @@ def check_throttle(path: Path) -> dict:
     return {"ratio": low / base, "nr_throttled": end["nr_throttled"], "pct": end["throttled_pct"]}
 
 
-def closing_is_not_the_beep(wav: Path, beep_hz: float = 880.0) -> tuple[float, float]:
-    """FFT of the last second of sound: its peak is far from the beep's frequency, and
-    the beep's band holds almost nothing. Returns (peak Hz, beep band / peak)."""
+def read_wav(wav: Path) -> tuple[np.ndarray, int]:
+    """A 16- or 32-bit WAV's first channel as floats in [-1, 1), and its rate."""
     with wave.open(str(wav)) as w:
         rate, ch, width = w.getframerate(), w.getnchannels(), w.getsampwidth()
         raw = w.readframes(w.getnframes())
     dtype = {2: np.int16, 4: np.int32}[width]
     x = np.frombuffer(raw, dtype=dtype).reshape(-1, ch)[:, 0].astype(np.float64)
+    return x / float(1 << (8 * width - 1)), rate
+
+
+def closing_is_not_the_beep(wav: Path, beep_hz: float = 880.0) -> tuple[float, float]:
+    """FFT of the last second of sound: its peak is far from the beep's frequency, and
+    the beep's band holds almost nothing. Returns (peak Hz, beep band / peak)."""
+    x, rate = read_wav(wav)
     loud = np.flatnonzero(np.abs(x) > 0.01 * np.abs(x).max())
     assert loud.size, "the wav is silent"
     end = int(loud[-1])
@@ -149,10 +155,7 @@ def readback_is_heard(wav: Path, path: Path, beep_hz: float = 880.0) -> dict:
     (within 0.15 s: the sound follows 10 ms readings and a 20 ms stutter grid), then
     silence. Returns the figures."""
     (back,) = acts(records(path), "readback")
-    with wave.open(str(wav)) as w:
-        rate, ch = w.getframerate(), w.getnchannels()
-        x = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, ch)
-    x = x[:, 0].astype(np.float64) / 32768
+    x, rate = read_wav(wav)
     win = rate // 100  # 10 ms
     n = len(x) // win
     blocks = x[: n * win].reshape(n, win)

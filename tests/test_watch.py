@@ -487,8 +487,7 @@ def test_watch_a_cgroup_while_our_hog_is_oom_killed_twice(scratch_cgroup, tmp_pa
 
 
 def _replay_beeps_each_kill(rec: Path, pids: list[int], tmp_path: Path) -> None:
-    import wave
-
+    from tests.acts_checks import read_wav
     from tests.conftest import beep
 
     again, wav = tmp_path / "again.jsonl", tmp_path / "again.wav"
@@ -496,10 +495,7 @@ def _replay_beeps_each_kill(rec: Path, pids: list[int], tmp_path: Path) -> None:
              f"wav:{wav}", "--record", str(again), timeout=120)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert [k["pid"] for k in load(str(again)).hog_kills] == pids
-    with wave.open(str(wav)) as w:
-        rate, ch = w.getframerate(), w.getnchannels()
-        x = np.frombuffer(w.readframes(w.getnframes()), dtype=np.int16).reshape(-1, ch)
-    x = x[:, 0].astype(np.float64) / 32768
+    x, rate = read_wav(wav)
     win = rate // 20  # 50 ms
     n = len(x) // win
     beeping = [_tone_level(x[i * win : (i + 1) * win], rate, 880.0) > 0.05 for i in range(n)]
