@@ -343,13 +343,24 @@ def _draw_lanes(surf, lay: Layout, rec: Recording, font) -> None:
     series: dict[str, list[tuple[float, float]]] = {}
     rate = any(x.get("work_rate") is not None for row in rec.lanes for x in row["lanes"])
     top = max([x.get("work_rate") or 0.0 for row in rec.lanes for x in row["lanes"]] + [1.0])
+    dead: set[str] = set()
     for row in rec.lanes:
+        t = float(row["t"])
         for x in row["lanes"]:
             name = str(x.get("name"))
             names.setdefault(name, int(x.get("colour") or 0))
             v = (x.get("work_rate") or 0.0) / top if rate else (x.get("rss", 0) + x.get("swap", 0))
-            if x.get("alive", True) or not series.get(name):
-                series.setdefault(name, []).append((float(row["t"]), float(v)))
+            pts = series.setdefault(name, [])
+            if x.get("alive", True):
+                pts.append((t, float(v)))
+            elif name not in dead:  # its trace ends where it died (or was released)
+                dead.add(name)
+                pts.append((t, pts[-1][1] if pts else float(v)))
+    # a lane is written when it changes: one still alive at the end holds its last value
+    end = float(rec.samples["t"][-1]) if len(rec) else 0.0
+    for name, pts in series.items():
+        if name not in dead and pts and pts[-1][0] < end:
+            pts.append((end, pts[-1][1]))
     for name, pts in series.items():
         colour = LANE_COLOURS[names[name] % len(LANE_COLOURS)]
         y_of = lay.y_of_share if rate else lay.y_of

@@ -174,3 +174,33 @@ def test_stall_share_from_counter_deltas():
     share = _stall_share(t, psi)
     # first read of a running counter, 50%, nothing, a reset, no time, 100%
     assert share.tolist() == pytest.approx([0, 0, 0.5, 0, 0, 0, 1.0])
+
+
+def test_an_acts_lanes_are_traced_until_each_process_ends(tmp_path):
+    """who-dies: the victim's trace ends at its kill, the survivors' go on to the end of
+    the recording (a lane is recorded only when it changes: the last value holds)."""
+    from beep_av.report import LANE_COLOURS
+
+    path = tmp_path / "w.jsonl"
+    r = beep("rehearse", "--act", "who-dies", "--ram", "192M", "--swap", "96M", "--rate",
+             "128M/s", "--calm", "0.3", "--output", "headless", "--audio", "off",
+             "--record", str(path), "--seed", "1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    w = load(str(path))
+    out, size = tmp_path / "w.png", (1600, 900)
+    render_report(w, str(out), size=size)
+    px, lay = _pixels(out), layout(w, size)
+    kill_t = w.kill["t"]
+    later = round(lay.x_of(kill_t + 0.6 * (w.duration - kill_t)))  # well after the kill
+    (released,) = [e for e in w.act_events if e["event"] == "released"]
+    assert lay.x_of(released["t"]) > later + 10  # the survivors are alive at `later`
+    last = {x["name"]: x for row in w.lanes for x in row["lanes"] if x["alive"]}
+    assert len(last) == 3
+    for name, x in last.items():
+        colour = np.array(LANE_COLOURS[x["colour"] % len(LANE_COLOURS)])
+        column = (px[later, lay.top : lay.bottom] == colour).all(axis=1)
+        if x["pid"] != w.kill["pid"]:
+            y = round(lay.y_of(x["rss"] + x["swap"])) - lay.top
+            assert column[max(0, y - 2) : y + 3].any(), f"{name}'s trace stops before the end"
+        else:
+            assert not column.any(), f"{name}'s trace goes on after its kill"
