@@ -20,23 +20,24 @@ from tests.acts_checks import (
 from tests.conftest import beep
 
 QUIET = ["--output", "headless"]
+ACT_ARGS = {
+    "throttle": [],
+    "who-dies": ["--ram", "192M", "--swap", "96M", "--rate", "128M/s", "--calm", "0.3"],
+    "bystander": ["--ram", "192M", "--swap", "96M", "--rate", "128M/s", "--calm", "0.3"],
+}
+
+
+def rehearse(act: str, rec, *extra: str, audio: str = "off"):
+    """`beep-av rehearse --act ACT` on ACT_ARGS, headless, recorded into `rec`."""
+    r = beep("rehearse", "--act", act, *ACT_ARGS[act], *extra, *QUIET, "--audio", audio,
+             "--record", str(rec))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    return r
 
 
 def test_throttle_rehearsal_passes_the_real_checks(tmp_path):
     rec, wav = tmp_path / "t.jsonl", tmp_path / "t.wav"
-    r = beep(
-        "rehearse",
-        "--act",
-        "throttle",
-        *QUIET,
-        "--audio",
-        f"wav:{wav}",
-        "--record",
-        str(rec),
-        "--seed",
-        "3",
-    )
-    assert r.returncode == 0, r.stderr
+    rehearse("throttle", rec, "--seed", "3", audio=f"wav:{wav}")
     figures = check_throttle(rec)
     assert figures["ratio"] == pytest.approx(0.04, abs=0.01)
     closing_is_not_the_beep(wav)
@@ -49,19 +50,7 @@ def test_throttle_rehearsal_is_deterministic(tmp_path):
     outs = []
     for k in range(2):
         rec = tmp_path / f"{k}.jsonl"
-        r = beep(
-            "rehearse",
-            "--act",
-            "throttle",
-            *QUIET,
-            "--audio",
-            "off",
-            "--record",
-            str(rec),
-            "--seed",
-            "5",
-        )
-        assert r.returncode == 0, r.stderr
+        rehearse("throttle", rec, "--seed", "5")
         outs.append([ln for ln in rec.read_text().splitlines() if '"type":"act"' in ln])
     assert outs[0] == outs[1]
 
@@ -109,37 +98,10 @@ def test_parse_status_vm():
 
 def test_who_dies_rehearsal_passes_the_real_checks(tmp_path):
     rec = tmp_path / "w.jsonl"
-    args = ["--ram", "192M", "--swap", "96M", "--rate", "128M/s", "--calm", "0.3"]
-    r = beep(
-        "rehearse",
-        "--act",
-        "who-dies",
-        *args,
-        *QUIET,
-        "--audio",
-        "off",
-        "--record",
-        str(rec),
-        "--seed",
-        "1",
-    )
-    assert r.returncode == 0, r.stderr
+    rehearse("who-dies", rec, "--seed", "1")
     figures = check_who_dies(rec)
     assert figures["victim"] == "big" and figures["agrees"]
-    r = beep(
-        "rehearse",
-        "--act",
-        "who-dies",
-        "--hogs",
-        "a:1.0,b:0.5:600",
-        *args,
-        *QUIET,
-        "--audio",
-        "off",
-        "--record",
-        str(rec),
-    )
-    assert r.returncode == 0, r.stderr
+    rehearse("who-dies", rec, "--hogs", "a:1.0,b:0.5:600")
     assert check_who_dies(rec)["victim"] == "b"  # its adj outweighs its size
 
 
@@ -169,32 +131,11 @@ def test_who_dies_verdict_says_so_either_way():
 
 def test_bystander_rehearsal_passes_the_real_checks(tmp_path):
     rec, wav = tmp_path / "b.jsonl", tmp_path / "b.wav"
-    args = ["--ram", "192M", "--swap", "96M", "--rate", "128M/s", "--calm", "0.3"]
-    r = beep(
-        "rehearse",
-        "--act",
-        "bystander",
-        *args,
-        *QUIET,
-        "--audio",
-        f"wav:{wav}",
-        "--record",
-        str(rec),
-        "--seed",
-        "1",
-    )
-    assert r.returncode == 0, r.stderr
+    rehearse("bystander", rec, "--seed", "1", audio=f"wav:{wav}")
     figures = check_bystander(rec)
     assert figures["swap_pct"] > 50
     heard = readback_is_heard(wav, rec)
     print(f"bystander rehearsal: {figures}; {heard}")
-
-
-ACT_ARGS = {
-    "throttle": [],
-    "who-dies": ["--ram", "192M", "--swap", "96M", "--rate", "128M/s", "--calm", "0.3"],
-    "bystander": ["--ram", "192M", "--swap", "96M", "--rate", "128M/s", "--calm", "0.3"],
-}
 
 
 @pytest.mark.parametrize("act", ["throttle", "who-dies", "bystander"])
@@ -204,9 +145,7 @@ def test_an_acts_replay_performs_the_act(act, tmp_path):
     checks pass on it, and it sounds the act's end (throttle's closing tones, not the
     beep; the bystander's read-back after the beep)."""
     rec, again, wav = tmp_path / "a.jsonl", tmp_path / "again.jsonl", tmp_path / "again.wav"
-    r = beep("rehearse", "--act", act, *ACT_ARGS[act], *QUIET, "--audio", "off",
-             "--record", str(rec), "--seed", "1")  # fmt: skip
-    assert r.returncode == 0, r.stderr
+    rehearse(act, rec, "--seed", "1")
     speed = "1" if act == "bystander" else "4"  # the read-back is heard at its own pace
     r = beep("replay", str(rec), "--speed", speed, *QUIET, "--audio", f"wav:{wav}",
              "--record", str(again))  # fmt: skip

@@ -210,7 +210,9 @@ class ActClock:
     def __init__(self, t0: float, model) -> None:
         self.t0 = t0
         self.model = model
-        self._v = round(time.monotonic() - t0, 1)  # the model's own time
+        # the model's own time starts at 0, not at the real time since t0: rounded, that
+        # was 0.1 s instead of 0.0 on a busy machine, and a rehearsal's times moved
+        self._v = 0.0
 
     def now(self) -> float:
         return self._v if self.model is not None else time.monotonic() - self.t0
