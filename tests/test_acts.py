@@ -15,6 +15,7 @@ from tests.acts_checks import (
     check_who_dies,
     closing_is_not_the_beep,
     readback_is_heard,
+    records,
     replay_performs_the_act,
 )
 from tests.conftest import beep
@@ -169,3 +170,20 @@ def test_act_captions_in_en_and_fr():
     for lang in ("en", "fr"):
         texts = load_captions(lang)
         assert all(texts.get(k) for k in ACT_KEYS), lang
+
+
+def test_an_act_from_a_config_file(tmp_path):
+    """`act` and `hogs` in a config file (or a preset: the same keys) choose the act;
+    a bad one exits 2 with one line naming the file."""
+    cfg, rec = tmp_path / "who.toml", tmp_path / "c.jsonl"
+    cfg.write_text('act = "who-dies"\nhogs = "a:1.0,b:0.5:600"\n')
+    r = beep("rehearse", "--config", str(cfg), *ACT_ARGS["who-dies"], *QUIET, "--audio", "off",
+             "--record", str(rec))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    head = records(rec)[0]
+    assert head["act"] == "who-dies" and [h["name"] for h in head["hogs"]] == ["a", "b"]
+    assert check_who_dies(rec)["victim"] == "b"
+    cfg.write_text('act = "nope"\n')
+    r = beep("rehearse", "--config", str(cfg), *QUIET, "--audio", "off")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"{cfg}: act: unknown act 'nope'" in r.stderr
