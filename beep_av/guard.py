@@ -18,6 +18,7 @@ import os
 from beep_av.config import format_mib, parse_size
 from beep_av.errors import BadInput, CannotStage
 from beep_av.procfs import ParseError, parse_int, parse_meminfo, pick_fields
+from beep_av.readings import close_fds
 from beep_av.stages.host import Domain
 
 MiB = 1 << 20
@@ -157,12 +158,7 @@ class HostGuard:
 
     def close(self) -> None:
         """Close the kept fds. Safe twice."""
-        for fd in [*self._fds.values(), self._stage_fd]:
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        close_fds([*self._fds.values(), self._stage_fd])
         self._fds = {}
         self._stage_fd = None
 

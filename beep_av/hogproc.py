@@ -13,6 +13,7 @@ from pathlib import Path
 from beep_av import interrupt
 from beep_av.errors import CannotStage
 from beep_av.hog import CACHE_DIR, CHUNK
+from beep_av.readings import close_fds
 
 HOG_MODULE = "beep_av.hog"  # `python -m HOG_MODULE`: the DESIGN's contract, and cleanup's
 
@@ -182,12 +183,7 @@ class HogProcess:
         if self._closed:
             return
         self._closed = True
-        for fd in (self.report_fd, self.pidfd):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        close_fds((self.report_fd, self.pidfd))
         for f in (self._proc.stdin, self._proc.stderr):
             if f is not None:
                 try:

@@ -74,3 +74,14 @@ class HogHandle(Protocol):
     def poll(self) -> int | None:
         """Return code once the hog has exited (-9 for SIGKILL), else None. Reaps it."""
         ...
+
+
+def close_fds(fds) -> None:
+    """Close each fd of `fds` (None is skipped); one already closed, or whose file is
+    gone, is not an error: the callers are closing down."""
+    for fd in fds:
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -53,7 +53,7 @@ from beep_av.procfs import (
     v1_memory_use,
     v2_memory_use,
 )
-from beep_av.readings import HogHandle, StageFiles
+from beep_av.readings import HogHandle, StageFiles, close_fds
 
 BUF = 16384  # memory.stat v1 is ~1.2 KiB, v2 ~1.5 KiB; /proc/meminfo ~1.5 KiB
 KMSG_READ = 8192  # /dev/kmsg rejects reads shorter than a record with EINVAL
@@ -644,11 +644,7 @@ class Sampler:
         self._closed = True
         if self._journal is not None:
             self._journal.close()
-        for fd in self._fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_fds(self._fds)
         self._fds.clear()
 
 

@@ -336,14 +336,9 @@ class BystanderAct(ActDriver):
                            caption="bystander_readback"))  # fmt: skip
         return True
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for w in (self.watch, self.hog_watch):
-            if w is not None:
-                w.close()
-        if self.sampler is not None:
-            self.sampler.close()
+    def proc_watches(self) -> list[ProcWatch]:
+        return [w for w in (self.watch, self.hog_watch) if w is not None]
+
+    def _release(self) -> None:
         if self.stage is not None:
             self.stage.teardown()

@@ -11,6 +11,7 @@ import time
 from dataclasses import replace
 
 from beep_av.model import ActView, KillRecord, Lane, Phase, ShowState, Snapshot
+from beep_av.readings import close_fds
 
 MiB = 1 << 20
 _VM_RE = re.compile(rb"^(VmRSS|VmSwap|VmPTE):\s+(\d+) kB$", re.M)
@@ -63,11 +64,7 @@ class ProcWatch:
                 setattr(self, name, int(raw))
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_fds(self._fds.values())
         self._fds.clear()
 
 
@@ -146,6 +143,25 @@ class ActDriver:
 
     def summary(self) -> list[str]:
         return self.lines
+
+    def close(self) -> None:
+        """Close the act's process watches and sampler, then its stage (_release).
+        Safe twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for w in self.proc_watches():
+            w.close()
+        sampler = getattr(self, "sampler", None)
+        if sampler is not None:
+            sampler.close()
+        self._release()
+
+    def proc_watches(self) -> list[ProcWatch]:
+        return []
+
+    def _release(self) -> None:
+        """Tear the act's stage down (the subclass's)."""
 
     # ---- building states
 

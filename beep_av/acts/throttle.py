@@ -443,12 +443,10 @@ class ThrottleAct(ActDriver):
         )  # fmt: skip
         return True
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for w in self.watches:
-            w.close()
+    def proc_watches(self) -> list[ProcWatch]:
+        return self.watches
+
+    def _release(self) -> None:
         if self.stage is not None:
             errors = self.stage.close()
             if errors:

@@ -600,14 +600,10 @@ class WhoDiesAct(ActDriver):
             killer="kernel" if (k is not None or snap.oom_kill_count >= nth) else "user space",
         )
 
-    def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        for w in self.watches:
-            w.close()
-        if self.sampler is not None:
-            self.sampler.close()
+    def proc_watches(self) -> list[ProcWatch]:
+        return self.watches
+
+    def _release(self) -> None:
         if self.stage is not None:
             self.stage.teardown()
 

@@ -32,6 +32,7 @@ from beep_av import interrupt
 from beep_av.config import format_mib
 from beep_av.errors import BadInput, CannotStage
 from beep_av.model import KillRecord, Phase, ShowState, Snapshot
+from beep_av.readings import close_fds
 from beep_av.stages.base import HogStage, Say, StageFiles, memory_files
 from beep_av.stages.cleanup import StateFile, container_value
 from beep_av.stages.swap import choose_swap, free_swap, parse_swap_mode
@@ -213,12 +214,7 @@ class ContainerHog:
                 self._stream.close()
         except Exception:
             pass
-        for fd in (self.report_fd, self.pidfd):
-            if fd is not None:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
+        close_fds((self.report_fd, self.pidfd))
 
 
 # ---------------------------------------------------------------- the stage
