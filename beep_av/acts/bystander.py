@@ -339,6 +339,6 @@ class BystanderAct(ActDriver):
     def proc_watches(self) -> list[ProcWatch]:
         return [w for w in (self.watch, self.hog_watch) if w is not None]
 
-    def _release(self) -> None:
+    def _teardown_stage(self) -> None:
         if self.stage is not None:
             self.stage.teardown()

@@ -145,7 +145,7 @@ class ActDriver:
         return self.lines
 
     def close(self) -> None:
-        """Close the act's process watches and sampler, then its stage (_release).
+        """Close the act's process watches and sampler, then its stage (_teardown_stage).
         Safe twice."""
         if self._closed:
             return
@@ -155,12 +155,12 @@ class ActDriver:
         sampler = getattr(self, "sampler", None)
         if sampler is not None:
             sampler.close()
-        self._release()
+        self._teardown_stage()
 
     def proc_watches(self) -> list[ProcWatch]:
         return []
 
-    def _release(self) -> None:
+    def _teardown_stage(self) -> None:
         """Tear the act's stage down (the subclass's)."""
 
     # ---- building states

@@ -446,7 +446,7 @@ class ThrottleAct(ActDriver):
     def proc_watches(self) -> list[ProcWatch]:
         return self.watches
 
-    def _release(self) -> None:
+    def _teardown_stage(self) -> None:
         if self.stage is not None:
             errors = self.stage.close()
             if errors:

@@ -603,7 +603,7 @@ class WhoDiesAct(ActDriver):
     def proc_watches(self) -> list[ProcWatch]:
         return self.watches
 
-    def _release(self) -> None:
+    def _teardown_stage(self) -> None:
         if self.stage is not None:
             self.stage.teardown()
 
