@@ -138,6 +138,12 @@ def check_bystander(path: Path) -> dict:
     assert "kmsg" in kills[0]["detected_by"], kills[0]
     (after,) = acts(recs, "after_kill")
     assert after["bystander_alive"] is True and after["bystander_swap"] > 0, after
+    # the stage's own swap holds the bystander's pages between the kill and the read-back
+    (start,) = acts(recs, "readback_start")
+    between = [
+        r["swap"] for r in recs if r["type"] == "sample" and after["t"] < r["t"] <= start["t"]
+    ]
+    assert between and max(between) >= 0.5 * after["bystander_swap"], (max(between or [0]), after)
     (back,) = acts(recs, "readback")
     assert back["pswpin"] > 0 and back["seconds"] > 0 and back["bystander_alive"], back
     assert back["swap_after"] < back["swap_before"], back

@@ -251,8 +251,10 @@ class BystanderAct(ActDriver):
         pid_b, pid_h = 42000, 42001
 
         def snap_at(t, hog_b, by_swap):
+            # the stage's swap: what overflows RAM, and at least the bystander's pages
+            # there (they stay in swap after the hog's kill until they are read back)
             used = hog_b + size
-            sw = max(0.0, used - ram)
+            sw = max(by_swap, used - ram, 0.0)
             return Snapshot(
                 t=t, anon_bytes=int(used - sw), swap_bytes=int(sw), ram_limit=ram, swap_limit=swap
             )
@@ -326,12 +328,14 @@ class BystanderAct(ActDriver):
             stop.wait(step)
             v = round(v + step, 4)
             done = (v - start) / seconds
+            snap = snap_at(v, 0, by_swap * (1 - done))
             publish(self.state(v, snap, lanes(by_swap * (1 - done), 0, False), kill=kill,
                                oom_t=kill.t, card=tuple(card), caption="bystander_readback",
                                swapins=pages / seconds))  # fmt: skip
         self.event(v, "readback", seconds=seconds, pswpin=pages, swap_before=int(by_swap), swap_after=0,
                    bystander_alive=True)  # fmt: skip
         card.append(f"read back in {seconds * 1000:.0f} ms: {pages} pages swapped in (model)")
+        snap = snap_at(v, 0, 0)
         publish(self.state(v, snap, lanes(0, 0, False), kill=kill, oom_t=kill.t, card=tuple(card),
                            caption="bystander_readback"))  # fmt: skip
         return True
