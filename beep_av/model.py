@@ -110,7 +110,9 @@ class Lane:
     """One process of an act, as the picture, the sound and the recording see it
     (who-dies: a hog; bystander: the idle process and the hog; throttle: a worker).
     Bytes are bytes; `oom_score` is the kernel's live /proc/PID/oom_score (None: not
-    read); `work_rate` is iterations per second (throttle; None elsewhere)."""
+    read); `work_rate` is iterations per second (throttle; None elsewhere), `full_rate`
+    the same process's rate at full speed, measured before any quota (None until then):
+    the bar of a throttled lane is its work rate against its own full speed."""
 
     name: str
     pid: int | None
@@ -121,6 +123,7 @@ class Lane:
     oom_score_adj: int | None = None
     alive: bool = True
     work_rate: float | None = None
+    full_rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,9 @@ class ActView:
     fast the picture moves (1 = normal; throttle slows it), the act's events for the
     recording (cumulative, in order: each a dict with `event`), a one-line note, and
     `swapins`: while the bystander reads its memory back, the pages it swaps in per
-    second (measured so far), heard as a crackle after the beep; None: no read-back."""
+    second (measured so far), heard as a crackle after the beep; None: no read-back.
+    `word`: the big word of the HUD in place of the phase's name (throttle's "FULL
+    SPEED", "THROTTLING": a CPU act does not fill memory); None: the phase's."""
 
     caption: str | None = None
     title: str | None = None
@@ -141,6 +146,7 @@ class ActView:
     events: tuple[dict, ...] = ()
     note: str = ""  # one line for the HUD (the countdown, the read-back's figures)
     swapins: float | None = None  # pages/s swapped in by a read-back under way
+    word: str | None = None
 
 
 @dataclass(frozen=True)

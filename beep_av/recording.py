@@ -33,11 +33,11 @@ FORMAT_PREFIX = "beep-av/"
 EVENT_TYPES = ("phase", "skip", "kill", "beep", "end")
 # an act's lines (beep-av/1, compatibly: older readers ignore unknown types): `lanes`
 # (the act's processes at a sample: name, pid, colour, rss, swap, oom_score,
-# oom_score_adj, alive, work_rate), `act` (an act's event: `event` and its fields) and
+# oom_score_adj, alive, work_rate, full_rate), `act` (an act's event: `event` and its fields) and
 # `view` (what the act shows and plays from then on: VIEW_KEYS, written when it changes;
 # a replay performs the act's card, captions, notes and closing tones from them)
 ACT_TYPES = ("lanes", "act", "view")
-VIEW_KEYS = ("caption", "title", "card", "closing", "speed", "note", "swapins")
+VIEW_KEYS = ("caption", "title", "card", "closing", "speed", "note", "swapins", "word")
 
 # Sample columns in the order the writer puts them; "phase" is stored as Phase.index.
 INT_COLUMNS = (
@@ -131,6 +131,7 @@ def view_fields(view) -> dict[str, Any]:
         "speed": _r(view.speed, 4),
         "note": view.note,
         "swapins": None if view.swapins is None else _r(view.swapins, 1),
+        "word": view.word,
     }
 
 
@@ -146,6 +147,7 @@ def lane_fields(lane) -> dict[str, Any]:
         "oom_score_adj": lane.oom_score_adj,
         "alive": lane.alive,
         "work_rate": lane.work_rate,
+        "full_rate": lane.full_rate,
     }
 
 

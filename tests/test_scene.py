@@ -513,3 +513,70 @@ def test_frame_saver_rejects_a_file_as_folder(tmp_path: Path) -> None:
     f.write_text("x")
     with pytest.raises(BadInput):
         FrameSaver(f)
+
+
+# ---------------------------------------------------------------- the throttle act
+
+
+def _throttle_state(speed: float, **kw) -> ShowState:
+    from beep_av.model import ActView
+
+    view = ActView(caption="throttle_slow", speed=speed, word="THROTTLING")
+    return make_state(Phase.FILLING, act="throttle", act_view=view, stall=0.8, **kw)
+
+
+def _gauge_fill(surface: pygame.Surface) -> int:
+    """Pixels of the work colour along a row through the bottom gauge's bar."""
+    from beep_av.video.scene import SEG_ANON
+
+    a = pixels(surface)
+    h = a.shape[1]
+    row = a[:, h - int(h * 0.2) + max(4, int(h * 0.03)) // 2 + 3]
+    return int((row == SEG_ANON).all(axis=1).sum())
+
+
+def test_the_throttle_gauge_is_the_work_rate_not_memory(caps: Captions) -> None:
+    """A CPU act fills no memory: its bottom bar is the work against full speed, and
+    the memory figures of a snapshot do not move it."""
+    size = (640, 360)
+    quarter = _gauge_fill(Scene(size, caps).render(_throttle_state(0.25), Noise(1)))
+    three = _gauge_fill(Scene(size, caps).render(_throttle_state(0.75), Noise(1)))
+    bar = size[0] - 2 * max(4, int(size[1] * 0.03))
+    assert abs(quarter - 0.25 * bar) <= 2 and abs(three - 0.75 * bar) <= 2
+    full = Snapshot(t=1, anon_bytes=500 * MiB, ram_limit=512 * MiB, swap_limit=0)
+    crowded = Scene(size, caps).render(_throttle_state(0.25, snapshot=full), Noise(1))
+    assert _gauge_fill(crowded) == quarter
+
+
+def test_the_throttle_hud_word_replaces_the_phase_name(caps: Captions) -> None:
+    from beep_av.model import ActView
+
+    a = pixels(Scene(SIZE, caps).render(_throttle_state(0.5), Noise(1)))
+    view = ActView(caption="throttle_slow", speed=0.5)
+    plain = make_state(Phase.FILLING, act="throttle", act_view=view, stall=0.8)
+    b = pixels(Scene(SIZE, caps).render(plain, Noise(1)))
+    top = slice(0, int(SIZE[1] * 0.15))
+    assert not np.array_equal(a[:, top], b[:, top])
+
+
+def test_a_throttled_lane_is_measured_against_its_own_full_speed(caps: Captions) -> None:
+    """Two workers at a quarter of their full speed draw quarter bars; without a
+    measured full speed the fastest worker fills its bar."""
+    from beep_av.model import Lane
+    from beep_av.video.palette import LANE_COLOURS
+
+    size = (640, 360)
+
+    def lane_fill(full: float | None) -> int:
+        lanes = tuple(
+            Lane(f"worker {i + 1}", 500 + i, i, work_rate=250.0, full_rate=full) for i in range(2)
+        )
+        scene = Scene(size, caps)
+        surface = scene.render(_throttle_state(0.25, lanes=lanes), Noise(1))
+        area = scene.draw_lanes(_throttle_state(0.25, lanes=lanes), surface)
+        row = pixels(surface)[:, area.top + area.height // 4]
+        return int((row == LANE_COLOURS[0]).all(axis=1).sum())
+
+    bar = int(size[0] * 0.4)
+    assert abs(lane_fill(1000.0) - bar // 4) <= 1
+    assert lane_fill(None) == bar

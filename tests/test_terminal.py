@@ -553,3 +553,37 @@ def test_an_acts_caption_and_note_reach_the_terminal():
     st = ShowState(t=1.0, phase=Phase.CALM, act="who-dies", act_view=view, captions="en")
     assert "Which one will the kernel kill?" in caption_line(st, Captions.load(), 400)
     assert "guess who dies: big, small ... 3" in status_line(st, 400, keys=False)
+
+
+def test_the_throttle_gauge_and_status_say_cpu_not_memory():
+    """A CPU act fills no memory: its gauge line is the work against full speed and the
+    share of periods throttled; the status line names the act's word and says
+    'throttled' (the periods', not PSI's stall)."""
+    from beep_av.model import ActView
+    from beep_av.video.terminal import status_line
+
+    view = ActView(speed=0.25, word="THROTTLING")
+    st = ShowState(t=9.0, phase=Phase.FILLING, act="throttle", act_view=view, stall=0.8,
+                   snapshot=SNAP)  # fmt: skip
+    line = gauge_line(st, 120)
+    assert line.startswith("CPU [") and "work 25% of full speed" in line
+    assert "throttled in 80% of the periods" in line
+    assert "RAM" not in line and "MiB" not in line
+    cpu = line[line.index("[") + 1 : line.index("]")]
+    assert abs(cpu.count("█") - len(cpu) / 4) <= 0.5
+    status = status_line(st, 120, keys=False)
+    assert status.startswith("THROTTLING") and "throttled  80%" in status
+    assert "stall" not in status and "FILLING" not in status
+    story = gauge_line(replace(st, act="story", act_view=None), 120)
+    assert story.startswith("RAM [")
+
+
+def test_a_throttled_lane_bar_is_against_its_own_full_speed():
+    workers = tuple(
+        Lane(f"worker {i + 1}", 500 + i, i, work_rate=250.0, full_rate=full)
+        for i, full in enumerate([1000.0, None])
+    )
+    lines = [plain(x) for x in lane_lines(ShowState(lanes=workers), 79, "256")]
+    bars = [x[x.index("[") + 1 : x.index("]")] for x in lines]
+    assert bars[0].count("█") == round(len(bars[0]) / 4)
+    assert bars[1] == "█" * len(bars[1])  # no full speed measured: the fastest fills it

@@ -328,7 +328,9 @@ class ThrottleAct(ActDriver):
         hist: deque[tuple[float, int]] = deque()
         per_hist: list[deque[tuple[float, int]]] = [deque() for _ in range(self.n)]
         base_rate: float | None = None
+        full: list[float | None] = [None] * self.n  # each worker's rate at full speed
         step_rates: list[float] = []
+        rates: list[float] = [0.0] * self.n  # each worker's last measured rate
         stat0 = self._stat()
         snap = Snapshot(t=0.0)
         pids = self._pids()
@@ -343,7 +345,7 @@ class ThrottleAct(ActDriver):
                     rss, swap = self.watches[i].rss, self.watches[i].swap
                 out.append(
                     Lane(lane_names[i], pids[i], i, rss=rss, swap=swap, alive=alive[i],
-                         work_rate=round(rates[i], 1))
+                         work_rate=round(rates[i], 1), full_rate=full[i])
                 )  # fmt: skip
             return tuple(out)
 
@@ -398,6 +400,7 @@ class ThrottleAct(ActDriver):
                         intensity=speed, stall=min(1.0, throttled / periods) if share else 0.0,
                         caption="throttle_full" if share is None else "throttle_slow",
                         speed=speed, note=note,
+                        word="FULL SPEED" if share is None else "THROTTLING",
                     )
                 )  # fmt: skip
             t = clock.now()
@@ -407,6 +410,7 @@ class ThrottleAct(ActDriver):
             step_rates.append(step_rate)
             if share is None:
                 base_rate = step_rate
+                full = [round(_rate(h), 1) or None for h in per_hist]
             self.event(t, "step", quota_pct=None if share is None else round(100 * share, 1),
                        rate=round(step_rate, 1), **self._stat())  # fmt: skip
         # the end: who is alive, how much was throttled
@@ -434,11 +438,13 @@ class ThrottleAct(ActDriver):
         self.enter(Phase.FINALE, t)
         self.end_reason = "finale"
         self.lines.append(f"throttle: {card[0]}; lowest quota at {100 * low:.1f}% of full speed")
+        # the gauge and the lanes hold the last step's figures (the workers still run
+        # until the stage is torn down): work at the lowest quota, the periods throttled
         publish(
             self.state(
-                t, snap, lanes([0.0] * self.n, alive), intensity=0.0,
-                caption="throttle_end", title="THROTTLED", card=card,
-                closing=CLOSING, speed=0.0, note="",
+                t, snap, lanes(rates, alive), intensity=0.0, stall=min(1.0, throttled / periods),
+                caption="throttle_end", title="THROTTLED", card=card, word="THROTTLED",
+                closing=CLOSING, speed=max(0.0, min(1.0, low)), note="",
             )
         )  # fmt: skip
         return True

@@ -278,7 +278,7 @@ def _lanes(row: dict) -> tuple[Lane, ...]:
     for x in row.get("lanes") or ():
         if not isinstance(x, dict):
             continue
-        rate = x.get("work_rate")
+        rate, full = x.get("work_rate"), x.get("full_rate")
         out.append(
             Lane(
                 name=str(x.get("name") or "?"),
@@ -289,22 +289,21 @@ def _lanes(row: dict) -> tuple[Lane, ...]:
                 oom_score=_int_or_none(x.get("oom_score")),
                 oom_score_adj=_int_or_none(x.get("oom_score_adj")),
                 alive=x.get("alive") is not False,
-                work_rate=float(rate)
-                if isinstance(rate, int | float) and not isinstance(rate, bool)
-                else None,
+                work_rate=float(rate) if _num(rate) else None,
+                full_rate=float(full) if _num(full) and full > 0 else None,
             )
         )
     return tuple(out)
 
 
+def _num(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
 def _view_fields(v: dict) -> dict:
     """A `view` line back as ActView's fields (VIEW_KEYS; a bad field is left out)."""
-
-    def _num(x: object) -> bool:
-        return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
-
     out: dict = {}
-    for key in ("caption", "title"):
+    for key in ("caption", "title", "word"):
         if isinstance(v.get(key), str):
             out[key] = v[key]
     if isinstance(v.get("note"), str):

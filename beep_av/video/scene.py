@@ -370,8 +370,9 @@ class Scene:
         w, h = self.size
         m = max(4, int(h * 0.03))
         look = LOOKS[state.phase]
-        # top left: the phase name, big
-        name = self._text(state.phase.value.upper(), int(h * 0.11), look.text)
+        # top left: the phase name (or the act's own word), big
+        word = state.act_view.word if state.act_view is not None else None
+        name = self._text(word or state.phase.value.upper(), int(h * 0.11), look.text)
         y = self._blit_panel(surface, name, m, m)
         # top right: elapsed time and badges
         tt = self._text(fmt_time(state.t), int(h * 0.07), WHITE)
@@ -420,9 +421,14 @@ class Scene:
             if not ln.alive:
                 colour = mix(colour, DEAD_GREY, DEAD_MIX)
             if ln.work_rate is not None:
-                fill = int(bar_w * min(1.0, ln.work_rate / fastest))
+                # against its own full speed once measured: the bar shrinks with the quota
+                ref = ln.full_rate or fastest
+                fill = int(bar_w * min(1.0, max(0.0, ln.work_rate / ref)))
+                surface.fill(mix(colour, PANEL, 0.7), (m, y + 2, bar_w, lane_h - 4))
                 surface.fill(colour, (m, y + 2, fill, lane_h - 4))
                 text = f"{ln.name}  pid {ln.pid}  {ln.work_rate:,.0f} it/s"
+                if ln.full_rate:
+                    text += f"  ({100 * ln.work_rate / ln.full_rate:.0f}% of full speed)"
             else:
                 rw = int(bar_w * ln.rss / biggest)
                 sw = int(bar_w * ln.swap / biggest)
@@ -479,6 +485,29 @@ class Scene:
             x = m if top is not None else (w - s.get_width()) // 2
             y = self._blit_panel(surface, s, x, y)
 
+    def _draw_cpu_gauge(self, state: ShowState, surface: pygame.Surface) -> None:
+        w, h = self.size
+        m = max(4, int(h * 0.03))
+        view = state.act_view
+        work = view.speed if view is not None and math.isfinite(view.speed) else 1.0
+        work = min(1.0, max(0.0, work))
+        throttled = min(1.0, max(0.0, state.stall if math.isfinite(state.stall) else 0.0))
+        panel_h = int(h * 0.2)
+        top = h - panel_h
+        surface.fill(PANEL, (0, top, w, panel_h))
+        bar = pygame.Rect(m, top + m // 2, w - 2 * m, max(4, int(h * 0.06)))
+        surface.fill(SEG_FREE, bar)
+        surface.fill(SEG_ANON, (bar.x, bar.y, int(bar.width * work), bar.height))
+        px = int(h * 0.045)
+        y = bar.bottom + m // 2
+        a = self._text(f"work {100 * work:.0f}% of full speed", px, WHITE)
+        surface.blit(a, (m, y))
+        b = self._text("CPU quota, no memory limit", px, GREY)
+        surface.blit(b, (w - m - b.get_width(), y))
+        y += a.get_height() + m // 4
+        c = self._text(f"throttled in {100 * throttled:.0f}% of the periods so far", px, GREY)
+        surface.blit(c, (m, y))
+
     def _draw_message(self, state: ShowState, surface: pygame.Surface) -> None:
         w, h = self.size
         notes = []
@@ -495,7 +524,12 @@ class Scene:
             y = self._blit_panel(surface, s, (w - s.get_width()) // 2, y)
 
     def _draw_gauges(self, state: ShowState, surface: pygame.Surface) -> None:
-        """One stacked bar: [anon | cache | free RAM] [swap used | free swap], figures under."""
+        """One stacked bar: [anon | cache | free RAM] [swap used | free swap], figures under.
+        The throttle act has no memory to show: its bar is the work rate against full
+        speed, and the share of periods throttled under it."""
+        if state.act == "throttle":
+            self._draw_cpu_gauge(state, surface)
+            return
         w, h = self.size
         m = max(4, int(h * 0.03))
         snap = state.snapshot

@@ -339,9 +339,20 @@ def bar(parts: list[tuple[int, str]], total: int, width: int) -> str:
 
 
 def gauge_line(state: ShowState, width: int) -> str:
-    """RAM bar (anon █, cache ▒), swap bar (▓) and the figures in MiB."""
+    """RAM bar (anon █, cache ▒), swap bar (▓) and the figures in MiB; the throttle act's:
+    the work rate against full speed, and the share of periods throttled."""
     s = state.snapshot
     bw = max(4, min(32, width // 4))
+    if state.act == "throttle":
+        view = state.act_view
+        work = view.speed if view is not None and math.isfinite(view.speed) else 1.0
+        work = min(1.0, max(0.0, work))
+        throttled = min(1.0, max(0.0, state.stall if math.isfinite(state.stall) else 0.0))
+        cpu = bar([(int(1000 * work), "█")], 1000, bw)
+        text = f"CPU [{cpu}] work {100 * work:.0f}% of full speed"
+        return fit(
+            f"{text}  throttled in {100 * throttled:.0f}% of the periods  no memory limit", width
+        )
     ram = bar([(s.anon_bytes, "█"), (s.cache_bytes, "▒")], s.ram_limit, bw)
     text = f"RAM [{ram}] {(s.anon_bytes + s.cache_bytes) / MiB:.0f}/{s.ram_limit / MiB:.0f} MiB"
     text += f"  cache {s.cache_bytes / MiB:.0f} MiB"
@@ -358,9 +369,11 @@ def status_line(state: ShowState, width: int, keys: bool) -> str:
     """Phase, stall, intensity, elapsed time, badges, notices and the key help."""
     from beep_av.video.scene import fmt_time
 
+    word = state.act_view.word if state.act_view is not None else None
+    stall = "throttled" if state.act == "throttle" else "stall"  # not PSI: the periods'
     parts = [
-        f"{state.phase.value.upper():<9}",
-        f"stall {state.stall * 100:3.0f}%" if math.isfinite(state.stall) else "stall  ?%",
+        f"{word or state.phase.value.upper():<9}",
+        f"{stall} {state.stall * 100:3.0f}%" if math.isfinite(state.stall) else f"{stall}  ?%",
         f"intensity {state.intensity:4.2f}" if math.isfinite(state.intensity) else "",
         fmt_time(state.t),
     ]
@@ -459,7 +472,8 @@ def lane_segments(
         return [*head, (lane_figures(lane), None)]
     if lane.work_rate is not None:
         rate = lane.work_rate if math.isfinite(lane.work_rate) else 0.0
-        n = min(bw, int(round(bw * max(0.0, rate) / fastest)))
+        ref = lane.full_rate or fastest  # its own full speed once measured
+        n = min(bw, int(round(bw * min(1.0, max(0.0, rate) / ref))))
         parts = [("work [", None), ("█" * n, colour), ("·" * (bw - n), None)]
     else:
         r = min(bw, int(round(bw * max(0, lane.rss) / biggest)))
