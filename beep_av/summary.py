@@ -121,6 +121,16 @@ def card_word(state: ShowState) -> str:
     return view.title if view is not None and view.title else "BEEP"
 
 
+def cpu_figures(state: ShowState) -> tuple[float, float]:
+    """The throttle act's gauge, in every output: (work against full speed, share of
+    the periods throttled so far), each clamped to [0, 1]; a figure not known reads
+    as full speed and no throttling."""
+    view = state.act_view
+    work = view.speed if view is not None and math.isfinite(view.speed) else 1.0
+    throttled = state.stall if math.isfinite(state.stall) else 0.0
+    return min(1.0, max(0.0, work)), min(1.0, max(0.0, throttled))
+
+
 def card_lines(state: ShowState) -> list[str]:
     """The victim card's lines (under the big BEEP of the window and the terminal),
     plain text, composed here for every output: the hog's OOM kill, a signal from user

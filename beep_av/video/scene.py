@@ -488,10 +488,7 @@ class Scene:
     def _draw_cpu_gauge(self, state: ShowState, surface: pygame.Surface) -> None:
         w, h = self.size
         m = max(4, int(h * 0.03))
-        view = state.act_view
-        work = view.speed if view is not None and math.isfinite(view.speed) else 1.0
-        work = min(1.0, max(0.0, work))
-        throttled = min(1.0, max(0.0, state.stall if math.isfinite(state.stall) else 0.0))
+        work, throttled = summary.cpu_figures(state)
         panel_h = int(h * 0.2)
         top = h - panel_h
         surface.fill(PANEL, (0, top, w, panel_h))

@@ -344,10 +344,7 @@ def gauge_line(state: ShowState, width: int) -> str:
     s = state.snapshot
     bw = max(4, min(32, width // 4))
     if state.act == "throttle":
-        view = state.act_view
-        work = view.speed if view is not None and math.isfinite(view.speed) else 1.0
-        work = min(1.0, max(0.0, work))
-        throttled = min(1.0, max(0.0, state.stall if math.isfinite(state.stall) else 0.0))
+        work, throttled = summary.cpu_figures(state)
         cpu = bar([(int(1000 * work), "█")], 1000, bw)
         text = f"CPU [{cpu}] work {100 * work:.0f}% of full speed"
         return fit(
