@@ -42,6 +42,7 @@ TOTAL_LIMIT_COLOUR = (150, 150, 160)
 STALL_COLOUR = (250, 220, 60)
 KILL_COLOUR = (255, 40, 200)  # the kill marker: a colour no area or band uses
 BYSTANDER_COLOUR = (255, 200, 90)  # a kill of another process (not the hog)
+QUOTA_COLOUR = (170, 170, 180)  # the throttle act's quota steps
 
 MIN_SIZE = (320, 240)
 MAX_SIZE = (8192, 8192)
@@ -228,7 +229,11 @@ def draw(rec: Recording, size: tuple[int, int] = (1600, 900)):
     ram = s["ram"].astype(np.float64)
     cache_top = ram + s["cache"]
     total = cache_top + s["swap"]
-    stall = _stall_share(t, s["psi_some_us"])
+    # a CPU act fills no memory: its left axis is the work against full speed, its right
+    # one the share of periods throttled so far (the samples' stall), not PSI
+    cpu = rec.header.get("act") == "throttle"
+    stall = s["stall"].astype(np.float64) if cpu else _stall_share(t, s["psi_some_us"])
+    stall = np.clip(np.nan_to_num(stall), 0.0, 1.0)
     c_ram, c_cache, c_total, c_stall, c_ramlim, c_totlim = _columns(
         lay, t, [ram, cache_top, total, stall, s["ram_limit"], s["ram_limit"] + s["swap_limit"]]
     )
@@ -253,12 +258,17 @@ def draw(rec: Recording, size: tuple[int, int] = (1600, 900)):
     # axes and grid
     step_mib = _nice_step(lay.y_max / MiB, 8)
     v = 0.0
-    while v * MiB <= lay.y_max:
+    while not cpu and v * MiB <= lay.y_max:
         y = round(lay.y_of(v * MiB))
         pygame.draw.line(surf, GRID, (lay.left - 5, y), (lay.left - 1, y))
         lab = small.render(f"{v:g}", True, TEXT)
         surf.blit(lab, (lay.left - 8 - lab.get_width(), y - lab.get_height() // 2))
         v += step_mib
+    for pct in (0, 25, 50, 75, 100) if cpu else ():
+        y = round(lay.y_of_share(pct / 100))
+        pygame.draw.line(surf, GRID, (lay.left - 5, y), (lay.left - 1, y))
+        lab = small.render(f"{pct}%", True, TEXT)
+        surf.blit(lab, (lay.left - 8 - lab.get_width(), y - lab.get_height() // 2))
     step_t = _nice_step(lay.t_max - lay.t_min, 12)
     v = math.ceil(lay.t_min / step_t) * step_t
     while v <= lay.t_max + 1e-9:
@@ -273,12 +283,13 @@ def draw(rec: Recording, size: tuple[int, int] = (1600, 900)):
         lab = small.render(f"{pct}%", True, STALL_COLOUR)
         surf.blit(lab, (lay.right + 8, y - lab.get_height() // 2))
     pygame.draw.rect(surf, GRID, (lay.left - 1, lay.top - 1, pw + 2, ph + 2), 1)
-    ax = small.render("MiB", True, TEXT)
+    ax = small.render("work" if cpu else "MiB", True, TEXT)
     surf.blit(ax, (lay.left - 8 - ax.get_width(), lay.top - ax.get_height() - 2))
     ax = small.render("time (s)", True, TEXT)
     surf.blit(ax, (lay.right - ax.get_width(), lay.bottom + 7 + ax.get_height()))
-    ax = small.render("PSI stall", True, STALL_COLOUR)
-    surf.blit(ax, (lay.right + 8, lay.top - ax.get_height() - 2))
+    ax = small.render("throttled" if cpu else "PSI stall", True, STALL_COLOUR)
+    ax_x = min(lay.right + 8, lay.width - ax.get_width() - 4)
+    surf.blit(ax, (ax_x, lay.top - ax.get_height() - 2))
 
     # the stage limits (they may change if the presenter re-staged: drawn per column)
     for lim, colour in ((c_totlim, TOTAL_LIMIT_COLOUR), (c_ramlim, RAM_LIMIT_COLOUR)):
@@ -298,31 +309,56 @@ def draw(rec: Recording, size: tuple[int, int] = (1600, 900)):
         pygame.draw.line(surf, STALL_COLOUR, (lay.left + x, y0), (lay.left + x, y1))
         prev_hi, prev_lo = hi, lo
 
-    _draw_bands(surf, lay, rec, small)
+    _draw_bands(surf, lay, rec, small, {Phase.FILLING: "throttling"} if cpu else {})
     _draw_kill(surf, lay, rec, font)
+    if cpu:
+        _draw_quotas(surf, lay, rec, small)
     if rec.lanes:
         _draw_lanes(surf, lay, rec, small)
 
     # title and legend
     hdr = rec.header
     title = f"beep-av  |  {hdr.get('stage', '?')} stage"
-    lims = f"{int(s['ram_limit'].max()) // MiB} MiB RAM"
-    lims += (
-        f" + {int(s['swap_limit'].max()) // MiB} MiB swap" if s["swap_limit"].max() else ", no swap"
-    )
+    if cpu:
+        steps = [q for q in hdr.get("steps") or () if isinstance(q, int | float)]
+        lims = f"{hdr.get('workers', '?')} workers, CPU quota"
+        lims += f" 100% to {min(steps):g}%" if steps else " lowered"
+        lims = f"throttle act  |  {lims}, no memory limit"
+    else:
+        lims = f"{int(s['ram_limit'].max()) // MiB} MiB RAM"
+        lims += (
+            f" + {int(s['swap_limit'].max()) // MiB} MiB swap"
+            if s["swap_limit"].max()
+            else ", no swap"
+        )
     title += f"  |  {lims}  |  kernel {hdr.get('kernel', '?')}  |  {hdr.get('date', '?')}"
-    surf.blit(big.render(title, True, TEXT), (lay.left, int(14 * scale)))
+    head = big.render(title, True, TEXT)
+    room = lay.width - lay.left - int(12 * scale)
+    if head.get_width() > room:  # a long title (an act's) is drawn smaller, not cut
+        head = pygame.transform.smoothscale(
+            head, (room, max(1, head.get_height() * room // head.get_width()))
+        )
+    surf.blit(head, (lay.left, int(14 * scale)))
     x = lay.left
     y = lay.height - font.get_height() - int(6 * scale)
-    for name, colour in (
-        ("hog anon in RAM", ANON_COLOUR),
-        ("page cache", CACHE_COLOUR),
-        ("swap", SWAP_COLOUR),
-        ("RAM limit", RAM_LIMIT_COLOUR),
-        ("RAM + swap limit", TOTAL_LIMIT_COLOUR),
-        ("PSI some stall", STALL_COLOUR),
-        ("kill", KILL_COLOUR),
-    ):
+    legend = (
+        (
+            ("worker: work against its full speed", LANE_COLOURS[0]),
+            ("periods throttled so far", STALL_COLOUR),
+            ("quota step", QUOTA_COLOUR),
+        )
+        if cpu
+        else (
+            ("hog anon in RAM", ANON_COLOUR),
+            ("page cache", CACHE_COLOUR),
+            ("swap", SWAP_COLOUR),
+            ("RAM limit", RAM_LIMIT_COLOUR),
+            ("RAM + swap limit", TOTAL_LIMIT_COLOUR),
+            ("PSI some stall", STALL_COLOUR),
+            ("kill", KILL_COLOUR),
+        )
+    )
+    for name, colour in legend:
         pygame.draw.rect(surf, colour, (x, y + 3, 14, font.get_height() - 8))
         lab = font.render(name, True, TEXT)
         surf.blit(lab, (x + 20, y))
@@ -335,8 +371,8 @@ LANE_COLOURS = ((255, 140, 90), (110, 220, 140), (110, 180, 255), (250, 215, 80)
 
 def _draw_lanes(surf, lay: Layout, rec: Recording, font) -> None:
     """An act's processes (`lanes` lines), one trace each in its colour: RSS + swap on
-    the MiB axis, or (throttle) the work rate as a share of the fastest on the right
-    axis; each named at its last point."""
+    the MiB axis, or (throttle) the work rate as a share of its own full speed (of the
+    fastest before that is measured) on the share axis; each named at its last point."""
     import pygame
 
     names: dict[str, int] = {}
@@ -349,7 +385,9 @@ def _draw_lanes(surf, lay: Layout, rec: Recording, font) -> None:
         for x in row["lanes"]:
             name = str(x.get("name"))
             names.setdefault(name, int(x.get("colour") or 0))
-            v = (x.get("work_rate") or 0.0) / top if rate else (x.get("rss", 0) + x.get("swap", 0))
+            full = x.get("full_rate") or top
+            v = (x.get("work_rate") or 0.0) / full if rate else (x.get("rss", 0) + x.get("swap", 0))
+            v = min(1.0, max(0.0, v)) if rate else v
             pts = series.setdefault(name, [])
             if x.get("alive", True):
                 pts.append((t, float(v)))
@@ -361,6 +399,7 @@ def _draw_lanes(surf, lay: Layout, rec: Recording, font) -> None:
     for name, pts in series.items():
         if name not in dead and pts and pts[-1][0] < end:
             pts.append((end, pts[-1][1]))
+    placed: list = []  # the names drawn so far: a name that would cover one goes below
     for name, pts in series.items():
         colour = LANE_COLOURS[names[name] % len(LANE_COLOURS)]
         y_of = lay.y_of_share if rate else lay.y_of
@@ -369,7 +408,11 @@ def _draw_lanes(surf, lay: Layout, rec: Recording, font) -> None:
             pygame.draw.lines(surf, colour, False, xy, 2)
         lab = font.render(name, True, colour)
         x, y = xy[-1]
-        surf.blit(lab, (min(x + 4, lay.right - lab.get_width()), y - lab.get_height()))
+        box = lab.get_rect(topleft=(min(x + 4, lay.right - lab.get_width()), y - lab.get_height()))
+        while box.collidelist(placed) >= 0:
+            box.move_ip(0, lab.get_height())
+        placed.append(box)
+        surf.blit(lab, box)
 
 
 def _polyline(surf, lay: Layout, v: np.ndarray, y_of, colour, dashed: bool = False) -> None:
@@ -383,8 +426,23 @@ def _polyline(surf, lay: Layout, v: np.ndarray, y_of, colour, dashed: bool = Fal
             pygame.draw.line(surf, colour, (lay.left + x, y), (lay.left + x + 1, y))
 
 
-def _draw_bands(surf, lay: Layout, rec: Recording, font) -> None:
-    """One coloured band per entered phase, from its start to the next phase's."""
+def _draw_quotas(surf, lay: Layout, rec: Recording, font) -> None:
+    """The throttle act's quota steps (`act` lines `quota`): a thin line and its quota."""
+    import pygame
+
+    for e in rec.act_events:
+        if e.get("event") != "quota" or not isinstance(e.get("t"), int | float):
+            continue
+        x = round(lay.x_of(float(e["t"])))
+        pygame.draw.line(surf, QUOTA_COLOUR, (x, lay.top), (x, lay.bottom), 1)
+        q = e.get("quota_pct")
+        text = "no quota" if q is None else f"quota {q:g}%"
+        surf.blit(font.render(text, True, QUOTA_COLOUR), (x + 4, lay.top + 4))
+
+
+def _draw_bands(surf, lay: Layout, rec: Recording, font, names: dict | None = None) -> None:
+    """One coloured band per entered phase, from its start to the next phase's; `names`
+    renames a phase's band (throttle's filling is its throttling)."""
     import pygame
 
     phases = rec.phases()
@@ -402,7 +460,7 @@ def _draw_bands(surf, lay: Layout, rec: Recording, font) -> None:
             x1 = x0 + 1  # a phase shorter than a pixel still shows
         x1 = min(x1, lay.right)
         pygame.draw.rect(surf, PHASE_COLOURS[phase], (x0, lay.band_top, x1 - x0, h))
-        lab = font.render(phase.value, True, BAND_TEXT)
+        lab = font.render((names or {}).get(phase, phase.value), True, BAND_TEXT)
         if lab.get_width() + 8 <= x1 - x0:
             surf.blit(lab, (x0 + 4, lay.band_top + (h - lab.get_height()) // 2 + 1))
 

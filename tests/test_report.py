@@ -204,3 +204,34 @@ def test_an_acts_lanes_are_traced_until_each_process_ends(tmp_path):
             assert column[max(0, y - 2) : y + 3].any(), f"{name}'s trace stops before the end"
         else:
             assert not column.any(), f"{name}'s trace goes on after its kill"
+
+
+def test_the_throttle_report_is_work_and_throttling_not_memory(tmp_path):
+    """A CPU act's report: each worker's trace is its work against its own full speed on
+    a percent axis (about 4% at the lowest quota), the share of periods throttled is the
+    yellow trace, the quota steps are marked; no memory legend."""
+    from beep_av.report import LANE_COLOURS, QUOTA_COLOUR, STALL_COLOUR
+
+    path = tmp_path / "t.jsonl"
+    r = beep("rehearse", "--act", "throttle", "--output", "headless", "--audio", "off",
+             "--record", str(path), "--seed", "1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    t = load(str(path))
+    out, size = tmp_path / "t.png", (1600, 900)
+    render_report(t, str(out), size=size)
+    px, lay = _pixels(out), layout(t, size)
+    (last_quota,) = [e for e in t.act_events if e["event"] == "quota" and e["quota_pct"] == 4.0]
+    (end,) = [e for e in t.act_events if e["event"] == "end"]
+    x = round(lay.x_of(last_quota["t"] + 0.8 * (end["t"] - last_quota["t"])))
+    column = px[x, lay.top : lay.bottom]
+    for k in range(2):
+        rows = np.flatnonzero((column == np.array(LANE_COLOURS[k])).all(axis=1))
+        share = (lay.bottom - lay.top - rows.mean()) / (lay.bottom - lay.top) if rows.size else -1
+        assert 0.0 < share < 0.1 or k == 0 and rows.size == 0, (k, share)  # 0: under 1
+    yellow = np.flatnonzero((column == np.array(STALL_COLOUR)).all(axis=1))
+    assert yellow.size and yellow.min() <= 3  # throttled in (nearly) every period
+    quota_x = round(lay.x_of(last_quota["t"]))
+    assert (px[quota_x, lay.top : lay.bottom] == np.array(QUOTA_COLOUR)).all(axis=1).sum() > 100
+    legend = px[:, lay.height - 30 :]
+    for memory in (ANON_COLOUR, CACHE_COLOUR, SWAP_COLOUR):
+        assert not (legend == np.array(memory)).all(axis=2).any()
