@@ -22,6 +22,11 @@ examples:
   beep-av replay talk.jsonl --speed 2      re-perform last night's run
   beep-av replay example                   the real show shipped with beep-av
   beep-av report talk.jsonl -o talk.png    one picture of the show
+  beep-av show --act who-dies --hogs big:1.0,small:0.4:500
+                                           two hogs: whom does the kernel kill?
+  beep-av show --act bystander --swap 128M
+                                           another process's pages go to swap and back
+  beep-av rehearse --act throttle          a CPU quota: everything slows, nobody dies
 
 SIZE: 512M, 1.5G, 256MiB, 10% (of available memory). RATE: 64M/s.
 exit codes: 0 finale reached or done; 1 an output failed mid-show; 2 bad input;

@@ -117,3 +117,21 @@ def test_unreadable_config_as_root_is_still_reported(tmp_path):
     r = beep("--config", str(cfg), "--output", "headless", "--audio", "off")
     assert r.returncode == 2 and "cannot read" in r.stderr
     assert os.path.isdir(cfg)
+
+
+def test_every_example_in_the_help_is_a_valid_command():
+    """The examples a user copies from --help parse, and their settings (an act's
+    included) pass the same checks a show makes before it stages anything."""
+    import shlex
+
+    from beep_av.acts.spec import check_act_settings
+    from beep_av.cli import EPILOG_SHOW, build_parser, settings_from_args
+
+    lines = [ln.strip() for ln in EPILOG_SHOW.splitlines() if ln.startswith("  beep-av")]
+    examples = [ln.split("  ")[0] for ln in lines]
+    examples = [shlex.split(ln)[1:] for ln in examples]
+    assert len(examples) >= 10 and any("--act" in e for e in examples)
+    for argv in examples:
+        args = build_parser().parse_args(argv or ["show"])
+        if args.command in ("show", "rehearse"):
+            check_act_settings(settings_from_args(args))
