@@ -106,6 +106,28 @@ def test_who_dies_rehearsal_passes_the_real_checks(tmp_path):
     assert check_who_dies(rec)["victim"] == "b"  # its adj outweighs its size
 
 
+def test_who_dies_rehearsal_frees_only_the_victims_memory(tmp_path):
+    """At the model's kill the stage loses the victim's memory and nothing else: the
+    evicted cache does not come back, and the survivors' pages stay in swap (the stage's
+    swap is theirs, as their lanes say) until the act ends (it came back to full cache
+    and no swap at the kill)."""
+    rec = tmp_path / "w.jsonl"
+    rehearse("who-dies", rec, "--seed", "1")
+    recs = records(rec)
+    (kill,) = [r for r in recs if r["type"] == "kill"]
+    samples = [r for r in recs if r["type"] == "sample"]
+    before = [r for r in samples if r["t"] < kill["t"]][-1]
+    after = [r for r in samples if r["t"] >= kill["t"]]
+    assert before["swap"] > 0 and before["cache"] == 0
+    lanes = [r for r in recs if r["type"] == "lanes" and r["t"] >= kill["t"]][0]["lanes"]
+    survivors = [x for x in lanes if x["alive"]]
+    assert len(survivors) == 2 and all(x["swap"] > 0 for x in survivors)
+    held = sum(x["swap"] for x in survivors)
+    for r in after:
+        assert r["cache"] == 0 and abs(r["swap"] - held) <= 1 << 20, r
+    assert after[0]["ram"] + after[0]["swap"] < before["ram"] + before["swap"]
+
+
 def test_who_dies_verdict_says_so_either_way():
     from beep_av.acts.who_dies import stage_scores, verdict
 

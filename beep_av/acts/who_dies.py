@@ -180,12 +180,16 @@ def verdict(victim: str, lanes: list[dict], stage: dict[str, int]) -> tuple[list
 class ModelHogs:
     """The rehearsal's stage: hogs that grow at their share of the rate; the cache goes
     first, then swap takes the overflow in proportion; at the limit the kernel model
-    kills the highest stage score. Deterministic (no clock, no randomness)."""
+    kills the highest stage score. What the kernel frees at the kill is the victim's
+    memory only: the evicted cache stays evicted and the survivors' pages stay in swap
+    until touched (as the bystander act shows). Deterministic (no clock, no randomness)."""
 
     def __init__(self, specs, ram: int, swap: int, cache: int, rate: int) -> None:
         self.specs = specs
-        self.ram, self.swap_limit, self.cache0, self.rate = ram, swap, cache, rate
+        self.ram, self.swap_limit, self.rate = ram, swap, rate
+        self.cache = float(cache)  # only falls: nothing reads the evicted file back
         self.size = [0.0] * len(specs)
+        self.swapped = [0.0] * len(specs)  # each hog's bytes in swap
         self.alive = [True] * len(specs)
         self.paused = False
         self.started = False  # the hogs wait for the countdown, as the real ones do
@@ -199,6 +203,10 @@ class ModelHogs:
         for i, s in enumerate(self.specs):
             if self.alive[i]:
                 self.size[i] += self.rate * s.size * dt
+        total = sum(self.size) or 1.0
+        over = max(0.0, total - self.ram)
+        self.swapped = [over * x / total for x in self.size]
+        self.cache = max(0.0, min(self.cache, self.ram - total))
         if sum(self.size) >= self.ram + self.swap_limit - (4 << 20):
             lanes = self.lanes()
             stage = stage_scores(lanes, self.ram, self.swap_limit)
@@ -213,21 +221,17 @@ class ModelHogs:
                 f"UID:0 pgtables:{int(self.size[i] // 512 // 1024)}kB "
                 f"oom_score_adj:{self.specs[i].adj}"
             )
-            self.size[i] = 0.0
+            self.size[i] = self.swapped[i] = 0.0
 
     def used(self) -> tuple[int, int, int]:
         """(anon in RAM, cache, swap) of the stage."""
-        total = sum(self.size)
-        cache = max(0.0, min(self.cache0, self.ram - total))
-        swap = max(0.0, total - self.ram)
-        return int(total - swap), int(cache), int(swap)
+        swap = sum(self.swapped)
+        return int(sum(self.size) - swap), int(self.cache), int(swap)
 
     def lanes(self) -> list[dict]:
-        total = sum(self.size) or 1.0
-        _, _, swap = self.used()
         out = []
         for i, s in enumerate(self.specs):
-            sw = swap * self.size[i] / total
+            sw = self.swapped[i]
             rss = self.size[i] - sw
             score = int(1000 * self.size[i] / max(1, self.ram + self.swap_limit)) + s.adj
             out.append(
