@@ -262,6 +262,14 @@ def _known_impossible(cfg: StoryConfig, phase: Phase) -> str | None:
     return None
 
 
+def smooth_fill(rate: float, grown: int, dt: float, tau: float) -> float:
+    """The fill rate (bytes/s) after `grown` more bytes in `dt` > 0 seconds, smoothed
+    with time constant `tau` (s); memory given back counts as no growth."""
+    raw = max(0, grown) / dt
+    alpha = 1.0 - math.exp(-dt / tau) if tau > 0 else 1.0
+    return rate + alpha * (raw - rate)
+
+
 def advance(cfg: StoryConfig, state: ShowState, snap: Snapshot) -> ShowState:
     """The next ShowState after `snap`. Pure; never raises on odd snapshots."""
     prev = state.snapshot
@@ -273,9 +281,7 @@ def advance(cfg: StoryConfig, state: ShowState, snap: Snapshot) -> ShowState:
     if dt > 0:
         d_some = snap.psi_some_us - prev.psi_some_us
         stall = _unit(d_some / (dt * 1e6)) if d_some >= 0 else 0.0
-        raw = max(0, snap.hog_bytes - prev.hog_bytes) / dt
-        alpha = 1.0 - math.exp(-dt / cfg.fill_rate_tau) if cfg.fill_rate_tau > 0 else 1.0
-        fill_rate = fill_rate + alpha * (raw - fill_rate)
+        fill_rate = smooth_fill(fill_rate, snap.hog_bytes - prev.hog_bytes, dt, cfg.fill_rate_tau)
     cache_peak = max(state.cache_peak, snap.cache_bytes)
 
     # What is true now, each condition judged on this snapshot against the previous one.

@@ -209,3 +209,26 @@ def test_an_act_from_a_config_file(tmp_path):
     r = beep("rehearse", "--config", str(cfg), *QUIET, "--audio", "off")
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
     assert f"{cfg}: act: unknown act 'nope'" in r.stderr
+
+
+def test_an_acts_states_carry_the_fill_rate_of_its_hogs():
+    """The HUD's "fill N MiB/s" and the phase lines' rate in an act are the story's
+    smoothed rate of the hogs' bytes (every act said 0 MiB/s while its hogs grew)."""
+    from beep_av.acts.common import ActDriver
+    from beep_av.config import Settings
+    from beep_av.model import MiB, Snapshot
+
+    class Act(ActDriver):
+        act = "who-dies"
+
+    d = Act(Settings(stage="rehearsal"))
+    rates = []
+    for k in range(100):  # 64 MiB/s for 2 s, sampled at 50 Hz
+        snap = Snapshot(t=k * 0.02, hog_bytes=int(k * 0.02 * 64 * MiB))
+        rates.append(d.state(snap.t, snap, ()).fill_rate)
+    assert rates[0] == 0.0 and rates == sorted(rates)
+    assert 62 * MiB < rates[-1] <= 64 * MiB  # 1 - exp(-2 s / 0.5 s) of the way
+    same = d.state(2.5, Snapshot(t=99 * 0.02, hog_bytes=0), ()).fill_rate
+    assert same == rates[-1]  # not a newer snapshot: the rate holds
+    later = d.state(3.0, Snapshot(t=3.0, hog_bytes=0), ()).fill_rate
+    assert 0 <= later < rates[-1]  # memory given back is no growth

@@ -256,7 +256,12 @@ class BystanderAct(ActDriver):
             used = hog_b + size
             sw = max(by_swap, used - ram, 0.0)
             return Snapshot(
-                t=t, anon_bytes=int(used - sw), swap_bytes=int(sw), ram_limit=ram, swap_limit=swap
+                t=t,
+                anon_bytes=int(used - sw),
+                swap_bytes=int(sw),
+                ram_limit=ram,
+                swap_limit=swap,
+                hog_bytes=int(hog_b),
             )
 
         def lanes(by_swap, hog_b, alive_h=True):

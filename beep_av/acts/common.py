@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from beep_av.model import ActView, KillRecord, Lane, Phase, ShowState, Snapshot
 from beep_av.readings import close_fds
+from beep_av.story import StoryConfig, smooth_fill
 
 MiB = 1 << 20
 _VM_RE = re.compile(rb"^(VmRSS|VmSwap|VmPTE):\s+(\d+) kB$", re.M)
@@ -126,6 +127,7 @@ class ActDriver:
         self.entered: list[tuple[Phase, float]] = [(Phase.CALM, 0.0)]
         self.skipped: list[tuple[Phase, str]] = []
         self._kills: list[KillRecord] = []
+        self._fill: tuple[float, int, float] | None = None  # (t, hog bytes, fill rate)
         self._closed = False
         self.lines: list[str] = []  # said after the show (stderr)
 
@@ -176,13 +178,25 @@ class ActDriver:
     def phase(self) -> Phase:
         return self.entered[-1][0]
 
+    def _fill_rate(self, snap: Snapshot) -> float:
+        """The smoothed fill rate after `snap` (it moves only when the snapshot is newer)."""
+        if self._fill is None:
+            self._fill = (snap.t, snap.hog_bytes, 0.0)
+        t, nbytes, rate = self._fill
+        if snap.t > t:
+            rate = smooth_fill(rate, snap.hog_bytes - nbytes, snap.t - t, StoryConfig.fill_rate_tau)
+            self._fill = (snap.t, snap.hog_bytes, rate)
+        return rate
+
     def state(self, t: float, snapshot: Snapshot, lanes: tuple[Lane, ...], **view) -> ShowState:
-        """A ShowState of this act at show time t."""
+        """A ShowState of this act at show time t; its fill rate is the story's, from
+        the snapshots' hog bytes (the act's hogs)."""
         kw = {
             k: view.pop(k)
             for k in ("kill", "intensity", "stall", "oom_t", "bystanders")
             if k in view
         }
+        kw["fill_rate"] = self._fill_rate(snapshot)
         return ShowState(
             t=t,
             phase=self.phase,
