@@ -562,7 +562,9 @@ class Scene:
             seg(swap, SEG_SWAP, bar.width - ram_w, swap_lim)
             surface.fill(WHITE, (sx - 1, bar.y - m // 4, max(2, h // 360), bar.height + m // 2))
         px = int(h * 0.045)
-        ram_txt = f"RAM {fmt_mib(anon)} hog + {fmt_mib(cache)} cache / {fmt_mib(ram_lim)} MiB"
+        # an act's anonymous memory is its processes' (a bystander's too), not one hog's
+        owner = "hog" if state.act in ("", "story") else "anon"
+        ram_txt = f"RAM {fmt_mib(anon)} {owner} + {fmt_mib(cache)} cache / {fmt_mib(ram_lim)} MiB"
         swap_txt = f"swap {fmt_mib(swap)} / {fmt_mib(swap_lim)} MiB" if swap_lim > 0 else "no swap"
         y = bar.bottom + m // 2
         a = self._text(ram_txt, px, WHITE)
