@@ -176,20 +176,27 @@ def test_stall_share_from_counter_deltas():
     assert share.tolist() == pytest.approx([0, 0, 0.5, 0, 0, 0, 1.0])
 
 
+def _act_report(tmp_path, act: str, *args: str):
+    """An act's rehearsal (seed 1), recorded, loaded and drawn at 1600x900: the
+    recording, the picture's pixels and its layout."""
+    path = tmp_path / f"{act}.jsonl"
+    r = beep("rehearse", "--act", act, *args, "--output", "headless", "--audio", "off",
+             "--record", str(path), "--seed", "1")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    rec = load(str(path))
+    out, size = tmp_path / f"{act}.png", (1600, 900)
+    render_report(rec, str(out), size=size)
+    return rec, _pixels(out), layout(rec, size)
+
+
 def test_an_acts_lanes_are_traced_until_each_process_ends(tmp_path):
     """who-dies: the victim's trace ends at its kill, the survivors' go on to the end of
     the recording (a lane is recorded only when it changes: the last value holds)."""
     from beep_av.report import LANE_COLOURS
 
-    path = tmp_path / "w.jsonl"
-    r = beep("rehearse", "--act", "who-dies", "--ram", "192M", "--swap", "96M", "--rate",
-             "128M/s", "--calm", "0.3", "--output", "headless", "--audio", "off",
-             "--record", str(path), "--seed", "1")  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    w = load(str(path))
-    out, size = tmp_path / "w.png", (1600, 900)
-    render_report(w, str(out), size=size)
-    px, lay = _pixels(out), layout(w, size)
+    w, px, lay = _act_report(
+        tmp_path, "who-dies", "--ram", "192M", "--swap", "96M", "--rate", "128M/s", "--calm", "0.3"
+    )
     kill_t = w.kill["t"]
     later = round(lay.x_of(kill_t + 0.6 * (w.duration - kill_t)))  # well after the kill
     (released,) = [e for e in w.act_events if e["event"] == "released"]
@@ -212,14 +219,7 @@ def test_the_throttle_report_is_work_and_throttling_not_memory(tmp_path):
     yellow trace, the quota steps are marked; no memory legend."""
     from beep_av.report import LANE_COLOURS, QUOTA_COLOUR, STALL_COLOUR
 
-    path = tmp_path / "t.jsonl"
-    r = beep("rehearse", "--act", "throttle", "--output", "headless", "--audio", "off",
-             "--record", str(path), "--seed", "1")  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    t = load(str(path))
-    out, size = tmp_path / "t.png", (1600, 900)
-    render_report(t, str(out), size=size)
-    px, lay = _pixels(out), layout(t, size)
+    t, px, lay = _act_report(tmp_path, "throttle")
     (last_quota,) = [e for e in t.act_events if e["event"] == "quota" and e["quota_pct"] == 4.0]
     (end,) = [e for e in t.act_events if e["event"] == "end"]
     x = round(lay.x_of(last_quota["t"] + 0.8 * (end["t"] - last_quota["t"])))
