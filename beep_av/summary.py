@@ -121,6 +121,13 @@ def card_word(state: ShowState) -> str:
     return view.title if view is not None and view.title else "BEEP"
 
 
+def hud_word(state: ShowState) -> str:
+    """The HUD's big word, in every output: the act's own (throttle's FULL SPEED,
+    THROTTLING), else the phase's name."""
+    view = state.act_view
+    return view.word if view is not None and view.word else state.phase.value.upper()
+
+
 def cpu_figures(state: ShowState) -> tuple[float, float]:
     """The throttle act's gauge, in every output: (work against full speed, share of
     the periods throttled so far), each clamped to [0, 1]; a figure not known reads

@@ -371,8 +371,7 @@ class Scene:
         m = max(4, int(h * 0.03))
         look = LOOKS[state.phase]
         # top left: the phase name (or the act's own word), big
-        word = state.act_view.word if state.act_view is not None else None
-        name = self._text(word or state.phase.value.upper(), int(h * 0.11), look.text)
+        name = self._text(summary.hud_word(state), int(h * 0.11), look.text)
         y = self._blit_panel(surface, name, m, m)
         # top right: elapsed time and badges
         tt = self._text(fmt_time(state.t), int(h * 0.07), WHITE)

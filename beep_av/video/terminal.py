@@ -366,10 +366,9 @@ def status_line(state: ShowState, width: int, keys: bool) -> str:
     """Phase, stall, intensity, elapsed time, badges, notices and the key help."""
     from beep_av.video.scene import fmt_time
 
-    word = state.act_view.word if state.act_view is not None else None
     stall = "throttled" if state.act == "throttle" else "stall"  # not PSI: the periods'
     parts = [
-        f"{word or state.phase.value.upper():<9}",
+        f"{summary.hud_word(state):<9}",
         f"{stall} {state.stall * 100:3.0f}%" if math.isfinite(state.stall) else f"{stall}  ?%",
         f"intensity {state.intensity:4.2f}" if math.isfinite(state.intensity) else "",
         fmt_time(state.t),
