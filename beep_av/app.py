@@ -43,12 +43,23 @@ Say = Callable[[str], None]
 MiB = 1024**2
 
 
-def check_record_path(path: str | None) -> None:
-    """A recording must be writable before anything is created (exit 2)."""
-    if path:
-        from beep_av.recording import check_writable
+def check_output_paths(settings: Settings) -> None:
+    """Every file the show will write at a path it was given (the recording, the WAV,
+    the frames) must be one Beep may write (outfiles' rules) before anything is created
+    (exit 2, one line naming the path)."""
+    from beep_av import outfiles
 
-        check_writable(path)
+    if settings.record:
+        outfiles.check_file(settings.record, f"--record {settings.record}")
+    audio = settings.audio or ""
+    if audio.startswith("wav:"):
+        from beep_av.audio.output import check_wav_path
+
+        check_wav_path(audio[len("wav:") :])
+    if settings.frames:
+        from beep_av.video.frames import FRAME_NAME
+
+        outfiles.check_dir(settings.frames, f"--frames {settings.frames}", FRAME_NAME)
 
 
 def parse_key_plan(plan: str | None) -> list[tuple[float, str]] | None:
@@ -232,7 +243,7 @@ def run_live(
     make_stage = make_stage or build_stage
     make_output = make_output or _open_outputs
     key_plan = parse_key_plan(keys)
-    check_record_path(settings.record)
+    check_output_paths(settings)
     available, total = machine_memory()
     plan = resolve_plan(settings, available, total)
     if settings.stage == "auto":
@@ -437,7 +448,7 @@ def run_replay(settings: Settings, path: str, keys: str | None = None, say: Say 
 
     key_plan = parse_key_plan(keys)
     rec = load(path)
-    check_record_path(settings.record)
+    check_output_paths(settings)
     driver = ReplayDriver(rec, speed=settings.speed, name=path)
 
     def recorder(t0: float):  # the replay, recorded again as it is performed
@@ -496,7 +507,7 @@ def run_watch(
     from beep_av.watch import WatchDriver, resolve_target, summary_lines
 
     key_plan = parse_key_plan(keys)
-    check_record_path(settings.record)
+    check_output_paths(settings)
     target = resolve_target(cgroup)  # BadInput before anything is opened
     clock, clock_why = calibrate()
     driver = WatchDriver(target, hz=settings.sample_hz, kernel_clock=clock)
@@ -524,7 +535,7 @@ def run_watch_containers(settings: Settings, keys: str | None = None, say: Say =
     from beep_av.teardown import Teardown
 
     key_plan = parse_key_plan(keys)
-    check_record_path(settings.record)
+    check_output_paths(settings)
     kind, _, engine = settings.stage.partition(":")
     clock, clock_why = calibrate()
     driver = ContainerWatchDriver(
@@ -550,7 +561,7 @@ def run_watch_containers(settings: Settings, keys: str | None = None, say: Say =
 __all__ = [
     "ACTS",
     "STAGES",
-    "check_record_path",
+    "check_output_paths",
     "build_stage",
     "make_live_driver",
     "run_live",

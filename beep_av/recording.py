@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 import time
 from collections import deque
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from beep_av import __version__
+from beep_av import __version__, outfiles
 from beep_av.errors import BadInput
 from beep_av.model import PHASES, KillRecord, Phase, ShowState
 
@@ -72,19 +71,10 @@ KILL_KEYS = (
 
 
 def check_writable(path: str) -> None:
-    """Raise BadInput (one line naming `path`) unless a recording can be written there.
-    Creates nothing: the CLI calls it before the show starts."""
-    p = Path(path)
-    if p.is_dir():
-        raise BadInput(f"--record {path}: is a directory")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise BadInput(f"--record {path}: directory {str(parent)!r} does not exist")
-    if p.exists():
-        if not os.access(p, os.W_OK):
-            raise BadInput(f"--record {path}: file is not writable")
-    elif not os.access(parent, os.W_OK | os.X_OK):
-        raise BadInput(f"--record {path}: directory {str(parent)!r} is not writable")
+    """Raise BadInput (one line naming `path`) unless a recording can be written there
+    (outfiles' rules: no planted link or file of another user is written). Creates
+    nothing: the CLI calls it before the show starts."""
+    outfiles.check_file(path, f"--record {path}")
 
 
 def _r(x: float, nd: int) -> float:
@@ -186,11 +176,10 @@ class Recorder:
         self.failed: str | None = None
         self.dropped = 0  # sample lines dropped while the writer was behind
         self._say = say
-        try:
-            # buffering=1: line-buffered text, one write(2) per line, no fsync
-            self._f = open(path, "w", encoding="utf-8", buffering=1)  # noqa: SIM115
-        except OSError as e:
-            raise BadInput(f"--record {path}: cannot write ({e.strerror or e})") from None
+        # buffering=1: line-buffered text, one write(2) per line, no fsync; the file
+        # takes its name at once, so a crashed show leaves its whole lines (BadInput)
+        self._out = outfiles.open_file(path, f"--record {path}", "w", encoding="utf-8", buffering=1)
+        self._f = self._out.f
         # the writer thread's own state: what it wrote so far
         self._prev: ShowState | None = None
         self._kill_written = False

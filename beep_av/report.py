@@ -12,7 +12,6 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -190,21 +189,21 @@ def _stall_share(t: np.ndarray, psi_us: np.ndarray) -> np.ndarray:
 
 def render_report(rec: Recording, out: str, size: tuple[int, int] = (1600, 900)) -> None:
     """Draw `rec` as a PNG picture of `size` pixels at path `out`. Raises BadInput for a
-    bad size or an unwritable path."""
+    bad size or a path Beep may not write (outfiles' rules), before drawing. The picture
+    takes its name only once whole: a failed write leaves nothing, an old one intact."""
+    from beep_av import outfiles
+
     w, h = _check_size(size)
-    parent = Path(out).parent if str(Path(out).parent) else Path(".")
-    if not parent.is_dir():
-        raise BadInput(f"-o {out}: directory {str(parent)!r} does not exist")
-    if Path(out).is_dir():
-        raise BadInput(f"-o {out}: is a directory")
+    label = f"-o {out}"
+    outfiles.check_file(out, label)
     surf = draw(rec, (w, h))
     import pygame
 
     try:
-        with open(out, "wb") as f:
-            pygame.image.save(surf, f, "report.png")  # the namehint forces PNG
+        with outfiles.open_file(out, label, "wb", at_close=True) as f:
+            pygame.image.save(surf, f.f, "report.png")  # the namehint forces PNG
     except (OSError, pygame.error) as e:
-        raise BadInput(f"-o {out}: cannot write ({getattr(e, 'strerror', None) or e})") from None
+        raise BadInput(f"{label}: cannot write ({getattr(e, 'strerror', None) or e})") from None
 
 
 def draw(rec: Recording, size: tuple[int, int] = (1600, 900)):

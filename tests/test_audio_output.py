@@ -174,8 +174,8 @@ def test_wav_ring_overflow_is_counted_not_blocking(tmp_path):
     [
         (lambda d: "", "empty"),
         (lambda d: str(d), "directory"),
-        (lambda d: str(d / "no" / "such" / "dir" / "x.wav"), "no directory"),
-        (lambda d: str(d / "file.txt" / "x.wav"), "no directory"),
+        (lambda d: str(d / "no" / "such" / "dir" / "x.wav"), "does not exist"),
+        (lambda d: str(d / "file.txt" / "x.wav"), "not a directory"),
         (lambda d: "/dev/null", "not a regular file"),
     ],
 )

@@ -136,12 +136,15 @@ def _recorder_on(monkeypatch, path, gate=None):
     import beep_av.recording as rec_mod
 
     files = []
+    real_open = rec_mod.outfiles.open_file
 
     def fake_open(*a, **kw):
-        files.append(SlowFile(open(*a, **kw), gate))  # noqa: SIM115 - the recorder closes it
-        return files[-1]
+        out = real_open(*a, **kw)
+        out.f = SlowFile(out.f, gate)  # the recorder closes it
+        files.append(out.f)
+        return out
 
-    monkeypatch.setattr(rec_mod, "open", fake_open, raising=False)
+    monkeypatch.setattr(rec_mod.outfiles, "open_file", fake_open)
     return Recorder(str(path), {"stage": "x"}), files
 
 

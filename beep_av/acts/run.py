@@ -49,7 +49,7 @@ def run_act(settings, keys: str | None = None, say: Say = print) -> int:
     from beep_av.teardown import Teardown
 
     key_plan = app.parse_key_plan(keys)
-    app.check_record_path(settings.record)
+    app.check_output_paths(settings)
     check_act_settings(settings)
     if settings.stage == "auto":
         settings = app._auto_stage(settings, say)

@@ -17,16 +17,15 @@ the device's own latency (`stream.latency`) is reported in the note, not added."
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from beep_av import outfiles
 from beep_av.audio.synth import BLOCK, RATE, BeepSpec, Synth
 from beep_av.audio.wav import WavWriter
 from beep_av.errors import BadInput, CannotStage
@@ -263,12 +262,9 @@ class AudioOut:
     def start(self) -> None:
         """Open the WAV (if any), start feeding the noise, and start the sound."""
         if self.wav_path is not None and self._wav is None:
-            try:
-                self._wav = WavWriter(self.wav_path, self.synth.rate)
-            except OSError as e:
-                raise BadInput(
-                    f"--audio wav:{self.wav_path}: cannot write ({e.strerror or e})"
-                ) from None
+            self._wav = WavWriter(  # BadInput: one line
+                self.wav_path, self.synth.rate, label=f"--audio wav:{self.wav_path}"
+            )
             self._writer = threading.Thread(target=self._run_writer, name="beep-wav", daemon=True)
             self._writer.start()
         self._feeder.start()
@@ -403,23 +399,9 @@ def _stream_factory(sd: Any, index: int, rate: int, blocksize: int) -> Callable[
 
 def check_wav_path(path: str) -> None:
     """Raise BadInput unless a WAV could be written at `path` (creates nothing)."""
-    what = f"--audio wav:{path}"
     if not path:
         raise BadInput("--audio wav:PATH: the path is empty")
-    p = Path(path)
-    if p.is_dir():
-        raise BadInput(f"{what}: cannot write (it is a directory)")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise BadInput(f"{what}: cannot write (no directory {parent})")
-    if p.exists():
-        if not p.is_file():
-            raise BadInput(f"{what}: cannot write (not a regular file)")
-        ok = os.access(p, os.W_OK)
-    else:
-        ok = os.access(parent, os.W_OK | os.X_OK)
-    if not ok:
-        raise BadInput(f"{what}: cannot write (permission denied or read-only)")
+    outfiles.check_file(path, f"--audio wav:{path}")
 
 
 def open_audio(

@@ -7,6 +7,8 @@ import wave
 
 import numpy as np
 
+from beep_av import outfiles
+
 FULL_SCALE = 32767.0
 
 
@@ -17,14 +19,16 @@ def to_pcm16(block: np.ndarray) -> bytes:
 
 
 class WavWriter:
-    """A WAV file written block by block (the header is completed on close)."""
+    """A WAV file written block by block (the header is completed on close). Opened
+    under outfiles' rules; raises BadInput (one line starting with `label`)."""
 
-    def __init__(self, path: str, rate: int, channels: int = 2) -> None:
+    def __init__(self, path: str, rate: int, channels: int = 2, label: str = "") -> None:
         self.path = path
         self.rate = rate
         self.channels = channels
         self.frames = 0
-        self._w = wave.open(path, "wb")  # noqa: SIM115 - closed in close()
+        self._out = outfiles.open_file(path, label or f"wav {path}", "wb")
+        self._w = wave.open(self._out.f, "wb")  # noqa: SIM115 - closed in close()
         self._w.setnchannels(channels)
         self._w.setsampwidth(2)
         self._w.setframerate(rate)
@@ -36,8 +40,11 @@ class WavWriter:
 
     def close(self) -> None:
         if self._w is not None:
-            self._w.close()
-            self._w = None
+            try:
+                self._w.close()  # completes the header; a file object given stays open
+            finally:
+                self._w = None
+                self._out.f.close()
 
 
 def write_wav(path: str, data: np.ndarray, rate: int) -> None:

@@ -9,6 +9,8 @@ is dropped and counted: the show never waits for a disk."""
 
 from __future__ import annotations
 
+import os
+import re
 import struct
 import threading
 import zlib
@@ -18,16 +20,19 @@ from pathlib import Path
 import numpy as np
 import pygame
 
+from beep_av import outfiles
 from beep_av.errors import BadInput
 
 POOL = 3  # frames waiting to be saved, at most (each one surface of the window's size)
 LEVEL = 1  # zlib level: static does not compress anyway, black frames do at any level
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+FRAME_NAME = re.compile(r"frame-\d{5,}\.png\Z")  # the names FrameSaver writes
 
 
-def write_png(path: str | Path, rgb: np.ndarray, level: int = LEVEL) -> None:
-    """Write (h, w, 3) uint8 RGB as an 8-bit truecolour PNG (no filter, zlib `level`).
-    Releases the GIL while it compresses and writes."""
+def write_png(path, rgb: np.ndarray, level: int = LEVEL) -> None:
+    """Write (h, w, 3) uint8 RGB as an 8-bit truecolour PNG (no filter, zlib `level`)
+    to `path`, a path or an open binary file (left open). Releases the GIL while it
+    compresses and writes."""
     h, w, _ = rgb.shape
     rows = np.empty((h, 1 + 3 * w), dtype=np.uint8)
     rows[:, 0] = 0  # filter type 0 (None) on every row
@@ -39,18 +44,25 @@ def write_png(path: str | Path, rgb: np.ndarray, level: int = LEVEL) -> None:
         f.write(body)
         f.write(struct.pack(">I", zlib.crc32(body, zlib.crc32(tag)) & 0xFFFFFFFF))
 
-    with open(path, "wb") as f:
+    def put(f) -> None:
         f.write(PNG_SIGNATURE)
         chunk(f, b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
         chunk(f, b"IDAT", data)
         chunk(f, b"IEND", b"")
+
+    if hasattr(path, "write"):
+        put(path)
+        return
+    with open(path, "wb") as f:
+        put(f)
 
 
 class FrameSaver:
     """Saves every `every`-th surface it is given, numbered from 1 in saving order.
     `saved` counts frames taken for saving, `dropped` those the pool had no room for
     (they get no number). A file that cannot be written ends the show (BadInput, on
-    the UI thread at the next offer or at close)."""
+    the UI thread at the next offer or at close). The folder and every frame are made
+    under outfiles' rules (a planted link or another user's file is refused)."""
 
     def __init__(self, dir: str | Path, every: int = 1, pool: int = POOL) -> None:
         if not isinstance(every, int) or every < 1:
@@ -62,14 +74,8 @@ class FrameSaver:
         self.dropped = 0  # frames whose turn it was, with every pool surface still busy
         self.written = 0  # files written (saver thread)
         self.error: str | None = None  # the saver's failure, raised on the UI thread
-        try:
-            self.dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise BadInput(
-                f"--frames {dir}: cannot create the folder ({e.strerror or e})"
-            ) from None
-        if not self.dir.is_dir():
-            raise BadInput(f"--frames {dir}: not a folder")
+        self._label = f"--frames {dir}"
+        self._dirfd = outfiles.make_dir(str(dir), self._label)  # BadInput: one line
         self._pool = max(1, pool)
         self._made = 0  # pool surfaces that exist
         self._free: deque[pygame.Surface] = deque()  # back from the saver thread
@@ -124,6 +130,9 @@ class FrameSaver:
             self._todo.append(None)
             self._wake.set()
             self._thread.join(60)
+            if not self._thread.is_alive() and self._dirfd >= 0:
+                os.close(self._dirfd)
+                self._dirfd = -1
         self._raise_error()
 
     # ------------------------------------------------------------ the saver thread
@@ -145,7 +154,12 @@ class FrameSaver:
         w, h = buf.get_size()
         try:
             rgb = np.frombuffer(pygame.image.tobytes(buf, "RGB"), np.uint8).reshape(h, w, 3)
-            write_png(path, rgb)
+            out = outfiles.open_in(self._dirfd, str(self.dir), path.name, self._label)
+            with out.f:
+                write_png(out.f, rgb)
+        except BadInput as e:
+            self.error = e.message
+            return
         except (pygame.error, OSError) as e:
             self.error = f"--frames {self.dir}: cannot write {path.name} ({e})"
             return
