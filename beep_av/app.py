@@ -163,35 +163,72 @@ STAGES: dict[str, Callable] = {
 
 
 def build_stage(settings: Settings, plan: Plan, t0: float, say: Say):
-    """The stage `settings.stage` names (auto already resolved), from STAGES."""
+    """The stage `settings.stage` names (auto already resolved), from STAGES; an act
+    other than the story owns its stage (ACTS): its driver, seen as a stage."""
+    act = getattr(settings, "act", "story") or "story"
+    if act != "story":
+        from beep_av.acts.common import ActStage
+
+        return ActStage(ACTS[act](settings, plan))
     return STAGES[settings.stage.partition(":")[0]](settings, plan, t0, say)
 
 
+# ---------------------------------------------------------------- the acts
+# `--act NAME` -> factory(settings, plan) -> an act's driver that owns its stage (a real
+# one or its rehearsal model; acts/); it allocates nothing until prepare(say). The story
+# is the stage's own (STAGES) with the live driver (live.py). Every act goes through the
+# same assembly (run_live): plan, leftovers, host guard, memory lock, kernel clock,
+# recording header, fd check, the one teardown ladder.
+
+
+def _who_dies(settings: Settings, plan: Plan):
+    from beep_av.acts.spec import DEFAULT_HOGS, parse_hogs
+    from beep_av.acts.who_dies import WhoDiesAct
+
+    return WhoDiesAct(settings, plan, parse_hogs(settings.hogs or DEFAULT_HOGS))
+
+
+def _bystander(settings: Settings, plan: Plan):
+    from beep_av.acts.bystander import BystanderAct
+
+    return BystanderAct(settings, plan)
+
+
+def _throttle(settings: Settings, plan: Plan):
+    from beep_av.acts.throttle import ThrottleAct
+
+    return ThrottleAct(settings)
+
+
+ACTS: dict[str, Callable] = {
+    "who-dies": _who_dies,
+    "bystander": _bystander,
+    "throttle": _throttle,
+}
+
+
 # ---------------------------------------------------------------- the drivers
-# The driver of a command: show and rehearse -> ACTS[--act] on the prepared stage;
+# The driver of a command: show and rehearse -> make_live_driver on the prepared stage;
 # replay -> stages.replay.ReplayDriver; watch -> watch.WatchDriver (run_replay and
-# run_watch). An act's factory(stage, initial, settings, guard) -> Driver (driver.py) is
-# called once the stage is prepared, the host guard attached and the kernel clock
-# calibrated; `initial` is the first ShowState (the stage's limits).
-
-
-def _story_act(stage, initial: ShowState, settings: Settings, guard):
-    from beep_av.live import LiveDriver
-
-    return LiveDriver(stage, initial, calm=settings.calm, hz=settings.sample_hz, guard=guard)
-
-
-ACTS: dict[str, Callable] = {"story": _story_act}
+# run_watch). Called once the stage is prepared, the host guard attached and the kernel
+# clock calibrated; `initial` is the first ShowState (the stage's limits).
 
 
 def make_live_driver(stage, initial: ShowState, settings: Settings, guard):
-    """The driver of `show` and `rehearse`: the act `settings.act` (default: the story);
-    the container stage plays its container's lives (stages/container.py)."""
+    """The driver of `show` and `rehearse`: an act's own (its ActStage's), the
+    container's lives (stages/container.py), or the story's live driver."""
+    from beep_av.acts.common import ActStage
+
+    if isinstance(stage, ActStage):
+        stage.driver.guard = guard
+        return stage.driver
     if stage.kind == "container":
         from beep_av.stages.container import ContainerDriver
 
         return ContainerDriver(stage, initial, hz=settings.sample_hz)
-    return ACTS[getattr(settings, "act", "story")](stage, initial, settings, guard)
+    from beep_av.live import LiveDriver
+
+    return LiveDriver(stage, initial, calm=settings.calm, hz=settings.sample_hz, guard=guard)
 
 
 # ---------------------------------------------------------------- outputs and audio
@@ -235,6 +272,7 @@ def run_live(
     The factories are the fault-injection seams of the tests, defaulting to the real
     ones: make_stage(settings, plan, t0, say) -> stage, make_output(settings, key_plan,
     say) -> (output, name), make_audio(settings, get_state, t0, say) -> AudioOut."""
+    from beep_av.acts.spec import check_act_settings
     from beep_av.interrupt import check
     from beep_av.protect import lock_memory
     from beep_av.teardown import Teardown, open_fds
@@ -244,6 +282,8 @@ def run_live(
     make_output = make_output or _open_outputs
     key_plan = parse_key_plan(keys)
     check_output_paths(settings)
+    check_act_settings(settings)
+    act = getattr(settings, "act", "story") or "story"
     available, total = machine_memory()
     plan = resolve_plan(settings, available, total)
     if settings.stage == "auto":
@@ -265,15 +305,16 @@ def run_live(
             say(f"note: cannot lock beep-av in memory ({why}); continuing anyway")
         output.open()
         guard = None
-        if stage.kind == "cgroup":
+        if getattr(stage, "guarded", stage.kind == "cgroup"):  # a memory cgroup stage
             from beep_av.guard import make_guard
 
             guard = make_guard(settings.host_floor, stage.ram_limit, available, total)
             ladder.push("host guard", guard.close)
             guard.preflight()  # exit 3 before the stage exists
         output.frame(
-            ShowState(stage=stage.kind, captions=settings.captions, message="preparing the stage")
-        )
+            ShowState(stage=stage.kind, captions=settings.captions, act=act,
+                      message="preparing the stage")
+        )  # fmt: skip
         check()
         stage.prepare(say)  # checks the flag itself, and its teardown undoes any step
         check()
@@ -283,6 +324,7 @@ def run_live(
         initial = ShowState(
             stage=stage.kind,
             captions=settings.captions,
+            act=act,
             snapshot=Snapshot(
                 t=time.monotonic() - t0,
                 ram_limit=stage.ram_limit,
@@ -311,14 +353,22 @@ def run_live(
             header.update(clock_fields)
             if stage.kind == "container":
                 header.update(stage.header_fields())
+            if act != "story":
+                header.update(driver.header())  # the act's own fields (act, hogs, ...)
             # the container's restarts: a kill line (and its phases) for every life
             return _recorder(settings, header, say, every_kill=getattr(stage, "restarts", 0) > 0)
 
         ladder.code = _perform(
             ladder, settings, driver, output, output_name, initial, t0, say,
-            make_audio=make_audio, make_recorder=recorder, record_initial=True,
+            make_audio=make_audio, make_recorder=recorder, record_initial=act == "story",
         )  # fmt: skip
+        c = ladder.conductor
+        if act != "story" and c is not None and c.end_reason == "finale":
+            c.end_reason = driver.end_reason  # an act's own ending (throttle: "end")
     code, c = ladder.code, ladder.conductor
+    if act != "story" and ladder.driver is not None:
+        for line in ladder.driver.summary():
+            say(line)
     if code == EXIT_INTERRUPTED:
         say("beep-av: interrupted; the stage is torn down")
     elif c is not None and c.end_reason == "released":

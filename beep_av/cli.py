@@ -365,14 +365,7 @@ def dispatch(args: argparse.Namespace) -> int:
         return app.run_watch_containers(settings, keys=args.keys, say=_say)
     if cmd == "watch":
         return app.run_watch(settings, args.cgroup, keys=args.keys, say=_say)
-    from beep_av.acts.spec import check_act_settings
-
-    check_act_settings(settings)  # exit 2 before anything exists
-    if settings.act != "story":  # the other acts own their stages (beep_av.acts)
-        from beep_av.acts.run import run_act
-
-        return run_act(settings, keys=args.keys, say=_say)
-    return app.run_live(settings, keys=args.keys, say=_say)
+    return app.run_live(settings, keys=args.keys, say=_say)  # the story and every act
 
 
 if __name__ == "__main__":

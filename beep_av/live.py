@@ -77,9 +77,10 @@ class LiveDriver:
 
     def run(self, publish, stop: threading.Event, t0: float) -> bool:
         from beep_av.guard import CHECK_EVERY, HostGuardTripped
-        from beep_av.story import advance
+        from beep_av.story import advance, psi_baseline
 
         src = self._source = self.stage.source()
+        first = True
         try:
             tick = 1.0 / self.hz
             state = self.state
@@ -106,6 +107,8 @@ class LiveDriver:
                         f"the hog ended on its own (exit {snap.hog_exit}) before the kernel "
                         "killed it; run `beep-av doctor`"
                     )
+                if first:  # the stall is counted from the stage's first reading
+                    state, first = psi_baseline(state, snap), False
                 state = self.state = advance(self.story_cfg, state, snap)
                 publish(state)
                 if state.phase is Phase.FINALE:

@@ -372,9 +372,7 @@ class Recorder:
             if shown != self._view_written:
                 self._line({"type": "view", "t": _r(state.t, 4), **shown})
                 self._view_written = shown
-        for b in state.bystanders[self._bystanders_written :]:
-            self._line({"type": "kill", "t": _r(b.t, 4), **kill_fields(b)})
-        self._bystanders_written = max(self._bystanders_written, len(state.bystanders))
+        self._write_bystanders(state)
         if state.kill is not None:
             self._last_kill = state.kill
             if state.phase is Phase.FINALE and (
@@ -382,7 +380,19 @@ class Recorder:
                 or (self.every_kill and (state.kill.t, state.kill.pid) not in self._kills_written)
             ):
                 self._write_kill(state.kill)
+                self._write_bystanders(state)
         self._prev = state
+
+    def _write_bystanders(self, state: ShowState) -> None:
+        """The kill lines of other processes (hog false) not written yet, in time order
+        with the hog's: one that came after the hog's kill waits for the hog's line (a
+        replay publishes the kernel's second kill before the finale writes the first)."""
+        hog = state.kill if not self._kill_written and not self.every_kill else None
+        for b in state.bystanders[self._bystanders_written :]:
+            if hog is not None and b.t > hog.t:
+                return
+            self._line({"type": "kill", "t": _r(b.t, 4), **kill_fields(b)})
+            self._bystanders_written += 1
 
     def _write_kill(self, kill: KillRecord) -> None:
         self._line({"type": "kill", "t": _r(kill.t, 4), **kill_fields(kill)})
@@ -398,6 +408,8 @@ class Recorder:
             or (self.every_kill and (last.t, last.pid) not in self._kills_written)
         ):
             self._write_kill(last)
+        if self._prev is not None:
+            self._write_bystanders(self._prev)  # those held back for the hog's line
         try:
             self._f.close()
         except OSError as e:  # the last lines did not fit on the disk

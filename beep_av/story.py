@@ -122,6 +122,16 @@ def _time(t: float | None, default: float) -> float:
     return t if t is not None and math.isfinite(t) else default
 
 
+def psi_baseline(state: ShowState, snap: Snapshot) -> ShowState:
+    """`state` with the PSI totals of `snap`, the stage's first reading, as its own: the
+    stall is measured from there. The counters run since boot (or since the cgroup was
+    made): differenced against 0, the first sample claimed a stall of 1.0."""
+    prev = state.snapshot
+    return replace(
+        state, snapshot=replace(prev, psi_some_us=snap.psi_some_us, psi_full_us=snap.psi_full_us)
+    )
+
+
 def latency_ms(kernel_t: float | None, seen_t: float | None) -> float | None:
     """From the kernel's own time of a kill (its record, on the show's calibrated
     clock) to the moment the show read that record, in ms; None when either is unknown

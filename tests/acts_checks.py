@@ -90,7 +90,11 @@ def check_who_dies(path: Path) -> dict:
     (scores,) = acts(recs, "scores")
     assert [h["name"] for h in scores["hogs"]] == names
     assert all(isinstance(h["oom_score"], int) for h in scores["hogs"]), scores
-    assert scores["at"] <= kill["t"]
+    (oom,) = [r for r in recs if r["type"] == "phase" and r["phase"] == "oom"]
+    assert scores["at"] <= oom["t"]  # read before the kill was seen
+    # every kill on the kernel's clock, in the kernel's order: the victim's first
+    assert [kill["t"], *(r["t"] for r in also)] == sorted([kill["t"], *(r["t"] for r in also)])
+    assert kill["t"] <= oom["t"], (kill, oom)
     by_pid = {h["pid"]: h["name"] for h in scores["hogs"]}
     (verdict,) = acts(recs, "verdict")
     assert verdict["pid"] == kill["pid"] and by_pid[kill["pid"]] == verdict["victim"]

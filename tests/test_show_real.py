@@ -86,6 +86,10 @@ def test_full_story_on_a_small_stage(real_stage, tmp_path):
     samples = [x for x in records if x["type"] == "sample"]
     assert max(s["swap"] for s in samples) > 0
     assert all(s["ram"] + s["cache"] <= s["ram_limit"] + 8 * 2**20 for s in samples)
+    # the stall is counted from the stage's first reading: no calm sample claims one
+    # (the PSI totals since boot, differenced against 0, once made the first say 1.0)
+    calm = [s for s in samples if s["phase"] == "calm"]
+    assert len(calm) >= 5 and all(s["stall"] == 0 for s in calm), calm[:3]
     # the headless output told the story in one line per phase, then the card
     assert "exit 137 (OOMKilled)" in r.stdout
     for p in ("filling", "evicting", "swapping", "finale"):

@@ -454,3 +454,17 @@ def test_property_hostile_sequences(seq, swap):
         assert not set(entered) & {p for p, _ in state.skipped}
         times = [t for _, t in state.entered]
         assert times == sorted(times)
+
+
+def test_the_stall_is_counted_from_the_stages_first_reading():
+    """PSI totals run since boot: differenced against the first state's 0 they claimed a
+    stall of 1.0 in the first calm sample. With the first reading as the baseline, a
+    calm stage stalls 0, and a real stall after it is still measured."""
+    first = snap((0.02, 0, 0, 64, 0, 9_000_000_000, None, 0, False))
+    naive = advance(CFG, ShowState(), first)
+    assert naive.stall == 1.0  # what the first sample used to say
+    state = story.psi_baseline(ShowState(), first)
+    state = advance(CFG, state, first)
+    assert state.stall == 0.0 and state.intensity < 0.05
+    later = advance(CFG, state, snap((0.12, 0, 0, 64, 0, 9_000_050_000, None, 0, False)))
+    assert later.stall == pytest.approx(0.5)  # 50 ms stalled of 100 ms

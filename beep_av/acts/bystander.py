@@ -21,6 +21,7 @@ from beep_av.acts.common import (
 from beep_av.errors import CannotStage
 from beep_av.model import KillRecord, Lane, Phase, Snapshot
 from beep_av.stages.cgroup import CgroupStage
+from beep_av.story import latency_ms
 
 TICK = 0.02
 READBACK_AFTER_S = 3.0  # after the kill, unless the presenter presses space first
@@ -116,7 +117,7 @@ class BystanderAct(ActDriver):
 
         st = self.stage
         self.sampler = Sampler(st.files(), st.climber, t0=t0, ram_limit=self.ram_limit,
-                               swap_limit=self.swap_limit, kernel_clock=None)  # fmt: skip
+                               swap_limit=self.swap_limit, kernel_clock=self.kernel_clock)  # fmt: skip
         pipe = ReportPipe(st.idle.report_fd)
         now = lambda: time.monotonic() - t0  # noqa: E731
 
@@ -152,7 +153,7 @@ class BystanderAct(ActDriver):
         while True:
             if stop.is_set():
                 return False
-            stop.wait(TICK)
+            self.sampler.wait(TICK)  # woken by the hog's exit, a kernel record, an OOM event
             t = now()
             snap = self.sampler.read(t)
             cache_peak = max(cache_peak, snap.cache_bytes)
@@ -172,7 +173,7 @@ class BystanderAct(ActDriver):
                    bystander_rss=last[0].rss, bystander_swap=last[0].swap, bytes=self.size)  # fmt: skip
         end = time.monotonic() + 1.0
         while time.monotonic() < end and (snap.kmsg_kill is None or snap.hog_exit is None):
-            stop.wait(TICK)
+            self.sampler.wait(TICK)
             snap = self.sampler.read(now())
         k = snap.kmsg_kill
         by = [s for s, ok in (("exit", snap.hog_exit in (-9, 137)), ("oom_kill", snap.oom_kill_count > 0),
@@ -181,7 +182,8 @@ class BystanderAct(ActDriver):
             pid=st.climber.pid, name=k.name if k else "python3", exit=137 if snap.hog_exit in (-9, 137) else snap.hog_exit,
             signal=9 if snap.hog_exit in (-9, 137) else None, oom_kill_count=snap.oom_kill_count,
             kmsg=k.text if k else None, anon_rss_kib=k.anon_rss_kib if k else None,
-            detected_by=tuple(by), latency_ms=None, t=t, oom=bool(k) or snap.oom_kill_count > 0,
+            detected_by=tuple(by), t=t, oom=bool(k) or snap.oom_kill_count > 0,
+            latency_ms=latency_ms(snap.kmsg_t, snap.kmsg_seen_t) if k else None,
         )  # fmt: skip
         self._kills.append(kill)
         self.enter(Phase.OOM, t)

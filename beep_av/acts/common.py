@@ -103,6 +103,52 @@ class ReportPipe:
         return self.value
 
 
+# ---------------------------------------------------------------- the act as a stage
+
+
+class ActStage:
+    """An act's driver seen as a stage by the one assembly (app.run_live): it owns its
+    stage (a cgroup of several processes, a CPU cgroup, or its rehearsal model), so the
+    assembly prepares and tears it down through here, attaches the host guard to its
+    memory cgroup, and gives it the calibrated kernel clock. `driver` is then the
+    show's driver (app.ACTS)."""
+
+    def __init__(self, driver: ActDriver) -> None:
+        self.driver = driver
+
+    @property
+    def kind(self) -> str:
+        return self.driver.stage_kind
+
+    ram_limit = property(lambda self: self.driver.ram_limit)
+    swap_limit = property(lambda self: self.driver.swap_limit)
+    cache_bytes = property(lambda self: self.driver.cache_bytes)
+    rate = property(lambda self: self.driver.rate)
+
+    @property
+    def kernel_clock(self):
+        return self.driver.kernel_clock
+
+    @kernel_clock.setter
+    def kernel_clock(self, clock) -> None:
+        self.driver.kernel_clock = clock
+
+    @property
+    def guarded(self) -> bool:
+        """A memory stage the host guard watches (not throttle's CPU cgroup)."""
+        return self.kind == "cgroup" and self.driver.ram_limit > 0
+
+    def prepare(self, say) -> None:
+        self.driver.prepare(say)
+
+    def files(self):
+        """The act's memory cgroup files (the guard follows its usage)."""
+        return self.driver.stage.files()
+
+    def teardown(self) -> None:
+        self.driver.close()
+
+
 # ---------------------------------------------------------------- the driver base
 
 
@@ -118,6 +164,8 @@ class ActDriver:
     cache_bytes = 0
     rate = 0
     end_reason = "end"
+    kernel_clock = None  # the assembly's calibration (kclock.py), for the act's sampler
+    guard = None  # the host guard of a cgroup stage (guard.py), checked in state()
 
     def __init__(self, settings) -> None:
         self.settings = settings
@@ -129,6 +177,7 @@ class ActDriver:
         self._kills: list[KillRecord] = []
         self._fill: tuple[float, int, float] | None = None  # (t, hog bytes, fill rate)
         self._closed = False
+        self._next_guard = 0.0
         self.lines: list[str] = []  # said after the show (stderr)
 
     # ---- the interface
@@ -188,9 +237,25 @@ class ActDriver:
             self._fill = (snap.t, snap.hog_bytes, rate)
         return rate
 
+    def check_guard(self) -> None:
+        """Ten times a second, on kept fds: raise HostGuardTripped (exit 3, the hogs
+        released by the teardown) when the host is under its floor."""
+        if self.guard is None:
+            return
+        from beep_av.guard import CHECK_EVERY, HostGuardTripped
+
+        now = time.monotonic()
+        if now < self._next_guard:
+            return
+        self._next_guard = now + CHECK_EVERY
+        why = self.guard.problem()
+        if why is not None:
+            raise HostGuardTripped(why)
+
     def state(self, t: float, snapshot: Snapshot, lanes: tuple[Lane, ...], **view) -> ShowState:
         """A ShowState of this act at show time t; its fill rate is the story's, from
-        the snapshots' hog bytes (the act's hogs)."""
+        the snapshots' hog bytes (the act's hogs). Checks the host guard first."""
+        self.check_guard()
         kw = {
             k: view.pop(k)
             for k in ("kill", "intensity", "stall", "oom_t", "bystanders")

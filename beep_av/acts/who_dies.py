@@ -257,8 +257,6 @@ class WhoDiesAct(ActDriver):
         self.model: ModelHogs | None = None
         self.watches: list[ProcWatch] = []
         self.sampler = None
-        self.kernel_clock = None
-        self.kernel_clock_why = "not calibrated"
         if not self.rehearsal and any(s.adj < 0 for s in specs) and not can_lower_adj():
             bad = next(s for s in specs if s.adj < 0)
             raise CannotStage(
@@ -267,15 +265,10 @@ class WhoDiesAct(ActDriver):
             )
 
     def header(self) -> dict:
-        head = {
+        return {
             "act": self.act,
             "hogs": [{"name": s.name, "size": s.size, "oom_score_adj": s.adj} for s in self.specs],
         }
-        if not self.rehearsal:  # the calibration the kill's latency_ms is measured on
-            from beep_av.kclock import header_fields
-
-            head.update(header_fields(self.kernel_clock, self.kernel_clock_why))
-        return head
 
     def prepare(self, say) -> None:
 
@@ -301,12 +294,6 @@ class WhoDiesAct(ActDriver):
         if not self.swap_limit:
             self.skipped.append((Phase.SWAPPING, "no swap on this stage"))
         self.watches = [ProcWatch(h.pid) for h in self.stage.hogs]
-        from beep_av.kclock import calibrate
-
-        self.kernel_clock, why = calibrate()
-        self.kernel_clock_why = why
-        if self.kernel_clock is None:
-            say(f"note: no kernel clock calibration ({why}): detection latency unknown")
 
     # ---- readings
 
@@ -406,7 +393,10 @@ class WhoDiesAct(ActDriver):
                                  and clock.now() - exit_seen < KMSG_GRACE_S):  # fmt: skip
             if stop.is_set():
                 return False
-            clock.sleep(TICK, stop)
+            if self.sampler is not None:  # woken by the kernel's record or OOM event
+                self.sampler.wait(TICK)
+            else:
+                clock.sleep(TICK, stop)
             t = clock.now()
             snap = self._snapshot(t)
             cache_peak = max(cache_peak, snap.cache_bytes)
@@ -562,8 +552,11 @@ class WhoDiesAct(ActDriver):
         self, i: int, kpids, snap: Snapshot, t: float, nth: int = 1, victim: bool = True
     ) -> KillRecord:
         """Hog i's kill record: its exit, the stage's oom_kill counter (at least `nth`:
-        the kernel's nth kill on this stage) and the kernel's record. `victim` False: a
-        later kernel kill, timed by the kernel's record (`hog: false` in the recording)."""
+        the kernel's nth kill on this stage) and the kernel's record, timed by that record
+        (the kernel's time on the show's clock, else when it was read; `t` without one).
+        Timed so, a second kill comes after the first as the kernel logged them (the
+        victim's was timed at its detection, a later one by the kernel: out of order).
+        `victim` False: a later kernel kill (`hog: false` in the recording)."""
         if self.model is not None:
             from beep_av.procfs import parse_oom_kill
 
@@ -586,7 +579,7 @@ class WhoDiesAct(ActDriver):
         latency = None
         if k is not None and k.kernel_t is not None and k.seen_t is not None:
             latency = max(0.0, (k.seen_t - k.kernel_t) * 1000.0)
-        if not victim and k is not None:
+        if k is not None:  # every kill on the kernel's own time (calibrated), in its order
             t = k.kernel_t if k.kernel_t is not None else (k.seen_t if k.seen_t is not None else t)
         return KillRecord(
             pid=hog.pid,
