@@ -173,7 +173,11 @@ class ShowState:
     bystanders: tuple[KillRecord, ...] = ()
     counter_seen_t: float | None = None  # the story's memory: an unexplained counter rise
     replay_of: str | None = None  # the recording a replay performs
-    act: str = "story"  # story | who-dies | bystander | throttle
+    act: str = "story"  # story | who-dies | bystander | throttle (for the recording only)
+    # what the bottom gauge shows, read by every output instead of the act's name:
+    # "memory" (the stage's RAM and swap), or "cpu" (act_view.speed, the work against
+    # full speed; `stall`, the share of CPU periods throttled so far)
+    gauge: str = "memory"
     lanes: tuple[Lane, ...] = ()  # per-process lanes of an act (empty: the story)
     act_view: ActView | None = None
 

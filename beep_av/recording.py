@@ -438,6 +438,15 @@ class Recording:
         return len(self.samples["t"])
 
     @property
+    def gauge(self) -> str:
+        """What the show's bottom gauge showed: "memory" or "cpu" (the header's
+        `gauge`; a throttle act recorded before the header said so: "cpu")."""
+        g = self.header.get("gauge")
+        if g in ("memory", "cpu"):
+            return g
+        return "cpu" if self.header.get("act") == "throttle" else "memory"
+
+    @property
     def duration(self) -> float:
         """Seconds from show start to the last record."""
         last = float(self.samples["t"][-1]) if len(self) else 0.0

@@ -230,7 +230,7 @@ def draw(rec: Recording, size: tuple[int, int] = (1600, 900)):
     total = cache_top + s["swap"]
     # a CPU act fills no memory: its left axis is the work against full speed, its right
     # one the share of periods throttled so far (the samples' stall), not PSI
-    cpu = rec.header.get("act") == "throttle"
+    cpu = rec.gauge == "cpu"
     stall = s["stall"].astype(np.float64) if cpu else _stall_share(t, s["psi_some_us"])
     stall = np.clip(np.nan_to_num(stall), 0.0, 1.0)
     c_ram, c_cache, c_total, c_stall, c_ramlim, c_totlim = _columns(
@@ -322,7 +322,7 @@ def draw(rec: Recording, size: tuple[int, int] = (1600, 900)):
         steps = [q for q in hdr.get("steps") or () if isinstance(q, int | float)]
         lims = f"{hdr.get('workers', '?')} workers, CPU quota"
         lims += f" 100% to {min(steps):g}%" if steps else " lowered"
-        lims = f"throttle act  |  {lims}, no memory limit"
+        lims = f"{lims}, no memory limit"
     else:
         lims = f"{int(s['ram_limit'].max()) // MiB} MiB RAM"
         lims += (

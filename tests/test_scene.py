@@ -522,7 +522,7 @@ def _throttle_state(speed: float, **kw) -> ShowState:
     from beep_av.model import ActView
 
     view = ActView(caption="throttle_slow", speed=speed, word="THROTTLING")
-    return make_state(Phase.FILLING, act="throttle", act_view=view, stall=0.8, **kw)
+    return make_state(Phase.FILLING, act="throttle", gauge="cpu", act_view=view, stall=0.8, **kw)
 
 
 def _gauge_fill(surface: pygame.Surface) -> int:
@@ -553,7 +553,7 @@ def test_the_throttle_hud_word_replaces_the_phase_name(caps: Captions) -> None:
 
     a = pixels(Scene(SIZE, caps).render(_throttle_state(0.5), Noise(1)))
     view = ActView(caption="throttle_slow", speed=0.5)
-    plain = make_state(Phase.FILLING, act="throttle", act_view=view, stall=0.8)
+    plain = make_state(Phase.FILLING, act="throttle", gauge="cpu", act_view=view, stall=0.8)
     b = pixels(Scene(SIZE, caps).render(plain, Noise(1)))
     top = slice(0, int(SIZE[1] * 0.15))
     assert not np.array_equal(a[:, top], b[:, top])

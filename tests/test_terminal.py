@@ -563,7 +563,7 @@ def test_the_throttle_gauge_and_status_say_cpu_not_memory():
     from beep_av.video.terminal import status_line
 
     view = ActView(speed=0.25, word="THROTTLING")
-    st = ShowState(t=9.0, phase=Phase.FILLING, act="throttle", act_view=view, stall=0.8,
+    st = ShowState(t=9.0, phase=Phase.FILLING, act="throttle", gauge="cpu", act_view=view, stall=0.8,
                    snapshot=SNAP)  # fmt: skip
     line = gauge_line(st, 120)
     assert line.startswith("CPU [") and "work 25% of full speed" in line
@@ -574,7 +574,7 @@ def test_the_throttle_gauge_and_status_say_cpu_not_memory():
     status = status_line(st, 120, keys=False)
     assert status.startswith("THROTTLING") and "throttled  80%" in status
     assert "stall" not in status and "FILLING" not in status
-    story = gauge_line(replace(st, act="story", act_view=None), 120)
+    story = gauge_line(replace(st, act="story", gauge="memory", act_view=None), 120)
     assert story.startswith("RAM [")
 
 

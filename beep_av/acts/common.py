@@ -158,6 +158,7 @@ class ActDriver:
 
     act = "story"
     kind = "act"
+    gauge = "memory"  # what its states' bottom gauge shows (model.ShowState.gauge)
     stage_kind = "cgroup"
     ram_limit = 0
     swap_limit = 0
@@ -271,6 +272,7 @@ class ActDriver:
             stage=self.stage_kind,
             captions=self.settings.captions,
             act=self.act,
+            gauge=self.gauge,
             lanes=lanes,
             act_view=ActView(events=tuple(self.events), **view),
             **kw,

@@ -9,6 +9,19 @@ from dataclasses import dataclass
 from beep_av.errors import BadInput
 
 ACTS = ("story", "who-dies", "bystander", "throttle")
+# the acts' own caption keys (optional in assets/captions/*.toml, shipped in en and fr)
+CAPTION_KEYS = (
+    "throttle_calm",
+    "throttle_full",
+    "throttle_slow",
+    "throttle_end",
+    "who_dies_guess",
+    "who_dies_climb",
+    "who_dies_kill",
+    "who_dies_release",
+    "bystander_cold",
+    "bystander_readback",
+)
 MAX_HOGS = 4
 MIN_HOGS = 2
 DEFAULT_HOGS = "big:1.0,medium:0.6,small:0.3"

@@ -262,6 +262,7 @@ class ModelCpu:
 class ThrottleAct(ActDriver):
     act = "throttle"
     kind = "throttle"
+    gauge = "cpu"
     end_reason = "end"
 
     def __init__(self, settings, workers: int | None = None) -> None:
@@ -277,6 +278,7 @@ class ThrottleAct(ActDriver):
     def header(self) -> dict:
         return {
             "act": self.act,
+            "gauge": self.gauge,
             "workers": self.n,
             "steps": [None if s is None else round(100 * s, 1) for s in self.steps],
             "step_s": self.step_s,

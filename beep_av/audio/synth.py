@@ -96,7 +96,7 @@ def voice_params(state: ShowState, muted: bool = False) -> VoiceParams:
         )
     else:  # oom, finale: the noise stops dead
         p = VoiceParams(0.0, 250.0, 16, 1, 0.0, 0.0)
-    if state.act == "throttle" and phase is not Phase.FINALE:
+    if state.gauge == "cpu" and phase is not Phase.FINALE:
         # the work rate is the intensity: slower work, darker and coarser noise; the
         # throttled share of periods (stall) drops segments out
         speed = i if phase is not Phase.CALM else 1.0

@@ -201,6 +201,7 @@ class ReplayDriver:
                 bystanders=bystanders,
                 replay_of=self.name,
                 act=self.act,
+                gauge=self.rec.gauge,
                 lanes=lanes,
                 act_view=ActView(events=done, **view) if acted else None,
             )

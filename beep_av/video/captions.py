@@ -9,6 +9,7 @@ import re
 import tomllib
 from pathlib import Path
 
+from beep_av.acts.spec import CAPTION_KEYS as ACT_KEYS  # the acts' own (optional)
 from beep_av.errors import BadInput
 from beep_av.model import PHASES
 from beep_av.resources import asset
@@ -24,19 +25,6 @@ REQUIRED = tuple(p.value for p in PHASES) + (
 )
 # the container stage's words for what a Kubernetes user would see (optional keys)
 CONTAINER_KEYS = ("container_oomkilled", "container_restarts", "container_crashloop")
-# the acts' own captions (beep_av.acts): optional keys, shipped in en and fr
-ACT_KEYS = (
-    "throttle_calm",
-    "throttle_full",
-    "throttle_slow",
-    "throttle_end",
-    "who_dies_guess",
-    "who_dies_climb",
-    "who_dies_kill",
-    "who_dies_release",
-    "bystander_cold",
-    "bystander_readback",
-)
 KNOWN = (
     frozenset(REQUIRED)
     | {f"skipped_{p.value}" for p in PHASES}

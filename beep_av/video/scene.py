@@ -521,9 +521,9 @@ class Scene:
 
     def _draw_gauges(self, state: ShowState, surface: pygame.Surface) -> None:
         """One stacked bar: [anon | cache | free RAM] [swap used | free swap], figures under.
-        The throttle act has no memory to show: its bar is the work rate against full
-        speed, and the share of periods throttled under it."""
-        if state.act == "throttle":
+        A CPU gauge (state.gauge) has no memory to show: its bar is the work rate against
+        full speed, and the share of periods throttled under it."""
+        if state.gauge == "cpu":
             self._draw_cpu_gauge(state, surface)
             return
         w, h = self.size
@@ -561,8 +561,8 @@ class Scene:
             seg(swap, SEG_SWAP, bar.width - ram_w, swap_lim)
             surface.fill(WHITE, (sx - 1, bar.y - m // 4, max(2, h // 360), bar.height + m // 2))
         px = int(h * 0.045)
-        # an act's anonymous memory is its processes' (a bystander's too), not one hog's
-        owner = "hog" if state.act in ("", "story") else "anon"
+        # with lanes, the anonymous memory is several processes', not one hog's
+        owner = "anon" if state.lanes else "hog"
         ram_txt = f"RAM {fmt_mib(anon)} {owner} + {fmt_mib(cache)} cache / {fmt_mib(ram_lim)} MiB"
         swap_txt = f"swap {fmt_mib(swap)} / {fmt_mib(swap_lim)} MiB" if swap_lim > 0 else "no swap"
         y = bar.bottom + m // 2

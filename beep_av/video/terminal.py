@@ -343,7 +343,7 @@ def gauge_line(state: ShowState, width: int) -> str:
     the work rate against full speed, and the share of periods throttled."""
     s = state.snapshot
     bw = max(4, min(32, width // 4))
-    if state.act == "throttle":
+    if state.gauge == "cpu":
         work, throttled = summary.cpu_figures(state)
         cpu = bar([(int(1000 * work), "█")], 1000, bw)
         text = f"CPU [{cpu}] work {100 * work:.0f}% of full speed"
@@ -366,7 +366,7 @@ def status_line(state: ShowState, width: int, keys: bool) -> str:
     """Phase, stall, intensity, elapsed time, badges, notices and the key help."""
     from beep_av.video.scene import fmt_time
 
-    stall = "throttled" if state.act == "throttle" else "stall"  # not PSI: the periods'
+    stall = "throttled" if state.gauge == "cpu" else "stall"  # not PSI: the periods'
     parts = [
         f"{summary.hud_word(state):<9}",
         f"{stall} {state.stall * 100:3.0f}%" if math.isfinite(state.stall) else f"{stall}  ?%",
