@@ -280,6 +280,33 @@ def smooth_fill(rate: float, grown: int, dt: float, tau: float) -> float:
     return rate + alpha * (raw - rate)
 
 
+def stall_share(prev: Snapshot, snap: Snapshot, held: float = 0.0) -> float:
+    """The PSI "some" stall fraction between two snapshots, in [0, 1]; `held` when time
+    did not move forward, 0 when the counter went backwards (a reset, not negative
+    pressure)."""
+    dt = snap.t - prev.t if math.isfinite(snap.t) and math.isfinite(prev.t) else 0.0
+    if dt <= 0:
+        return held
+    d_some = snap.psi_some_us - prev.psi_some_us
+    return _unit(d_some / (dt * 1e6)) if d_some >= 0 else 0.0
+
+
+def memory_phase(cfg: StoryConfig, prev: Snapshot, snap: Snapshot, cache_peak: int) -> Phase | None:
+    """The memory phase `snap` shows against `prev`, by the story's rules (every memory
+    stage, every act): swapping when swap in use is above cfg.swap_min and rising;
+    evicting when the cache fell from its peak by max(evict_min_drop, evict_fraction of
+    the peak) while the hog grows; filling when the hog grows; else None."""
+    hog_growing = snap.hog_bytes > prev.hog_bytes or snap.anon_bytes > prev.anon_bytes
+    drop_needed = max(cfg.evict_min_drop, cfg.evict_fraction * cache_peak)
+    if snap.swap_bytes > cfg.swap_min and snap.swap_bytes > prev.swap_bytes:
+        return Phase.SWAPPING
+    if cache_peak > 0 and cache_peak - snap.cache_bytes >= drop_needed and hog_growing:
+        return Phase.EVICTING
+    if snap.hog_bytes > prev.hog_bytes:
+        return Phase.FILLING
+    return None
+
+
 def advance(cfg: StoryConfig, state: ShowState, snap: Snapshot) -> ShowState:
     """The next ShowState after `snap`. Pure; never raises on odd snapshots."""
     prev = state.snapshot
@@ -287,10 +314,8 @@ def advance(cfg: StoryConfig, state: ShowState, snap: Snapshot) -> ShowState:
 
     # PSI stall fraction and the smoothed fill rate hold their value when time does not
     # move forward (or a counter went backwards: a reset, not negative pressure).
-    stall, fill_rate = state.stall, state.fill_rate
+    stall, fill_rate = stall_share(prev, snap, state.stall), state.fill_rate
     if dt > 0:
-        d_some = snap.psi_some_us - prev.psi_some_us
-        stall = _unit(d_some / (dt * 1e6)) if d_some >= 0 else 0.0
         fill_rate = smooth_fill(fill_rate, snap.hog_bytes - prev.hog_bytes, dt, cfg.fill_rate_tau)
     cache_peak = max(state.cache_peak, snap.cache_bytes)
 
@@ -303,17 +328,11 @@ def advance(cfg: StoryConfig, state: ShowState, snap: Snapshot) -> ShowState:
     if state.kill is None:
         verdict = hog_verdict(snap, kernel_log, accounted, cfg.kernel_grace)
     seen_any = (state.kill is not None and state.kill.oom) or verdict == "oom"
-    hog_growing = snap.hog_bytes > prev.hog_bytes or snap.anon_bytes > prev.anon_bytes
-    drop_needed = max(cfg.evict_min_drop, cfg.evict_fraction * cache_peak)
     target = state.phase
     if seen_any:
         target = Phase.OOM
-    elif snap.swap_bytes > cfg.swap_min and snap.swap_bytes > prev.swap_bytes:
-        target = Phase.SWAPPING
-    elif cache_peak > 0 and cache_peak - snap.cache_bytes >= drop_needed and hog_growing:
-        target = Phase.EVICTING
-    elif snap.hog_bytes > prev.hog_bytes:
-        target = Phase.FILLING
+    else:
+        target = memory_phase(cfg, prev, snap, cache_peak) or target
 
     entered = state.entered
     skipped = state.skipped

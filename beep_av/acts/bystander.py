@@ -15,8 +15,6 @@ from beep_av.acts.common import (
     ActDriver,
     ProcWatch,
     ReportPipe,
-    fill_intensity,
-    memory_phase,
 )
 from beep_av.errors import CannotStage
 from beep_av.model import KillRecord, Lane, Phase, Snapshot
@@ -147,7 +145,6 @@ class BystanderAct(ActDriver):
         cal = max(0.0, float(self.settings.calm))
         stop.wait(cal)
         st.start()
-        cache_peak = 0
         last = lanes()
         tick = 0
         while True:
@@ -156,16 +153,18 @@ class BystanderAct(ActDriver):
             self.sampler.wait(TICK)  # woken by the hog's exit, a kernel record, an OOM event
             t = now()
             snap = self.sampler.read(t)
-            cache_peak = max(cache_peak, snap.cache_bytes)
+            if snap.kmsg_kill is None and snap.hog_exit not in (None, -9, 137):
+                raise CannotStage(  # as the story: an exit on its own is never a kill
+                    f"the hog ended on its own (exit {snap.hog_exit}) before the kernel "
+                    "killed it; run `beep-av doctor`"
+                )
             if snap.hog_exit is not None or snap.kmsg_kill is not None:
                 break
             tick += 1
             if tick % 5 == 0:
                 last = lanes()
-            memory_phase(self, snap, cache_peak)
             b = last[0]
-            publish(self.state(t, snap, last, intensity=fill_intensity(snap),
-                               caption="bystander_cold",
+            publish(self.state(t, snap, last, **self.memory(snap), caption="bystander_cold",
                                note=f"bystander: {b.rss // MiB} MiB in RAM, {b.swap // MiB} MiB in swap"))  # fmt: skip
         # the kill: the hog's (oom_score_adj 1000); the kernel's record within a moment
         t = now()
@@ -283,8 +282,7 @@ class BystanderAct(ActDriver):
             # the cold pages go first: the bystander's swap grows with the overflow
             by_swap = min(size * 0.9, max(0.0, hog + size - ram))
             snap = snap_at(v, hog, by_swap)
-            memory_phase(self, snap, 0)
-            publish(self.state(v, snap, lanes(by_swap, hog), intensity=fill_intensity(snap),
+            publish(self.state(v, snap, lanes(by_swap, hog), **self.memory(snap),
                                caption="bystander_cold"))  # fmt: skip
         self.event(
             v,

@@ -12,7 +12,14 @@ from dataclasses import replace
 
 from beep_av.model import ActView, KillRecord, Lane, Phase, ShowState, Snapshot
 from beep_av.readings import close_fds
-from beep_av.story import StoryConfig, smooth_fill
+from beep_av.story import (
+    StoryConfig,
+    intensity,
+    memory_phase,
+    smooth_fill,
+    stage_fill,
+    stall_share,
+)
 
 MiB = 1 << 20
 _VM_RE = re.compile(rb"^(VmRSS|VmSwap|VmPTE):\s+(\d+) kB$", re.M)
@@ -179,6 +186,9 @@ class ActDriver:
         self._fill: tuple[float, int, float] | None = None  # (t, hog bytes, fill rate)
         self._closed = False
         self._next_guard = 0.0
+        self._prev_snap: Snapshot | None = None  # memory(): the previous reading
+        self._cache_peak = 0
+        self._stall = 0.0
         self.lines: list[str] = []  # said after the show (stderr)
 
     # ---- the interface
@@ -227,6 +237,24 @@ class ActDriver:
     @property
     def phase(self) -> Phase:
         return self.entered[-1][0]
+
+    def memory(self, snap: Snapshot) -> dict:
+        """The story's rules on a memory stage's reading (story.memory_phase,
+        story.stall_share, story.intensity: one set for every act): enters the phase the
+        reading shows when it is ahead, and returns the state's `intensity` and `stall`.
+        The first reading is the PSI baseline (stall 0)."""
+        cfg = StoryConfig(
+            ram_limit=self.ram_limit, swap_limit=self.swap_limit, cache_bytes=self.cache_bytes
+        )
+        prev = self._prev_snap if self._prev_snap is not None else snap
+        self._cache_peak = max(self._cache_peak, snap.cache_bytes)
+        target = memory_phase(cfg, prev, snap, self._cache_peak)
+        if target is not None and target.index > self.phase.index:
+            self.enter(target, snap.t)
+        self._stall = stall_share(prev, snap, self._stall)
+        self._prev_snap = snap
+        fill = stage_fill(cfg, snap)
+        return {"intensity": intensity(fill, self._stall, self.phase), "stall": self._stall}
 
     def _fill_rate(self, snap: Snapshot) -> float:
         """The smoothed fill rate after `snap` (it moves only when the snapshot is newer)."""
@@ -277,23 +305,6 @@ class ActDriver:
             act_view=ActView(events=tuple(self.events), **view),
             **kw,
         )
-
-
-def memory_phase(driver: ActDriver, snap: Snapshot, cache_peak: int) -> None:
-    """The story's forward phases from a memory stage's reading: evicting once the
-    cache falls, swapping once swap is in use."""
-    t = snap.t
-    if driver.phase is Phase.CALM:
-        driver.enter(Phase.FILLING, t)
-    if cache_peak > 4 * MiB and snap.cache_bytes < cache_peak - 2 * MiB:
-        driver.enter(Phase.EVICTING, t)
-    if snap.swap_bytes > MiB and snap.swap_limit > 0:
-        driver.enter(Phase.SWAPPING, t)
-
-
-def fill_intensity(snap: Snapshot) -> float:
-    total = max(1, snap.ram_limit + snap.swap_limit)
-    return min(1.0, max(0.0, (snap.anon_bytes + snap.cache_bytes + snap.swap_bytes) / total))
 
 
 def with_t(state: ShowState, t: float) -> ShowState:

@@ -19,8 +19,6 @@ from beep_av.acts.common import (
     ActClock,
     ActDriver,
     ProcWatch,
-    fill_intensity,
-    memory_phase,
 )
 from beep_av.errors import CannotStage
 from beep_av.model import KillRecord, Lane, Phase, Snapshot
@@ -381,14 +379,11 @@ class WhoDiesAct(ActDriver):
         started = clock.now()
         next_raise = None if model is not None else started + self.stage.caps_reached_s + CAP_EVERY
         self.event(clock.now(), "start", hogs=names)
-        cache_peak = 0
         last_raw = raw
         last_t = clock.now()
         victim: int | None = None
         exit_seen: float | None = None
         tick = 0
-        psi_prev: tuple[float, int] | None = None
-        stall = 0.0
         while victim is None or (not self._complete(victim, kpids)
                                  and clock.now() - exit_seen < KMSG_GRACE_S):  # fmt: skip
             if stop.is_set():
@@ -399,12 +394,7 @@ class WhoDiesAct(ActDriver):
                 clock.sleep(TICK, stop)
             t = clock.now()
             snap = self._snapshot(t)
-            cache_peak = max(cache_peak, snap.cache_bytes)
-            if psi_prev is not None and t > psi_prev[0]:
-                stall = min(
-                    1.0, max(0.0, (snap.psi_some_us - psi_prev[1]) / 1e6 / (t - psi_prev[0]))
-                )
-            psi_prev = (t, snap.psi_some_us)
+            pressure = self.memory(snap)  # the story's phases, stall and intensity
             if victim is None:
                 victim, how = self._victim(kpids)
                 if victim is not None:
@@ -421,11 +411,7 @@ class WhoDiesAct(ActDriver):
                     if all(x["alive"] for x in raw):
                         last_raw, last_t = raw, t
                     lanes = to_lanes(raw)
-                memory_phase(self, snap, cache_peak)
-                publish(
-                    self.state(t, snap, lanes, intensity=fill_intensity(snap), stall=stall,
-                               caption="who_dies_climb", note="")
-                )  # fmt: skip
+                publish(self.state(t, snap, lanes, **pressure, caption="who_dies_climb", note=""))
         # the kill: the kernel's record, the check, the card
         t = clock.now()
         snap = self._snapshot(t)
