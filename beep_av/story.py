@@ -143,6 +143,51 @@ def latency_ms(kernel_t: float | None, seen_t: float | None) -> float | None:
     return (seen_t - kernel_t) * 1000.0
 
 
+def evidence_record(
+    pid: int,
+    exit_code: int | None,
+    oom_kill_count: int,
+    kmsg: KmsgKill | None,
+    t: float,
+    *,
+    nth: int = 1,
+    hog: bool = True,
+    kernel_t: float | None = None,
+    seen_t: float | None = None,
+    timed_by_kernel: bool = False,
+) -> KillRecord:
+    """One process's kill record from the evidence an act gathered: its exit status
+    (137 or -9: a SIGKILL), its stage's oom_kill counter (at least `nth`: the kernel's
+    nth kill there) and the kernel's record `kmsg` (its name, anon-rss; `kernel_t` and
+    `seen_t` default to the record's own: the latency runs between them). It is an OOM
+    kill when the kernel says so (record or counter), else a signal from user space.
+    `timed_by_kernel`: `t` becomes the kernel's time of the record (else when it was
+    read), so several kills keep the kernel's order."""
+    sigkill = exit_code in (-9, 137)
+    oom = kmsg is not None or oom_kill_count >= nth
+    if kmsg is not None:
+        kernel_t = kmsg.kernel_t if kernel_t is None else kernel_t
+        seen_t = kmsg.seen_t if seen_t is None else seen_t
+        if timed_by_kernel:
+            t = _time(kernel_t, _time(seen_t, t))
+    detected = {"exit": sigkill, "oom_kill": oom_kill_count >= nth, "kmsg": kmsg is not None}
+    return KillRecord(
+        pid=pid,
+        name=kmsg.name if kmsg is not None else "python3",
+        exit=137 if sigkill else exit_code,
+        signal=9 if sigkill else None,
+        oom_kill_count=oom_kill_count,
+        kmsg=kmsg.text if kmsg is not None else None,
+        anon_rss_kib=kmsg.anon_rss_kib if kmsg is not None else None,
+        detected_by=tuple(s for s in SOURCES if detected[s]),
+        latency_ms=latency_ms(kernel_t, seen_t) if kmsg is not None else None,
+        t=t,
+        hog=hog,
+        oom=oom,
+        killer="kernel" if oom else "user space",
+    )
+
+
 def _kill_record(
     prev: KillRecord | None, snap: Snapshot, seen: dict[str, float], oom_t: float
 ) -> KillRecord:

@@ -468,3 +468,25 @@ def test_the_stall_is_counted_from_the_stages_first_reading():
     assert state.stall == 0.0 and state.intensity < 0.05
     later = advance(CFG, state, snap((0.12, 0, 0, 64, 0, 9_000_050_000, None, 0, False)))
     assert later.stall == pytest.approx(0.5)  # 50 ms stalled of 100 ms
+
+
+def test_one_kill_record_from_evidence():
+    """story.evidence_record: the acts' kill records (real and rehearsed) come from here."""
+    from dataclasses import replace as dc_replace
+
+    k = dc_replace(KMSG, kernel_t=4.0762, seen_t=4.0765)
+    rec = story.evidence_record(4242, -9, 2, k, 4.09, nth=2, timed_by_kernel=True)
+    assert rec.detected_by == ("exit", "oom_kill", "kmsg") and rec.exit == 137
+    assert rec.t == 4.0762 and rec.latency_ms == pytest.approx(0.3)
+    assert rec.name == "a) b (c" and rec.oom and rec.killer == "kernel"
+    # the second kill's counter not yet risen to 2: the record alone says OOM
+    assert story.evidence_record(1, 137, 1, k, 5.0, nth=2).detected_by == ("exit", "kmsg")
+    # a SIGKILL with no kernel evidence is user space, never an OOM kill
+    rec = story.evidence_record(4242, 137, 0, None, 3.0)
+    assert not rec.oom and rec.killer == "user space" and rec.latency_ms is None
+    # an exit on its own is no kill of any kind
+    rec = story.evidence_record(4242, 1, 0, None, 3.0)
+    assert rec.exit == 1 and rec.signal is None and rec.detected_by == ()
+    # no calibrated clock: the time the record was read, no latency
+    rec = story.evidence_record(7, 137, 1, dc_replace(KMSG, seen_t=2.5), 3.0, timed_by_kernel=True)
+    assert rec.t == 2.5 and rec.latency_ms is None

@@ -17,9 +17,10 @@ from beep_av.acts.common import (
     ReportPipe,
 )
 from beep_av.errors import CannotStage
-from beep_av.model import KillRecord, Lane, Phase, Snapshot
+from beep_av.model import Lane, Phase, Snapshot
+from beep_av.procfs import parse_oom_kill
 from beep_av.stages.cgroup import CgroupStage
-from beep_av.story import latency_ms
+from beep_av.story import evidence_record
 
 TICK = 0.02
 READBACK_AFTER_S = 3.0  # after the kill, unless the presenter presses space first
@@ -174,16 +175,8 @@ class BystanderAct(ActDriver):
         while time.monotonic() < end and (snap.kmsg_kill is None or snap.hog_exit is None):
             self.sampler.wait(TICK)
             snap = self.sampler.read(now())
-        k = snap.kmsg_kill
-        by = [s for s, ok in (("exit", snap.hog_exit in (-9, 137)), ("oom_kill", snap.oom_kill_count > 0),
-                              ("kmsg", k is not None)) if ok]  # fmt: skip
-        kill = KillRecord(
-            pid=st.climber.pid, name=k.name if k else "python3", exit=137 if snap.hog_exit in (-9, 137) else snap.hog_exit,
-            signal=9 if snap.hog_exit in (-9, 137) else None, oom_kill_count=snap.oom_kill_count,
-            kmsg=k.text if k else None, anon_rss_kib=k.anon_rss_kib if k else None,
-            detected_by=tuple(by), t=t, oom=bool(k) or snap.oom_kill_count > 0,
-            latency_ms=latency_ms(snap.kmsg_t, snap.kmsg_seen_t) if k else None,
-        )  # fmt: skip
+        kill = evidence_record(st.climber.pid, snap.hog_exit, snap.oom_kill_count, snap.kmsg_kill,
+                               t, kernel_t=snap.kmsg_t, seen_t=snap.kmsg_seen_t)  # fmt: skip
         self._kills.append(kill)
         self.enter(Phase.OOM, t)
         ln = lanes()
@@ -293,9 +286,7 @@ class BystanderAct(ActDriver):
         )
         kmsg = (f"Memory cgroup out of memory: Killed process {pid_h} (python3) total-vm:1kB, "
                 f"anon-rss:{int(hog) // 1024}kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:1kB oom_score_adj:1000")  # fmt: skip
-        kill = KillRecord(pid=pid_h, name="python3", exit=137, signal=9, oom_kill_count=1, kmsg=kmsg,
-                          anon_rss_kib=int(hog) // 1024, detected_by=("exit", "oom_kill", "kmsg"),
-                          latency_ms=None, t=v)  # fmt: skip
+        kill = evidence_record(pid_h, 137, 1, parse_oom_kill(kmsg), v)  # the model's evidence
         self._kills.append(kill)
         self.enter(Phase.OOM, v)
         snap = snap_at(v, 0, by_swap)

@@ -543,45 +543,17 @@ class WhoDiesAct(ActDriver):
         Timed so, a second kill comes after the first as the kernel logged them (the
         victim's was timed at its detection, a later one by the kernel: out of order).
         `victim` False: a later kernel kill (`hog: false` in the recording)."""
-        if self.model is not None:
+        from beep_av.story import evidence_record
+
+        if self.model is not None:  # the model's evidence: all three, its kernel line
             from beep_av.procfs import parse_oom_kill
 
-            rec = parse_oom_kill(self.model.kmsg)
-            return KillRecord(
-                pid=self.model.pids[i], name="python3", exit=137, signal=9, oom_kill_count=1,
-                kmsg=self.model.kmsg, anon_rss_kib=rec.anon_rss_kib if rec else None,
-                detected_by=("exit", "oom_kill", "kmsg"), latency_ms=None, t=t,
-            )  # fmt: skip
+            k = parse_oom_kill(self.model.kmsg)
+            return evidence_record(self.model.pids[i], 137, 1, k, t, hog=victim)
         hog = self.stage.hogs[i]
-        code = hog.poll()
         k = self._kmsg_of(i, kpids)
-        by = []
-        if code in (-9, 137):
-            by.append("exit")
-        if snap.oom_kill_count >= nth:
-            by.append("oom_kill")
-        if k is not None:
-            by.append("kmsg")
-        latency = None
-        if k is not None and k.kernel_t is not None and k.seen_t is not None:
-            latency = max(0.0, (k.seen_t - k.kernel_t) * 1000.0)
-        if k is not None:  # every kill on the kernel's own time (calibrated), in its order
-            t = k.kernel_t if k.kernel_t is not None else (k.seen_t if k.seen_t is not None else t)
-        return KillRecord(
-            pid=hog.pid,
-            name=k.name if k is not None else "python3",
-            exit=137 if code in (-9, 137) else code,
-            signal=9 if code in (-9, 137) else None,
-            oom_kill_count=snap.oom_kill_count,
-            kmsg=k.text if k is not None else None,
-            anon_rss_kib=k.anon_rss_kib if k is not None else None,
-            detected_by=tuple(by),
-            latency_ms=latency,
-            t=t,
-            hog=victim,
-            oom=k is not None or snap.oom_kill_count >= nth,
-            killer="kernel" if (k is not None or snap.oom_kill_count >= nth) else "user space",
-        )
+        return evidence_record(hog.pid, hog.poll(), snap.oom_kill_count, k, t, nth=nth,
+                               hog=victim, timed_by_kernel=True)  # fmt: skip
 
     def proc_watches(self) -> list[ProcWatch]:
         return self.watches
