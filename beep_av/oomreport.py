@@ -1,0 +1,572 @@
+"""The kernel's whole OOM report, parsed: pure, streaming, text in (the procfs layer).
+
+One OOM event, as `mm/oom_kill.c` prints it (kernels 3.10 to 6.x, and the variants people
+paste): the *trigger* (`<comm> invoked oom-killer: gfp_mask=..., order=N,
+oom_score_adj=N`, the task whose allocation failed, often not the victim), the call trace
+(`mem_cgroup_out_of_memory` in it: a memory cgroup's OOM), the memory cgroup's
+`memory: usage ..., limit ...` lines or the machine's RAM and swap, the *task table*
+(`Tasks state (memory values in pages):` then one row per candidate; its columns vary:
+`nr_ptes` before 4.19, `pgtables_bytes` since, `rss_anon rss_file rss_shmem` since 6.8),
+the constraint line (`oom-kill:constraint=...`, since 4.19), the *victim*
+(`Killed process N (comm) total-vm:..., anon-rss:...`; RHEL 6: `Killed process N, UID U,
+(comm)`; before 4.?: `Kill process N (x) score S or sacrifice child` then the Killed line
+of a child), several victims for `memory.oom.group`, and the reaper's line.
+
+`OomParser.feed(line)` takes one line of any log (a raw `/dev/kmsg` record, dmesg with
+or without timestamps, `dmesg -T`, journalctl or syslog prefixes in any locale, lines of
+other messages in between) and returns the events it completed; `finish()` the last.
+`events(lines)` does both over an iterable. Memory stays bounded by one event.
+
+The kernel's ranking (`oom_badness`, 5.x and later): points = rss + swap entries +
+page-table pages + oom_score_adj x (totalpages / 1000), where totalpages is the memory
+cgroup's limit (memory + swap) or the machine's RAM + swap; oom_score_adj -1000 is never
+killed. Without a task table there is no ranking, and none is guessed."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+PAGE = 4096  # bytes; the tables count pages (x86-64, arm64 with 4 KiB pages)
+MAX_CANDIDATES = 100_000  # rows kept of one table (a huge machine's dump stays bounded)
+MAX_LINES_IN_EVENT = 20_000  # a trigger without its end: the event is closed after this
+
+# ---------------------------------------------------------------- what a line says
+
+# prefixes people's logs carry before the kernel's own text, stripped in this order
+_PREFIXES = [
+    re.compile(r"^<\d{1,3}>"),  # a syslog priority
+    re.compile(r"^\d+,\d+,\d+,[^;]*;"),  # a raw /dev/kmsg record: prio,seq,usec,flags;
+    # ISO time, a host, "kernel:" (journalctl -o short-iso, rsyslog)
+    re.compile(r"^\d{4}-\d\d-\d\d[T ][\d:.,]+(?:Z|[+-]\d\d:?\d\d)?\s+\S+\s+kernel:\s?"),
+    # "Dec 07 03:09:10 host kernel:" in any locale (the month is any word)
+    re.compile(r"^\S+\s+\d{1,2}\s+\d\d:\d\d:\d\d(?:\.\d+)?\s+\S+\s+kernel:\s?"),
+    re.compile(r"^kernel:\s?"),
+    re.compile(r"^\[\s*\d+\.\d+\]\s?"),  # dmesg: [ 1521.849425]
+    re.compile(r"^\[[^\]\[]*\d\d:\d\d:\d\d[^\]\[]*\]\s?"),  # dmesg -T: [Mon Dec  7 03:09:10 2026]
+]
+_DMESG_T = re.compile(r"\[\s*(\d+)\.(\d+)\]")
+_KMSG_T = re.compile(r"^\d+,\d+,(\d+),")
+
+_TRIGGER = re.compile(r"^(?P<comm>.+?) invoked oom-killer: (?P<rest>.*)$")
+_CPU_LINE = re.compile(
+    r"^CPU: \d+ (?:UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<comm>.{1,16}?) (?:Not tainted|Tainted)"
+)
+_KILL = re.compile(
+    r"(?P<kind>Killed|Kill) process (?P<pid>\d+)(?:, UID (?P<uid>\d+),)? \((?P<comm>.*)\)"
+    r"(?P<rest>(?:,? total-vm:.*| score -?\d+.*| sacrifice child.*)?)$"
+)
+_FIELD_KB = re.compile(r"([a-z-]+):(\d+)kB")
+_UID_FIELD = re.compile(r"UID:(\d+)")
+_ADJ_FIELD = re.compile(r"oom_score_adj:(-?\d+)")
+_SCORE = re.compile(r" score (-?\d+)")
+_CONSTRAINT = re.compile(r"oom-kill:(.*)$")
+_TASK_IN = re.compile(r"Task in (\S+) killed as a result of limit of (\S+)")
+_LIMIT = re.compile(
+    r"^(?P<what>memory|memory\+swap|swap|kmem|kmem\.tcp): usage (?P<usage>\d+)kB, "
+    r"limit (?P<limit>\d+)kB, failcnt (?P<failcnt>\d+)"
+)
+_TABLE_HEAD = re.compile(r"^\[\s*pid\s*\]\s+(?P<cols>.*\bname)\s*$")
+_ROW = re.compile(r"^\[\s*(?P<pid>\d+)\]\s+(?P<rest>.*)$")
+_REAPED = re.compile(r"oom_reaper: reaped process (\d+) \((.*)\), now anon-rss:(\d+)kB")
+_RAM_PAGES = re.compile(r"^(\d+) pages RAM$")
+_SWAP_TOTAL = re.compile(r"^Total swap = (\d+)kB$")
+_NO_KILLABLE = "Out of memory and no killable processes"
+_GROUP = re.compile(r"Tasks in (\S+) are going to be killed due to memory\.oom\.group set")
+_UNLIMITED_KB = 1 << 50  # "limit 9007199254740988kB": no limit
+
+
+def strip_prefix(line: str) -> tuple[str, float | None]:
+    """The kernel's own text of a log line, and its kernel time in seconds when the
+    prefix gives one (dmesg's [seconds], a kmsg record's microseconds)."""
+    t = None
+    s = line.rstrip("\r\n").replace("\x00", "")
+    for _ in range(4):  # prefixes stack: "Dec 07 host kernel: [123.4] ..."
+        before = s
+        m = _KMSG_T.match(s)
+        if m:
+            t = int(m.group(1)) / 1e6
+        m = _DMESG_T.match(s)
+        if m:
+            t = int(m.group(1)) + float("0." + m.group(2))
+        for p in _PREFIXES:
+            s = p.sub("", s, count=1)
+        if s == before:
+            break
+    return s.strip(), t
+
+
+# ---------------------------------------------------------------- what an event holds
+
+
+@dataclass
+class Candidate:
+    """One row of the kernel's task table (pages, but pgtables in bytes)."""
+
+    pid: int
+    name: str
+    uid: int | None = None
+    total_vm: int = 0
+    rss_pages: int = 0
+    rss_anon: int | None = None
+    rss_file: int | None = None
+    rss_shmem: int | None = None
+    pgtables_bytes: int = 0
+    swapents: int = 0
+    oom_score_adj: int = 0
+    points: int | None = None  # the kernel's badness; None: not computable (see ranking)
+
+    def fields(self) -> dict:
+        return {
+            "pid": self.pid,
+            "name": self.name,
+            "rss_pages": self.rss_pages,
+            "swapents": self.swapents,
+            "pgtables_bytes": self.pgtables_bytes,
+            "oom_score_adj": self.oom_score_adj,
+            "points": self.points,
+        }
+
+
+@dataclass
+class Victim:
+    """One `Killed process` (or, alone, `Kill process ... score`) line."""
+
+    pid: int
+    name: str
+    anon_rss_kib: int | None = None
+    file_rss_kib: int | None = None
+    shmem_rss_kib: int | None = None
+    total_vm_kib: int | None = None
+    uid: int | None = None
+    oom_score_adj: int | None = None
+    score: int | None = None  # "Kill process N (x) score S" (older kernels)
+    killed: bool = True  # False: only the "Kill process" line was seen
+
+    def fields(self) -> dict:
+        return {"pid": self.pid, "name": self.name, "anon_rss_kib": self.anon_rss_kib}
+
+
+@dataclass
+class Trigger:
+    """The task that invoked the OOM killer (its allocation failed)."""
+
+    name: str
+    pid: int | None = None
+    gfp_mask: str | None = None
+    order: int | None = None
+    oom_score_adj: int | None = None
+
+    def fields(self) -> dict:
+        return {
+            "name": self.name,
+            "pid": self.pid,
+            "gfp_mask": self.gfp_mask,
+            "order": self.order,
+            "oom_score_adj": self.oom_score_adj,
+        }
+
+
+@dataclass
+class OomEvent:
+    """One OOM event: what the kernel said about it, in the order it said it."""
+
+    trigger: Trigger | None = None
+    constraint: str | None = None  # CONSTRAINT_MEMCG, CONSTRAINT_NONE, ...
+    oom_memcg: str | None = None
+    task_memcg: str | None = None
+    memcg_lines: bool = False  # a memory cgroup's usage/limit lines or trace were seen
+    limits: dict[str, tuple[int, int]] = field(default_factory=dict)  # what -> (usage, limit) kB
+    ram_pages: int | None = None  # global OOM: "N pages RAM"
+    swap_kib: int | None = None  # global OOM: "Total swap = NkB"
+    candidates: list[Candidate] | None = None  # None: no task table in the text
+    victims: list[Victim] = field(default_factory=list)
+    reaped: list[int] = field(default_factory=list)
+    group: str | None = None  # memory.oom.group: the cgroup whose tasks all die
+    no_killable: bool = False
+    kernel_t: float | None = None  # seconds, from the first line's prefix
+    cols: tuple[str, ...] = ()  # the task table's columns, as printed
+    _table_open: bool = field(default=False, repr=False)
+    _chosen_child: bool = field(default=False, repr=False)
+
+    @property
+    def victim(self) -> Victim | None:
+        """The process of the first `Killed process` line (else the `Kill process`
+        line's, anon-rss unknown); None when nothing was killable."""
+        killed = [v for v in self.victims if v.killed]
+        return killed[0] if killed else (self.victims[0] if self.victims else None)
+
+    @property
+    def cgroup_oom(self) -> bool:
+        """A memory cgroup's OOM: any of its lines says so."""
+        return self.constraint == "CONSTRAINT_MEMCG" or self.memcg_lines
+
+    @property
+    def totalpages(self) -> int | None:
+        """What the kernel weighs points against: the cgroup's limit (memory + swap,
+        or memory+swap on v1) or the machine's RAM + swap, in pages; None: unknown."""
+        if self.cgroup_oom:
+            mem = self.limits.get("memory")
+            if mem is None or mem[1] >= _UNLIMITED_KB:
+                return None
+            memsw = self.limits.get("memory+swap")
+            if memsw is not None and memsw[1] < _UNLIMITED_KB:
+                return memsw[1] * 1024 // PAGE
+            swap = self.limits.get("swap")
+            extra = swap[1] if swap is not None and swap[1] < _UNLIMITED_KB else 0
+            return (mem[1] + extra) * 1024 // PAGE
+        if self.ram_pages is None:
+            return None
+        return self.ram_pages + (self.swap_kib or 0) * 1024 // PAGE
+
+    def ranked(self) -> list[Candidate]:
+        """The candidates by the kernel's points, most first (those with points)."""
+        have = [c for c in self.candidates or () if c.points is not None]
+        return sorted(have, key=lambda c: c.points, reverse=True)
+
+    @property
+    def victim_rank(self) -> int | None:
+        """1 when the victim had the most points; None without a table or a victim."""
+        v = self.victim
+        if v is None or not self.candidates:
+            return None
+        order = self.ranked()
+        for i, c in enumerate(order):
+            if c.pid == v.pid:
+                return 1 + sum(1 for d in order[:i] if d.points > c.points)
+        return None
+
+    def runner_up_share(self) -> float | None:
+        """The points of the best candidate other than the victim, as a share of the
+        victim's; None when there is no ranking."""
+        v = self.victim
+        order = self.ranked()
+        mine = next((c for c in order if v is not None and c.pid == v.pid), None)
+        others = [c for c in order if mine is None or c.pid != mine.pid]
+        if mine is None or not others or not mine.points or mine.points <= 0:
+            return None
+        return max(0.0, others[0].points / mine.points)
+
+    def fields(self) -> dict:
+        """The event as JSON-ready fields (`beep-av explain --json`, kill records)."""
+        v = self.victim
+        return {
+            "victim": v.fields() if v is not None else None,
+            "killed": [x.pid for x in self.victims if x.killed],
+            "trigger": self.trigger.fields() if self.trigger is not None else None,
+            "cgroup_oom": self.cgroup_oom,
+            "constraint": self.constraint,
+            "oom_memcg": self.oom_memcg,
+            "task_memcg": self.task_memcg,
+            "limits_kib": {k: {"usage": u, "limit": lim} for k, (u, lim) in self.limits.items()},
+            "totalpages": self.totalpages,
+            "candidates": (
+                [c.fields() for c in self.candidates] if self.candidates is not None else None
+            ),
+            "victim_rank": self.victim_rank,
+            "no_killable": self.no_killable,
+            "kernel_t": self.kernel_t,
+        }
+
+    # ---- building
+
+    def _score(self) -> None:
+        total = self.totalpages
+        for c in self.candidates or ():
+            if c.oom_score_adj == -1000:  # OOM_SCORE_ADJ_MIN: never chosen
+                c.points = None
+                continue
+            base = c.rss_pages + c.swapents + c.pgtables_bytes // PAGE
+            if c.oom_score_adj == 0:
+                c.points = base
+            elif total is not None:
+                c.points = base + c.oom_score_adj * (total // 1000)
+            else:
+                c.points = None  # the adjustment needs totalpages: not guessed
+
+
+# ---------------------------------------------------------------- the parser
+
+
+def _int(s: str) -> int | None:
+    try:
+        return int(s)
+    except ValueError:
+        return None
+
+
+def parse_kill_line(text: str) -> Victim | None:
+    """A `Killed process` / `Kill process ... score` line (its kernel text) -> Victim."""
+    m = _KILL.search(text)
+    if m is None:
+        return None
+    rest = m.group("rest") or ""
+    kb = dict(_FIELD_KB.findall(rest))
+    uid = m.group("uid") or (_UID_FIELD.search(rest).group(1) if _UID_FIELD.search(rest) else None)
+    adj = _ADJ_FIELD.search(rest)
+    score = _SCORE.search(rest)
+
+    def k(name: str) -> int | None:
+        return int(kb[name]) if name in kb else None
+
+    return Victim(
+        pid=int(m.group("pid")),
+        name=m.group("comm"),
+        anon_rss_kib=k("anon-rss"),
+        file_rss_kib=k("file-rss"),
+        shmem_rss_kib=k("shmem-rss"),
+        total_vm_kib=k("total-vm"),
+        uid=int(uid) if uid is not None else None,
+        oom_score_adj=int(adj.group(1)) if adj else None,
+        score=int(score.group(1)) if score else None,
+        killed=m.group("kind") == "Killed",
+    )
+
+
+def _row(cols: tuple[str, ...], rest: str, pid: int) -> Candidate | None:
+    """A task table row's columns after [pid], as the header named them."""
+    numeric = [c for c in cols if c != "name"]
+    parts = rest.split(None, len(numeric))
+    if len(parts) < len(numeric):
+        return None
+    vals = {}
+    for c, v in zip(numeric, parts, strict=False):
+        n = _int(v)
+        if n is None:
+            return None
+        vals[c] = n
+    name = parts[len(numeric)] if len(parts) > len(numeric) else ""
+    pgt = vals.get("pgtables_bytes")
+    if pgt is None:  # before 4.19: page-table pages (and PMD pages, 4.x)
+        pgt = (vals.get("nr_ptes", 0) + vals.get("nr_pmds", 0)) * PAGE
+    return Candidate(
+        pid=pid,
+        name=name,
+        uid=vals.get("uid"),
+        total_vm=vals.get("total_vm", 0),
+        rss_pages=vals.get("rss", 0),
+        rss_anon=vals.get("rss_anon"),
+        rss_file=vals.get("rss_file"),
+        rss_shmem=vals.get("rss_shmem"),
+        pgtables_bytes=pgt,
+        swapents=vals.get("swapents", 0),
+        oom_score_adj=vals.get("oom_score_adj", 0),
+    )
+
+
+class OomParser:
+    """Streaming: feed lines, get OOM events as they complete (see the module doc)."""
+
+    def __init__(self) -> None:
+        self._ev: OomEvent | None = None
+        self._lines = 0  # lines since the event's trigger
+
+    def feed(self, line: str) -> list[OomEvent]:
+        """One log line -> the events it completed (usually none)."""
+        text, t = strip_prefix(line)
+        if not text:
+            return []
+        out: list[OomEvent] = []
+        ev = self._ev
+        if ev is not None:
+            self._lines += 1
+            if self._lines > MAX_LINES_IN_EVENT:
+                out += self._close()
+                ev = None
+        m = _TRIGGER.match(text)
+        if m is not None:
+            out += self._close()
+            ev = self._open(t)
+            ev.trigger = self._trigger(m.group("comm"), m.group("rest"))
+            return out
+        if ev is None:
+            if " process " in text and "ill" in text:  # a kill line with no header
+                v = parse_kill_line(text)
+                if v is not None:
+                    ev = self._open(t)
+                    ev.memcg_lines = "Memory cgroup out of memory" in text
+                    ev.victims.append(v)
+            elif _NO_KILLABLE in text:
+                ev = self._open(t)
+                ev.no_killable = True
+            return out
+        out += self._line(ev, text, t)
+        return out
+
+    def finish(self) -> list[OomEvent]:
+        """The event still open at the end of the text."""
+        return self._close()
+
+    # ---- inside an event
+
+    def _open(self, t: float | None) -> OomEvent:
+        self._ev = OomEvent(kernel_t=t)
+        self._lines = 0
+        return self._ev
+
+    def _close(self) -> list[OomEvent]:
+        ev, self._ev = self._ev, None
+        if ev is None:
+            return []
+        ev._score()
+        return [ev]
+
+    @staticmethod
+    def _trigger(comm: str, rest: str) -> Trigger:
+        def num(key: str) -> int | None:
+            m = re.search(key + r"=(-?\d+)", rest)
+            return int(m.group(1)) if m else None
+
+        gfp = re.search(r"gfp_mask=(0x[0-9a-fA-F]+)", rest)
+        return Trigger(
+            name=comm,
+            gfp_mask=gfp.group(1) if gfp else None,
+            order=num("order"),
+            oom_score_adj=num("oom_score_adj"),
+        )
+
+    def _line(self, ev: OomEvent, text: str, t: float | None) -> list[OomEvent]:
+        if ev._table_open:  # rows until the event ends (other messages may come between)
+            m = _ROW.match(text)
+            if m is not None and ev.candidates is not None:
+                if len(ev.candidates) < MAX_CANDIDATES:
+                    c = _row(ev.cols, m.group("rest"), int(m.group("pid")))
+                    if c is not None:
+                        ev.candidates.append(c)
+                return []
+        if text.startswith("Tasks state"):
+            return []
+        m = _TABLE_HEAD.match(text)
+        if m is not None:
+            ev.cols = tuple(m.group("cols").split())
+            ev.candidates = []
+            ev._table_open = True
+            return []
+        if ev.trigger is not None and ev.trigger.pid is None:
+            m = _CPU_LINE.match(text)
+            if m is not None:
+                ev.trigger.pid = int(m.group("pid"))
+                return []
+        if "mem_cgroup_out_of_memory" in text or text.startswith("Memory cgroup stats for"):
+            ev.memcg_lines = True
+            return []
+        m = _LIMIT.match(text)
+        if m is not None:
+            ev.limits[m.group("what")] = (int(m.group("usage")), int(m.group("limit")))
+            ev.memcg_lines = True
+            return []
+        m = _TASK_IN.search(text)
+        if m is not None:
+            ev.memcg_lines = True
+            ev.task_memcg, ev.oom_memcg = m.group(1), m.group(2)
+            return []
+        m = _CONSTRAINT.search(text)
+        if m is not None and "constraint=" in m.group(1):
+            kv = dict(re.findall(r"(\w+)=([^,]*)", m.group(1)))
+            ev.constraint = kv.get("constraint")
+            ev.oom_memcg = kv.get("oom_memcg", ev.oom_memcg)
+            ev.task_memcg = kv.get("task_memcg", ev.task_memcg)
+            return []
+        m = _RAM_PAGES.match(text)
+        if m is not None:
+            ev.ram_pages = int(m.group(1))
+            return []
+        m = _SWAP_TOTAL.match(text)
+        if m is not None:
+            ev.swap_kib = int(m.group(1))
+            return []
+        m = _GROUP.search(text)
+        if m is not None:
+            ev.group = m.group(1)
+            return []
+        if _NO_KILLABLE in text:
+            ev.no_killable = True
+            return []
+        if " process " in text:
+            m = _REAPED.search(text)
+            if m is not None:
+                ev.reaped.append(int(m.group(1)))
+                return []
+            v = parse_kill_line(text)
+            if v is not None:
+                return self._kill(ev, v, text, t)
+        return []
+
+    def _kill(self, ev: OomEvent, v: Victim, text: str, t: float | None) -> list[OomEvent]:
+        """A kill line inside an event: its victim, another of a group kill, the child
+        of a `sacrifice child`, the victim printed again, or a new rate-limited event."""
+        if "Memory cgroup out of memory" in text:
+            ev.memcg_lines = True
+        killed = [x for x in ev.victims if x.killed]
+        if not v.killed:  # "Kill process N (x) score S or sacrifice child"
+            ev.victims.append(v)
+            ev._chosen_child = True
+            return []
+        if not killed or ev.group is not None or ev._chosen_child:
+            ev.victims.append(v)
+            ev._chosen_child = False
+            return []
+        if any(x.pid == v.pid for x in killed):  # printed twice (group kill, 5.x)
+            ev.victims.append(v)
+            return []
+        # another kill after this event's victim, with no header of its own: the
+        # kernel's header was rate-limited; it is an event of its own
+        out = self._close()
+        new = self._open(t)
+        new.memcg_lines = "Memory cgroup out of memory" in text
+        new.victims.append(v)
+        return out
+
+
+def events(lines: Iterable[str]) -> Iterator[OomEvent]:
+    """Every OOM event in `lines`, in order."""
+    p = OomParser()
+    for line in lines:
+        yield from p.feed(line)
+    yield from p.finish()
+
+
+def read_lines(f, max_len: int = 64 * 1024, chunk: int = 1 << 20) -> Iterator[str]:
+    """Lines of a binary file as text (UTF-8, bad bytes replaced, NULs dropped), each
+    cut at `max_len` characters: a 1 GiB line without a newline costs `chunk` bytes of
+    memory, not 1 GiB."""
+    tail = b""
+    skipping = False  # inside an overlong line: drop until its newline
+    while True:
+        data = f.read(chunk)
+        if not data:
+            break
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                piece = data[start:]
+                if not skipping:
+                    tail += piece
+                    if len(tail) > max_len:
+                        yield tail[:max_len].decode("utf-8", "replace")
+                        tail, skipping = b"", True
+                break
+            piece = data[start:nl]
+            if skipping:
+                skipping = False
+            else:
+                yield (tail + piece)[:max_len].decode("utf-8", "replace")
+            tail = b""
+            start = nl + 1
+    if tail and not skipping:
+        yield tail[:max_len].decode("utf-8", "replace")
+
+
+__all__ = [
+    "Candidate",
+    "OomEvent",
+    "OomParser",
+    "Trigger",
+    "Victim",
+    "events",
+    "parse_kill_line",
+    "read_lines",
+    "strip_prefix",
+]
