@@ -22,6 +22,7 @@ examples:
   beep-av replay talk.jsonl --speed 2      re-perform last night's run
   beep-av replay example                   the real show shipped with beep-av
   beep-av report talk.jsonl -o talk.png    one picture of the show
+  beep-av explain kern.log                 every OOM kill in a kernel log: who, why, who asked
   beep-av show --act who-dies --hogs big:1.0,small:0.4:500
                                            two hogs: whom does the kernel kill?
   beep-av show --act bystander --swap 128M
@@ -33,6 +34,16 @@ exit codes: 0 finale reached or done; 1 an output failed mid-show; 2 bad input;
 3 this machine cannot stage it, or the host guard stopped the show (the message names
 the fix); 4 the hog was killed by a signal from user space (kill -9, earlyoom,
 systemd-oomd), not by the kernel's OOM killer; 130 interrupted (after full cleanup).
+"""
+
+EPILOG_EXPLAIN = """\
+examples:
+  journalctl -k | beep-av explain          the kills in this boot's kernel log
+  dmesg -T | beep-av explain -             the same, from dmesg
+  beep-av explain node.log --json          one JSON object per OOM event
+  beep-av explain kern.log -o why.png      the kernel's points as bars, the victim marked
+
+exit codes: 0 at least one OOM event explained; 1 none in the text; 2 unreadable input.
 """
 
 EXAMPLE_HELP = "a recording (JSON Lines), or `example`: the real cgroup show shipped with beep-av"
@@ -47,7 +58,9 @@ def recording_path(name: str) -> str:
     return name
 
 
-SUBCOMMANDS = ("show", "rehearse", "replay", "watch", "report", "doctor", "cleanup", "manifest")
+SUBCOMMANDS = (
+    "show", "rehearse", "replay", "watch", "report", "explain", "doctor", "cleanup", "manifest",
+)  # fmt: skip
 
 
 class Parser(argparse.ArgumentParser):
@@ -183,6 +196,20 @@ def build_parser() -> Parser:
     report.add_argument("file", metavar="FILE", help=EXAMPLE_HELP)
     report.add_argument("-o", "--out", required=True, metavar="PICTURE.png")
     report.add_argument("--size", default="1600x900", metavar="WxH")
+
+    exp = sub.add_parser(
+        "explain",
+        help="every OOM kill in a kernel log, explained: who, why, who asked, which limit",
+        description="Read a kernel log (dmesg, dmesg -T, journalctl -k, syslog, a node's"
+        " log) and explain every OOM event in it: the victim, the kernel's own points for"
+        " each candidate it weighed, the task that asked for the page, the limit.",
+        epilog=EPILOG_EXPLAIN,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    exp.add_argument("file", metavar="FILE", nargs="?", default="-",
+                     help="a kernel log, or - for stdin (default)")  # fmt: skip
+    exp.add_argument("--json", action="store_true", help="one JSON object per event (JSON Lines)")
+    exp.add_argument("-o", "--out", metavar="PICTURE.png", help="the candidates' points as bars")
 
     sub.add_parser("doctor", help="what this machine can stage, and the fix for each gap")
     man = sub.add_parser(
@@ -341,6 +368,10 @@ def dispatch(args: argparse.Namespace) -> int:
         return 1
     if cmd == "manifest":
         return _manifest(args)
+    if cmd == "explain":
+        from beep_av.explain import run_explain
+
+        return run_explain(args.file, as_json=args.json, out=args.out)
     if cmd == "report":
         from beep_av.recording import load
         from beep_av.report import parse_size_arg, render_report

@@ -288,6 +288,17 @@ def test_report_refuses_a_planted_picture(bed):
 
 
 @pytest.mark.real
+def test_explain_refuses_a_planted_picture(bed):
+    shared, canary, _ = bed
+    link = plant_link(shared / "why.png", canary)
+    log = Path(__file__).parent / "fixtures" / "oom-local" / "story-6.18-v1.log"
+    r = beep("explain", str(log), "-o", str(link))
+    assert_one_line_refusal(r, link)
+    assert canary.read_bytes() == CANARY and link.is_symlink()
+    assert r.stdout == ""  # refused before reading: nothing printed, nothing lost
+
+
+@pytest.mark.real
 def test_the_callers_own_link_is_still_followed_by_a_show(bed):
     shared, _, mine = bed
     target = mine / "talk.jsonl"
