@@ -86,6 +86,7 @@ def watch_kill(ev_die: dict, ev_oom: dict | None, attrs: dict, inspect: dict | N
         latency_ms=lat,
         t=t,
         engine=fields,
+        report=kmsg.report if kmsg else None,
     )
 
 

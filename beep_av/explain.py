@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 from beep_av.errors import BadInput
-from beep_av.oomreport import OomEvent, events, read_lines
+from beep_av.oomreport import OomEvent, asked_text, events, ranking_line, read_lines
 
 Say = Callable[[str], None]
 MiB_KIB = 1024
@@ -27,7 +27,9 @@ MAX_BARS = 8  # candidates drawn per event (the most points first, the victim al
 
 
 def _mib(kib: int | None) -> str:
-    return "?" if kib is None else f"{kib / MiB_KIB:,.0f} MiB"
+    if kib is None:
+        return "?"
+    return f"{kib:,} kB" if kib < MiB_KIB else f"{kib / MiB_KIB:,.0f} MiB"
 
 
 def _pts(n: int | None) -> str:
@@ -40,37 +42,27 @@ def _pts(n: int | None) -> str:
 def why_line(ev: OomEvent) -> str:
     """The kernel's ranking in one line, or what keeps us from knowing it."""
     v = ev.victim
-    if ev.no_killable or v is None:
+    if ev.no_killable:
         return "nothing was killable: every candidate was protected (oom_score_adj -1000)"
+    if v is None:
+        return "the log ends before the kernel's kill line: whom it killed is unknown"
     if ev.candidates is None:
         return "the log has no task table for this kill: the kernel's ranking is unknown"
-    order = ev.ranked()
-    mine = next((c for c in order if c.pid == v.pid), None)
-    if mine is None:
-        return f"pid {v.pid} is not in the kernel's table ({len(ev.candidates)} candidates)"
-    n = len(ev.candidates)
-    if len(order) == 1:
-        return f"the only candidate ({_pts(mine.points)} points)"
-    rank = ev.victim_rank
-    first = f"most points of {n}" if rank == 1 else f"rank {rank} of {n}"
-    share = ev.runner_up_share()
-    other = next(c for c in order if c.pid != mine.pid)
-    same = other.name == mine.name  # python and python: the pids tell them apart
-    me = f"{mine.name} ({mine.pid})" if same else mine.name
-    them = f"{other.name} ({other.pid})" if same else other.name
-    tail = f" — {them} had {100 * share:.0f}% of that" if share is not None else ""
-    return f"{first}: {me} {_pts(mine.points)}{tail}"
+    ev.score()
+    chosen = ev.chosen or v
+    line = ranking_line([c.fields() for c in ev.candidates], chosen.pid)
+    if line is None:
+        return f"pid {chosen.pid} has no points in the kernel's table ({len(ev.candidates)} candidates)"
+    if chosen.pid != v.pid:  # older kernels: the chosen one's child was killed instead
+        line += f"; it sacrificed its child {v.pid} ({v.name})"
+    return line
 
 
 def asked_line(ev: OomEvent) -> str | None:
     """Who asked for the page that tipped it, when it was not the victim."""
-    t, v = ev.trigger, ev.victim
-    if t is None:
-        return None
-    if v is not None and (t.pid == v.pid or (t.pid is None and t.name == v.name)):
-        return f"{t.name} itself asked for the page that tipped it"
-    pid = f" (pid {t.pid})" if t.pid is not None else ""
-    return f"{t.name}{pid} asked for the page that tipped it"
+    v = ev.victim
+    trigger = ev.trigger.fields() if ev.trigger is not None else None
+    return asked_text(trigger, v.pid if v else None, v.name if v else None)
 
 
 def limit_line(ev: OomEvent) -> str:
@@ -101,7 +93,7 @@ def card(ev: OomEvent, n: int) -> list[str]:
     head += " (a memory cgroup)" if ev.cgroup_oom else " (the whole machine)"
     lines = [head]
     if v is None:
-        lines.append("killed      nobody")
+        lines.append("killed      nobody" if ev.no_killable else "killed      unknown")
     else:
         held = f", anon-rss {_mib(v.anon_rss_kib)}" if v.anon_rss_kib is not None else ""
         lines.append(f"killed      pid {v.pid} ({v.name}){held}")

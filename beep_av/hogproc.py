@@ -37,6 +37,7 @@ class HogProcess:
         oom_score_adj: int = 1000,
         mode: str = "climb",
         size: int = 0,
+        name: str | None = None,
     ) -> None:
         """`mode`: climb (the story's hog), spin (burn CPU, report iterations) or idle
         (touch `size` bytes once, then sleep; read them back on `read_back()`)."""
@@ -52,6 +53,8 @@ class HogProcess:
             argv += ["--oom-score-adj", str(int(oom_score_adj))]
         if mode != "climb":
             argv += ["--mode", mode, "--size", str(int(size))]
+        if name:  # the comm the kernel prints (hog.NAME, "beep-hog", without one)
+            argv += ["--name", name]
         env = dict(os.environ)
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")

@@ -44,6 +44,9 @@ class KmsgKill:
     # own time of it on the show's clock (None without a calibrated kernel clock)
     seen_t: float | None = None
     kernel_t: float | None = None
+    # the kernel's whole report of this kill, as read live (oomreport.OomEvent.kill_fields:
+    # trigger, constraint, candidates with their points, victim_rank); None: not read
+    report: dict | None = field(default=None, hash=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,9 @@ class KillRecord:
     # (engine, container, image, oom_killed, exit_code, restart_count, engine_oom_t,
     # engine_latency_ms, backoff_s ...), written into the `kill` line as they are
     engine: dict | None = field(default=None, hash=False)
+    # from the kernel's whole report (oomreport): trigger, constraint, candidates,
+    # victim_rank, written into the `kill` line as they are; None: no report was read
+    report: dict | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)

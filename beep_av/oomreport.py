@@ -36,29 +36,31 @@ MAX_LINES_IN_EVENT = 20_000  # a trigger without its end: the event is closed af
 
 # prefixes people's logs carry before the kernel's own text, stripped in this order
 _PREFIXES = [
+    # anything before a printk level and a dmesg time (a hypervisor's log of its guest)
+    re.compile(r"^.+?(?=<\d{1,3}>\[\s*\d+\.\d+\])"),
     re.compile(r"^<\d{1,3}>"),  # a syslog priority
     re.compile(r"^\d+,\d+,\d+,[^;]*;"),  # a raw /dev/kmsg record: prio,seq,usec,flags;
     # ISO time, a host, "kernel:" (journalctl -o short-iso, rsyslog)
     re.compile(r"^\d{4}-\d\d-\d\d[T ][\d:.,]+(?:Z|[+-]\d\d:?\d\d)?\s+\S+\s+kernel:\s?"),
     # "Dec 07 03:09:10 host kernel:" in any locale (the month is any word)
     re.compile(r"^\S+\s+\d{1,2}\s+\d\d:\d\d:\d\d(?:\.\d+)?\s+\S+\s+kernel:\s?"),
-    re.compile(r"^kernel:\s?"),
+    re.compile(r"^.{0,80}?\bkernel: ?"),  # any other "host kernel:" prefix
     re.compile(r"^\[\s*\d+\.\d+\]\s?"),  # dmesg: [ 1521.849425]
     re.compile(r"^\[[^\]\[]*\d\d:\d\d:\d\d[^\]\[]*\]\s?"),  # dmesg -T: [Mon Dec  7 03:09:10 2026]
 ]
 _DMESG_T = re.compile(r"\[\s*(\d+)\.(\d+)\]")
 _KMSG_T = re.compile(r"^\d+,\d+,(\d+),")
 
-_TRIGGER = re.compile(r"^(?P<comm>.+?) invoked oom-killer: (?P<rest>.*)$")
+_TRIGGER = re.compile(r"^(?P<comm>.+?) invoked oom-killer:\s*(?P<rest>.*)$")
 _CPU_LINE = re.compile(
     r"^CPU: \d+ (?:UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<comm>.{1,16}?) (?:Not tainted|Tainted)"
 )
 _KILL = re.compile(
     r"(?P<kind>Killed|Kill) process (?P<pid>\d+)(?:, UID (?P<uid>\d+),)? \((?P<comm>.*)\)"
-    r"(?P<rest>(?:,? total-vm:.*| score -?\d+.*| sacrifice child.*)?)$"
+    r"(?P<rest>(?:(?:, UID \d+)?,? total-vm:.*| score -?\d+.*| sacrifice child.*)?)$"
 )
 _FIELD_KB = re.compile(r"([a-z-]+):(\d+)kB")
-_UID_FIELD = re.compile(r"UID:(\d+)")
+_UID_FIELD = re.compile(r"UID[: ](\d+)")  # "UID:0" (5.x), "(comm), UID 0," (some 4.x)
 _ADJ_FIELD = re.compile(r"oom_score_adj:(-?\d+)")
 _SCORE = re.compile(r" score (-?\d+)")
 _CONSTRAINT = re.compile(r"oom-kill:(.*)$")
@@ -73,6 +75,11 @@ _REAPED = re.compile(r"oom_reaper: reaped process (\d+) \((.*)\), now anon-rss:(
 _RAM_PAGES = re.compile(r"^(\d+) pages RAM$")
 _SWAP_TOTAL = re.compile(r"^Total swap = (\d+)kB$")
 _NO_KILLABLE = "Out of memory and no killable processes"
+# lines of a report's middle that open an event when its trigger line was cut off
+_HEADLESS = re.compile(
+    r"^(?:memory: usage \d+kB|Memory cgroup stats for|Task in \S+ killed as a result|"
+    r"Tasks state \(memory values|\[\s*pid\s*\]\s+uid|oom-kill:constraint=)"
+)
 _GROUP = re.compile(r"Tasks in (\S+) are going to be killed due to memory\.oom\.group set")
 _UNLIMITED_KB = 1 << 50  # "limit 9007199254740988kB": no limit
 
@@ -83,6 +90,7 @@ def strip_prefix(line: str) -> tuple[str, float | None]:
     t = None
     s = line.rstrip("\r\n").replace("\x00", "")
     for _ in range(4):  # prefixes stack: "Dec 07 host kernel: [123.4] ..."
+        s = s.lstrip()  # a mail's or a page's indentation
         before = s
         m = _KMSG_T.match(s)
         if m:
@@ -198,6 +206,13 @@ class OomEvent:
         return killed[0] if killed else (self.victims[0] if self.victims else None)
 
     @property
+    def chosen(self) -> Victim | None:
+        """The process the kernel ranked first: the `Kill process N ... or sacrifice
+        child` line's (older kernels then kill a child of it), else the victim."""
+        picked = [v for v in self.victims if not v.killed]
+        return picked[0] if picked else self.victim
+
+    @property
     def cgroup_oom(self) -> bool:
         """A memory cgroup's OOM: any of its lines says so."""
         return self.constraint == "CONSTRAINT_MEMCG" or self.memcg_lines
@@ -227,8 +242,9 @@ class OomEvent:
 
     @property
     def victim_rank(self) -> int | None:
-        """1 when the victim had the most points; None without a table or a victim."""
-        v = self.victim
+        """1 when the process the kernel chose (the victim, or the parent that
+        sacrificed it) had the most points; None without a table or a victim."""
+        v = self.chosen
         if v is None or not self.candidates:
             return None
         order = self.ranked()
@@ -238,9 +254,9 @@ class OomEvent:
         return None
 
     def runner_up_share(self) -> float | None:
-        """The points of the best candidate other than the victim, as a share of the
-        victim's; None when there is no ranking."""
-        v = self.victim
+        """The points of the best candidate other than the chosen process, as a share
+        of its; None when there is no ranking."""
+        v = self.chosen
         order = self.ranked()
         mine = next((c for c in order if v is not None and c.pid == v.pid), None)
         others = [c for c in order if mine is None or c.pid != mine.pid]
@@ -269,9 +285,22 @@ class OomEvent:
             "kernel_t": self.kernel_t,
         }
 
+    def kill_fields(self) -> dict:
+        """What a live kill record keeps of this event (recording `kill` line keys)."""
+        self.score()
+        return {
+            "trigger": self.trigger.fields() if self.trigger is not None else None,
+            "constraint": self.constraint,
+            "candidates": (
+                [c.fields() for c in self.candidates] if self.candidates is not None else None
+            ),
+            "victim_rank": self.victim_rank,
+        }
+
     # ---- building
 
-    def _score(self) -> None:
+    def score(self) -> None:
+        """Give each candidate its points (idempotent; see the module doc)."""
         total = self.totalpages
         for c in self.candidates or ():
             if c.oom_score_adj == -1000:  # OOM_SCORE_ADJ_MIN: never chosen
@@ -284,6 +313,49 @@ class OomEvent:
                 c.points = base + c.oom_score_adj * (total // 1000)
             else:
                 c.points = None  # the adjustment needs totalpages: not guessed
+
+
+# ---------------------------------------------------------------- one line of why
+
+
+def ranking_line(candidates: list[dict] | None, victim_pid: int | None) -> str | None:
+    """The kernel's ranking as the card says it, from candidates' fields (pid, name,
+    points): "most points of 3: big 31,100 — medium had 67% of that". None without a
+    task table or a victim in it: the ranking is unknown, never guessed."""
+    if not candidates or victim_pid is None:
+        return None
+    order = sorted(
+        (c for c in candidates if isinstance(c.get("points"), int)),
+        key=lambda c: c["points"],
+        reverse=True,
+    )
+    mine = next((c for c in order if c.get("pid") == victim_pid), None)
+    if mine is None:
+        return None
+    n = len(candidates)
+    if len(order) == 1:
+        return f"the only candidate ({mine['points']:,} points)"
+    rank = 1 + sum(1 for c in order if c["points"] > mine["points"])
+    first = f"most points of {n}" if rank == 1 else f"rank {rank} of {n}"
+    other = next(c for c in order if c.get("pid") != victim_pid)
+    same = other.get("name") == mine.get("name")  # python and python: the pids tell
+    me = f"{mine['name']} ({mine['pid']})" if same else mine["name"]
+    them = f"{other['name']} ({other['pid']})" if same else other["name"]
+    tail = ""
+    if mine["points"] > 0:
+        tail = f" — {them} had {100 * max(0, other['points']) / mine['points']:.0f}% of that"
+    return f"{first}: {me} {mine['points']:,}{tail}"
+
+
+def asked_text(trigger: dict | None, victim_pid: int | None, victim_name: str | None) -> str | None:
+    """Who asked for the page that tipped it: "medium asked for the page that tipped
+    it"; None without a trigger line."""
+    if not trigger:
+        return None
+    name, pid = trigger.get("name"), trigger.get("pid")
+    if pid is not None and pid == victim_pid or (pid is None and name == victim_name):
+        return f"{name} itself asked for the page that tipped it"
+    return f"{name}{f' (pid {pid})' if pid is not None else ''} asked for the page that tipped it"
 
 
 # ---------------------------------------------------------------- the parser
@@ -303,7 +375,8 @@ def parse_kill_line(text: str) -> Victim | None:
         return None
     rest = m.group("rest") or ""
     kb = dict(_FIELD_KB.findall(rest))
-    uid = m.group("uid") or (_UID_FIELD.search(rest).group(1) if _UID_FIELD.search(rest) else None)
+    u = _UID_FIELD.search(rest)
+    uid = m.group("uid") or (u.group(1) if u else None)
     adj = _ADJ_FIELD.search(rest)
     score = _SCORE.search(rest)
 
@@ -361,10 +434,40 @@ class OomParser:
     def __init__(self) -> None:
         self._ev: OomEvent | None = None
         self._lines = 0  # lines since the event's trigger
+        # a pasted line waits for the next one: a line wrapped by a mail client, a page
+        # or a terminal (no log prefix of its own, or "↪") belongs to it
+        self._pending: tuple[str, float | None, bool] | None = None
 
     def feed(self, line: str) -> list[OomEvent]:
-        """One log line -> the events it completed (usually none)."""
-        text, t = strip_prefix(line)
+        """One log line -> the events it completed (usually none). Lines of a paste
+        that lost their prefix to a wrap are joined to the line before them."""
+        raw = line.rstrip("\r\n")
+        text, t = strip_prefix(raw)
+        had_prefix = len(text) < len(raw.strip())
+        p = self._pending
+        if p is not None and text and self._continues(raw, text, had_prefix, p[2]):
+            cont = text[1:].lstrip() if text.startswith("↪") else text
+            self._pending = (p[0] + " " + cont, p[1], p[2])
+            return []
+        self._pending = (text, t, had_prefix)
+        return self.feed_text(p[0], p[1]) if p is not None else []
+
+    @staticmethod
+    def _continues(raw: str, text: str, had_prefix: bool, prev_prefix: bool) -> bool:
+        if text.startswith("↪"):
+            return True
+        # a line with no prefix after one with a prefix, starting in its first columns
+        # (a mail's or page's wrap; an annotation indented by its poster is not one)
+        indent = len(raw) - len(raw.lstrip(" "))
+        return prev_prefix and not had_prefix and indent <= 2 and raw[:1] != "\t"
+
+    @property
+    def current(self) -> OomEvent | None:
+        """The event being read (live: complete up to its last line so far)."""
+        return self._ev
+
+    def feed_text(self, text: str, t: float | None = None) -> list[OomEvent]:
+        """The kernel's own text of one record (a /dev/kmsg message, no prefix)."""
         if not text:
             return []
         out: list[OomEvent] = []
@@ -374,7 +477,7 @@ class OomParser:
             if self._lines > MAX_LINES_IN_EVENT:
                 out += self._close()
                 ev = None
-        m = _TRIGGER.match(text)
+        m = _TRIGGER.match(text) if "invoked oom-killer" in text else None
         if m is not None:
             out += self._close()
             ev = self._open(t)
@@ -390,13 +493,18 @@ class OomParser:
             elif _NO_KILLABLE in text:
                 ev = self._open(t)
                 ev.no_killable = True
+            elif _HEADLESS.match(text):  # a report whose beginning was cut off
+                ev = self._open(t)
+                out += self._line(ev, text, t)
             return out
         out += self._line(ev, text, t)
         return out
 
     def finish(self) -> list[OomEvent]:
         """The event still open at the end of the text."""
-        return self._close()
+        p, self._pending = self._pending, None
+        out = self.feed_text(p[0], p[1]) if p is not None else []
+        return out + self._close()
 
     # ---- inside an event
 
@@ -409,7 +517,9 @@ class OomParser:
         ev, self._ev = self._ev, None
         if ev is None:
             return []
-        ev._score()
+        if ev.trigger is None and not ev.victims and not ev.no_killable:
+            return []  # a cut-off report's middle with no kill in it: no event
+        ev.score()
         return [ev]
 
     @staticmethod
@@ -496,16 +606,24 @@ class OomParser:
     def _kill(self, ev: OomEvent, v: Victim, text: str, t: float | None) -> list[OomEvent]:
         """A kill line inside an event: its victim, another of a group kill, the child
         of a `sacrifice child`, the victim printed again, or a new rate-limited event."""
-        if "Memory cgroup out of memory" in text:
-            ev.memcg_lines = True
+        memcg = "Memory cgroup out of memory" in text
         killed = [x for x in ev.victims if x.killed]
-        if not v.killed:  # "Kill process N (x) score S or sacrifice child"
+        if not v.killed and not killed:  # "Kill process N (x) score S or sacrifice child"
             ev.victims.append(v)
             ev._chosen_child = True
+            ev.memcg_lines = ev.memcg_lines or memcg
             return []
+        if not v.killed:  # another choice after this event's kill: a rate-limited event
+            out = self._close()
+            new = self._open(t)
+            new.memcg_lines = memcg
+            new.victims.append(v)
+            new._chosen_child = True
+            return out
         if not killed or ev.group is not None or ev._chosen_child:
             ev.victims.append(v)
             ev._chosen_child = False
+            ev.memcg_lines = ev.memcg_lines or memcg
             return []
         if any(x.pid == v.pid for x in killed):  # printed twice (group kill, 5.x)
             ev.victims.append(v)
@@ -565,6 +683,8 @@ __all__ = [
     "OomParser",
     "Trigger",
     "Victim",
+    "asked_text",
+    "ranking_line",
     "events",
     "parse_kill_line",
     "read_lines",

@@ -100,7 +100,13 @@ def kill_fields(kill: KillRecord) -> dict[str, Any]:
     fields.update(hog=kill.hog, oom=kill.oom, killer=kill.killer)
     if kill.engine:  # the container stage: the engine's fields (readers ignore unknown keys)
         fields.update({k: v for k, v in kill.engine.items() if k not in fields})
+    if kill.report:  # the kernel's whole report: trigger, constraint, candidates, rank
+        fields.update({k: kill.report.get(k) for k in REPORT_KEYS})
     return fields
+
+
+# the kernel's whole report in a `kill` line (KillRecord.report, oomreport.kill_fields)
+REPORT_KEYS = ("trigger", "constraint", "candidates", "victim_rank")
 
 
 # the container stage's fields of a `kill` line (KillRecord.engine), for a reader

@@ -37,6 +37,7 @@ from dataclasses import replace
 
 from beep_av import attribution
 from beep_av.model import KmsgKill, Snapshot
+from beep_av.oomreport import OomParser
 from beep_av.procfs import (
     ParseError,
     cgroup_mount_path,
@@ -94,6 +95,7 @@ class Sampler:
         self.hz = hz
         self.notes: list[str] = []  # one line per absent source
         self.errors = 0  # reads that failed (file gone, garbage); last values are kept
+        self._oom = OomParser()  # the kernel's whole OOM report, record by record
         self.kills: list[KmsgKill] = []  # every OOM kill record seen, any pid (watch mode)
         self._fds: list[int] = []
         self._closed = False
@@ -432,19 +434,29 @@ class Sampler:
 
     def _drain_kmsg(self) -> None:
         for raw in self._kmsg_records():
-            # cheap filter first: nearly every record is not about an OOM kill
-            if b"Killed process" not in raw and b"oom-kill:" not in raw:
+            # cheap filter first: nearly every record is not about an OOM kill; the
+            # records of an OOM report (from its trigger line on) go to the report parser
+            killed = b"Killed process" in raw or b"oom-kill:" in raw
+            if not killed and self._oom.current is None and b"invoked oom-killer" not in raw:
                 continue
             seen = time.monotonic() - self.t0  # the show has this record from now on
             try:
                 rec = parse_kmsg_record(raw.decode("utf-8", "replace"))
-                kill = parse_oom_kill(rec.message, rec.timestamp_us) if rec else None
+                if rec is not None:
+                    self._oom.feed_text(rec.message)
+                kill = parse_oom_kill(rec.message, rec.timestamp_us) if rec and killed else None
             except ParseError:
                 self.errors += 1
                 continue
             if kill is None:
                 continue
-            kill = replace(kill, seen_t=seen, kernel_t=self._kernel_time(rec.timestamp_us))
+            report = self._oom.current  # the kernel's whole report, up to this line
+            kill = replace(
+                kill,
+                seen_t=seen,
+                kernel_t=self._kernel_time(rec.timestamp_us),
+                report=report.kill_fields() if report is not None else None,
+            )
             self.kills.append(kill)
             self._take_kill(kill)
 

@@ -185,6 +185,7 @@ def evidence_record(
         hog=hog,
         oom=oom,
         killer="kernel" if oom else "user space",
+        report=kmsg.report if kmsg is not None else None,
     )
 
 
@@ -211,6 +212,7 @@ def _kill_record(
         detected_by=tuple(s for s in SOURCES if s in detected),
         latency_ms=lat,
         t=oom_t,
+        report=k.report if k is not None and k.report else (prev.report if prev else None),
     )
 
 
@@ -246,6 +248,7 @@ def bystander_record(k: KmsgKill, t: float) -> KillRecord:
         latency_ms=latency_ms(k.kernel_t, k.seen_t),
         t=_time(k.seen_t, t),
         hog=False,
+        report=k.report,
     )
 
 

@@ -138,6 +138,29 @@ def cpu_figures(state: ShowState) -> tuple[float, float]:
     return min(1.0, max(0.0, work)), min(1.0, max(0.0, throttled))
 
 
+def why_lines(kill: KillRecord) -> list[str]:
+    """The kernel's why, from its whole report (KillRecord.report): its ranking of the
+    candidates it weighed, and who asked for the page when that was not the victim.
+    Says so when the report had no task table; nothing when no report was read."""
+    from beep_av.oomreport import asked_text, ranking_line
+
+    r = kill.report
+    if not r:
+        return []
+    cands = r.get("candidates")
+    line = ranking_line(cands, kill.pid)
+    if line is not None:
+        out = [f"why: {line}"]
+    elif cands is None:
+        out = ["why: the kernel's table was not printed (rate-limited): its ranking is unknown"]
+    else:
+        out = []
+    trigger = r.get("trigger")
+    if trigger and trigger.get("pid") not in (None, kill.pid):
+        out.append(asked_text(trigger, kill.pid, kill.name) or "")
+    return [x for x in out if x]
+
+
 def card_lines(state: ShowState) -> list[str]:
     """The victim card's lines (under the big BEEP of the window and the terminal),
     plain text, composed here for every output: the hog's OOM kill, a signal from user
@@ -165,6 +188,7 @@ def card_lines(state: ShowState) -> list[str]:
         lines += engine_lines(k, state.captions)
     lines.append(f"pid {k.pid}  {k.name}")
     lines.append(f"anon-rss {_mib(k.anon_rss_kib)}")
+    lines += why_lines(k)
     if k.exit == 137 or k.signal == 9:
         lines.append("exit 137 (OOMKilled)")
     elif k.exit is not None:
@@ -220,11 +244,16 @@ def victim_card(kill: KillRecord, stage: str = "", replay_of: str | None = None)
         # the kernel's part of a container's card: the engine's verdict is its own line
         exit_text = f"exit {kill.exit} (SIGKILL)" if kill.exit == 137 else f"exit {kill.exit}"
         head = [*head, *(f"engine      {x}" for x in engine_lines(kill))]
+    why = [
+        f"why         {x[len('why: ') :]}" if x.startswith("why: ") else f"asked       {x}"
+        for x in why_lines(kill)
+    ]
     return [
         *head,
         "OOM KILL",
         f"victim      pid {kill.pid} ({kill.name})",
         f"anon-rss    {rss}",
+        *why,
         f"status      {exit_text}",
         f"confirmed   {confirmed_by(kill)}",
         latency_text(kill),

@@ -138,6 +138,7 @@ class _Draft:
     kmsg_t: float | None = None  # the kernel's time of it on the show's clock (calibrated)
     kmsg_seen_t: float | None = None  # when the show read its first kernel record
     counter_t: float | None = None  # when the oom_kill counter rose for it
+    report: dict | None = None  # the kernel's whole report (oomreport), when read
     oom_kill_count: int = 0
     killed_line: bool = False  # the "Killed process" record (with anon-rss) arrived
 
@@ -161,6 +162,7 @@ class _Draft:
             detected_by=tuple(sources),
             latency_ms=lat,
             t=self.t,
+            report=self.report,
         )
 
 
@@ -234,6 +236,7 @@ class WatchStory:
         if draft.kmsg is None or k.anon_rss_kib is not None:
             draft.kmsg = k.text  # the "Killed process" line wins over "oom-kill:"
             draft.name = k.name
+            draft.report = k.report or draft.report
         if k.anon_rss_kib is not None:
             draft.anon_rss_kib = k.anon_rss_kib
             draft.killed_line = True
@@ -262,6 +265,7 @@ class WatchStory:
                 counter_t=self._credits.popleft(),
                 oom_kill_count=self._count,
                 killed_line=k.anon_rss_kib is not None,
+                report=k.report,
             )
             self._drafts[k.pid] = draft
             self._new_draft(draft)

@@ -217,3 +217,17 @@ def replay_performs_the_act(original: Path, again: Path) -> dict:
         assert np.array_equal(values, second.samples[col]), col
     counts["samples"] = len(first)
     return counts
+
+
+def check_kernel_report(path: Path) -> dict:
+    """A real memory act's kill record keeps the kernel's whole report: the trigger and
+    the constraint named, every process of the act (its lanes) among the candidates the
+    kernel weighed, with points, and the victim with the most. Returns the kill line."""
+    recs = records(path)
+    kill = next(r for r in recs if r["type"] == "kill" and r.get("hog") is not False)
+    assert kill["trigger"]["name"] and kill["constraint"] == "CONSTRAINT_MEMCG", kill
+    points = {c["pid"]: c["points"] for c in kill["candidates"]}
+    assert kill["victim_rank"] == 1 and points[kill["pid"]] == max(points.values()), kill
+    lanes = next(r for r in recs if r["type"] == "lanes")
+    assert {x["pid"] for x in lanes["lanes"]} <= set(points), (lanes, points)
+    return kill

@@ -14,6 +14,7 @@ import pytest
 
 from tests.acts_checks import (
     check_bystander,
+    check_kernel_report,
     check_throttle,
     check_who_dies,
     closing_is_not_the_beep,
@@ -95,6 +96,7 @@ def the_one_assembly(rec: Path) -> float:
         if r["type"] == "kill" and r.get("hog") is not False
     ]  # fmt: skip
     assert 0 < kill["latency_ms"] < 50, kill
+    check_kernel_report(rec)
     return kill["latency_ms"]
 
 

@@ -16,6 +16,7 @@ import pytest
 from beep_av.recording import load
 from tests.acts_checks import (
     check_bystander,
+    check_kernel_report,
     check_throttle,
     check_who_dies,
     closing_is_not_the_beep,
@@ -93,6 +94,7 @@ def test_who_dies_on_v2_names_the_kernels_choice(root_run, run):
     assert rc == 0, err
     assert "stage: systemd scope" in err, err
     figures = check_who_dies(root_run.out / "f" / f"{run}.jsonl")
+    check_kernel_report(root_run.out / "f" / f"{run}.jsonl")  # the kernel's points, on v2
     assert root_run.text(f"f/{run}.left").strip() == "", root_run.text(f"f/{run}.left")
     print(
         f"who-dies v2 (guest) {run}: victim {figures['victim']}, oom_score {figures['scores']},"
@@ -129,6 +131,9 @@ def test_sudo_shows_on_v2_reach_the_finale_in_a_system_scope(root_run):
         out = root_run.text(f"a/show{i}.out")
         assert "stage: systemd scope beep-av-" in out + root_run.text(f"a/show{i}.err"), out
         assert "Memory cgroup out of memory" in kill["kmsg"]
+        # the kernel's whole report, read live on v2: the hog a candidate, the trigger
+        assert kill["trigger"]["name"] and kill["victim_rank"] == 1, kill
+        assert kill["pid"] in [c["pid"] for c in kill["candidates"]], kill
         phases = {r["phase"]: r["t"] for r in _records(root_run.out / f"a/show{i}.jsonl")
                   if r["type"] == "phase"}  # fmt: skip
         print(f"show{i}: " + ", ".join(f"{p} {t:.2f}s" for p, t in phases.items())

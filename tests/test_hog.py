@@ -239,6 +239,8 @@ def test_armed_in_its_cgroup_waits_pauses_and_stops(spawn):
     assert Path(f"/proc/{h.pid}/oom_score_adj").read_text().strip() == "1000"
     assert str(h.pid) in Path(cg, "cgroup.procs").read_text().split()
     assert "beep_av.hog" in Path(f"/proc/{h.pid}/cmdline").read_text()
+    # its name for the kernel's OOM report (PR_SET_NAME), not python3's
+    assert Path(f"/proc/{h.pid}/comm").read_text().strip() == "beep-hog"
     assert all(b == 0 for _, b in _reports(h, 0.3))  # no climbing before "start"
     h.start()
     assert _reports(h, 0.5)[-1][1] > 0
@@ -263,6 +265,12 @@ def test_armed_in_its_cgroup_waits_pauses_and_stops(spawn):
     assert len(set(touched)) == len(touched)
     h.stop()
     assert h.wait(10) == 0
+
+
+@pytest.mark.real
+def test_a_hog_named_by_its_act_keeps_the_first_15_bytes(spawn):
+    h, _ = spawn(rate=16 * MiB, name="a-very-long-hog-name")
+    assert Path(f"/proc/{h.pid}/comm").read_text().strip() == "a-very-long-hog"
 
 
 @pytest.mark.real

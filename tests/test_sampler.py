@@ -323,6 +323,12 @@ def test_real_oom_kill_all_three_sources(scratch_cgroup):
         assert k is not None and k.pid == hog.pid and k.cgroup_oom
         assert k.anon_rss_kib is not None and k.anon_rss_kib > 32 * 1024
         assert any(x.pid == hog.pid for x in s.kills)
+        # the kernel's whole report, read live: the hog among the candidates it weighed,
+        # with the most points, and the task that asked for the page
+        r = k.report
+        assert r is not None and r["trigger"]["name"] and r["victim_rank"] == 1, r
+        mine = [c for c in r["candidates"] if c["pid"] == hog.pid]
+        assert mine and mine[0]["points"] > 0 and mine[0]["rss_pages"] > 0, r
         # the hog grew and was sampled growing before the kill
         assert max(x.hog_bytes for x in snaps) > 16 * MiB
         assert max(x.anon_bytes for x in snaps) > 16 * MiB

@@ -88,6 +88,9 @@ def test_full_story_on_a_small_stage(real_stage, tmp_path):
     assert all(s["ram"] + s["cache"] <= s["ram_limit"] + 8 * 2**20 for s in samples)
     # the stall is counted from the stage's first reading: no calm sample claims one
     # (the PSI totals since boot, differenced against 0, once made the first say 1.0)
+    # the kernel's whole report in the kill record: the hog a candidate, the trigger named
+    assert kill["trigger"]["name"] and kill["victim_rank"] == 1, kill
+    assert kill["pid"] in [c["pid"] for c in kill["candidates"]], kill
     calm = [s for s in samples if s["phase"] == "calm"]
     assert len(calm) >= 5 and all(s["stall"] == 0 for s in calm), calm[:3]
     # the headless output told the story in one line per phase, then the card

@@ -37,7 +37,7 @@ class BystanderStage(CgroupStage):
         self.idle = None
 
     def _spawn_hog(self) -> None:
-        self.idle = self._spawn_one(mode="idle", size=self.size, oom_score_adj=0)
+        self.idle = self._spawn_one(mode="idle", size=self.size, oom_score_adj=0, name="bystander")
         interrupt.check()
         self.climber = self._spawn_one(rate=self.rate, cache=self.cache_bytes)
 

@@ -132,7 +132,8 @@ class CpuStage:
         for i in range(self.n):
             interrupt.check()
             procs = os.path.join(self.dir, "cgroup.procs") if self.dir else None
-            w = HogProcess(mode="spin", cgroup_procs=procs, wrapper=wrapper if i == 0 else [])
+            w = HogProcess(mode="spin", cgroup_procs=procs, wrapper=wrapper if i == 0 else [],
+                           name=f"beep-worker-{i + 1}")  # fmt: skip
             self.workers.append(w)
             value = hog_value(w.pid)
             self._values.append(value)

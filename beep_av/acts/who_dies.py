@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from beep_av import interrupt
+from beep_av import interrupt, summary
 from beep_av.acts.common import (
     ActClock,
     ActDriver,
@@ -63,6 +63,7 @@ class MultiHogStage(CgroupStage):
                 rate=max(1 << 20, int(self.rate * spec.size)),
                 cache=self.cache_bytes if i == 0 else 0,
                 oom_score_adj=spec.adj,
+                name=spec.name,  # the kernel's report names each hog as the show does
             )
             self.hogs.append(hog)
 
@@ -419,7 +420,8 @@ class WhoDiesAct(ActDriver):
         self._kills.append(kill)
         stage_sc = stage_scores(last_raw, self.ram_limit, self.swap_limit)
         check, record = verdict(names[victim], last_raw, stage_sc)
-        record.update(pid=kill.pid, kmsg=kill.kmsg, stage_scores=stage_sc)
+        record.update(pid=kill.pid, kmsg=kill.kmsg, stage_scores=stage_sc,
+                      kernel_rank=(kill.report or {}).get("victim_rank"))  # fmt: skip
         self.event(t, "verdict", **record)
         self.enter(Phase.OOM, t)
         raw = self._lanes()
@@ -433,6 +435,7 @@ class WhoDiesAct(ActDriver):
             who = f"{names[victim]} (pid {kill.pid}) died, but the kernel's record is missing"
         card = (
             who,
+            *summary.why_lines(kill),  # the kernel's own points, from its whole report
             *check,
             "the others live on: " + (", ".join(f"{x['name']} (pid {x['pid']})" for x in survivors) or "none"),
             "confirmed by " + " + ".join(kill.detected_by),

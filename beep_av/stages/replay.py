@@ -18,7 +18,7 @@ import numpy as np
 from beep_av.acts.spec import ACTS
 from beep_av.errors import BadInput
 from beep_av.model import PHASES, ActView, KillRecord, KmsgKill, Lane, Phase, ShowState, Snapshot
-from beep_av.recording import ENGINE_KEYS, Recording
+from beep_av.recording import ENGINE_KEYS, REPORT_KEYS, Recording
 
 # No spinning: measured on this 2-core machine under load, Event.wait overshoots by
 # ~0.1 ms (max ~0.5 ms), while a 1 ms spin got preempted and came out up to 3 ms late
@@ -55,6 +55,7 @@ def kill_record(e: dict, calibrated: bool = True) -> KillRecord:
         engine={k: e[k] for k in ENGINE_KEYS if k in e}
         if isinstance(e.get("engine"), str)
         else None,
+        report={k: e.get(k) for k in REPORT_KEYS} if any(k in e for k in REPORT_KEYS) else None,
     )
 
 
