@@ -433,13 +433,15 @@ class Sampler:
             yield raw
 
     def _drain_kmsg(self) -> None:
-        for raw in self._kmsg_records():
+        # every waiting record is read (and timed) first, then parsed: reading the whole
+        # report (~100 records) must not delay the moment the kill's own record is read
+        batch = [(raw, time.monotonic() - self.t0) for raw in self._kmsg_records()]
+        for raw, seen in batch:  # `seen`: the show has this record from then on
             # cheap filter first: nearly every record is not about an OOM kill; the
             # records of an OOM report (from its trigger line on) go to the report parser
             killed = b"Killed process" in raw or b"oom-kill:" in raw
             if not killed and self._oom.current is None and b"invoked oom-killer" not in raw:
                 continue
-            seen = time.monotonic() - self.t0  # the show has this record from now on
             try:
                 rec = parse_kmsg_record(raw.decode("utf-8", "replace"))
                 if rec is not None:

@@ -107,7 +107,9 @@ def check_who_dies(path: Path) -> dict:
     by_kernel = released["killed_by_kernel"]
     assert by_kernel[0] == verdict["victim"] and len(set(by_kernel)) == len(by_kernel), released
     assert sorted(released["alive_before"] + by_kernel[1:]) == sorted(others), released
-    assert released["alive_before"], released  # someone lived on, to be released
+    # someone lived on, to be released, unless the kernel killed them all (seen once on
+    # a loaded machine: big, medium and small within 10 ms; the card names each kill)
+    assert released["alive_before"] or len(by_kernel) == len(names), released
     # each later kernel kill has its own kill record, named by the kernel's log
     pid_of = {h["name"]: h["pid"] for h in scores["hogs"]}
     assert [r["pid"] for r in also] == [pid_of[n] for n in by_kernel[1:]], (also, by_kernel)
