@@ -124,4 +124,7 @@ def test_explain_of_the_kernel_log_after_a_real_show_names_the_hog(tmp_path):
     o = ours[0]
     assert o["victim"]["anon_rss_kib"] == kill["anon_rss_kib"]
     assert o["cgroup_oom"] and o["trigger"] is not None and o["victim_rank"] == 1
-    assert kill["pid"] in [c["pid"] for c in o["candidates"]]
+    # the same points as the show's own kill record (the same report, read live)
+    live = {c["pid"]: c["points"] for c in kill["candidates"]}
+    assert {c["pid"]: c["points"] for c in o["candidates"]} == live, (o["candidates"], live)
+    assert o["trigger"] == kill["trigger"] and o["victim_rank"] == kill["victim_rank"]
