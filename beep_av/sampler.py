@@ -86,9 +86,14 @@ class Sampler:
         swap_limit: int | None = None,
         kernel_clock=None,
         proc_root: str = "/proc",
+        reports: bool = True,
     ) -> None:
         self.files = files
         self.hog = hog
+        # read the kernel's whole OOM report (oomreport) into the kill records; off for
+        # a show that lives in the domain it watches (the host stage): parsing ~100
+        # records allocates, at the moment that domain is full
+        self.reports = reports
         self.t0 = t0
         self.kernel_clock = kernel_clock
         self.proc_root = proc_root
@@ -435,16 +440,23 @@ class Sampler:
     def _drain_kmsg(self) -> None:
         # every waiting record is read (and timed) first, then parsed: reading the whole
         # report (~100 records) must not delay the moment the kill's own record is read
-        batch = [(raw, time.monotonic() - self.t0) for raw in self._kmsg_records()]
-        for raw, seen in batch:  # `seen`: the show has this record from then on
+        records = self._kmsg_records()
+        if self.reports:
+            records = [(raw, time.monotonic() - self.t0) for raw in records]
+        else:  # no parsing between reads: read lazily, allocating nothing more
+            records = ((raw, time.monotonic() - self.t0) for raw in records)
+        for raw, seen in records:  # `seen`: the show has this record from then on
             # cheap filter first: nearly every record is not about an OOM kill; the
             # records of an OOM report (from its trigger line on) go to the report parser
             killed = b"Killed process" in raw or b"oom-kill:" in raw
-            if not killed and self._oom.current is None and b"invoked oom-killer" not in raw:
+            reading = self.reports and (
+                self._oom.current is not None or b"invoked oom-killer" in raw
+            )
+            if not killed and not reading:
                 continue
             try:
                 rec = parse_kmsg_record(raw.decode("utf-8", "replace"))
-                if rec is not None:
+                if rec is not None and self.reports:
                     self._oom.feed_text(rec.message)
                 kill = parse_oom_kill(rec.message, rec.timestamp_us) if rec and killed else None
             except ParseError:

@@ -73,6 +73,7 @@ class HogStage:
 
     hog = None  # HogProcess once prepared
     kernel_clock = None  # kclock.KernelClock, set by the show before it runs
+    reads_reports = True  # the sampler reads the kernel's whole OOM report (oomreport)
     rate = 0
     paused = False
     ram_limit = 0
@@ -91,6 +92,7 @@ class HogStage:
             ram_limit=self.ram_limit,
             swap_limit=self.swap_limit,
             kernel_clock=self.kernel_clock,
+            reports=self.reads_reports,
         )
 
     def start(self) -> None:
