@@ -500,6 +500,11 @@ class OomParser:
         out += self._line(ev, text, t)
         return out
 
+    def close(self) -> list[OomEvent]:
+        """End the event being read now (live: its Killed line came), so that the
+        records after it are not read as part of it."""
+        return self._close()
+
     def finish(self) -> list[OomEvent]:
         """The event still open at the end of the text."""
         p, self._pending = self._pending, None

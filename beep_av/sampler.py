@@ -471,6 +471,8 @@ class Sampler:
                 kernel_t=self._kernel_time(rec.timestamp_us),
                 report=report.kill_fields() if report is not None else None,
             )
+            if "Killed process" in rec.message:  # the report is whole: stop reading it,
+                self._oom.close()  # so later records go back to the cheap filter
             self.kills.append(kill)
             self._take_kill(kill)
 
