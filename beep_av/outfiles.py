@@ -30,7 +30,6 @@ from __future__ import annotations
 import errno
 import os
 import re
-import secrets
 import stat
 from typing import IO, NamedTuple
 
@@ -365,7 +364,7 @@ class OutFile:
 
     def _temp(self, perm: int) -> int:
         for _ in range(8):
-            name = f".{self._spot.name}.{secrets.token_hex(4)}.part"
+            name = f".{self._spot.name}.{os.urandom(4).hex()}.part"  # no `secrets`: it loads OpenSSL
             try:
                 fd = self._create(name, perm)
             except Refused:

@@ -202,6 +202,7 @@ class Ballast:
         )
         for off in range(0, size, mmap.PAGESIZE):  # fault every page in now
             self._map[off] = 1
+        self._released = False
         self._efd: int | None = None
         if cgroup_dir:
             self._watch(cgroup_dir)
@@ -241,13 +242,30 @@ class Ballast:
         threading.Thread(target=watcher, name="beep-ballast", daemon=True).start()
 
     def release(self) -> None:
+        """Give the ballast's pages back now, with MADV_DONTNEED: that uncharges them
+        and changes no mapping. A munmap here split a VMA the kernel had merged with a
+        neighbour; the split needs a kernel allocation charged to this full domain, and
+        that charge was the second OOM kill that took the show (seen here: the hog
+        killed, then the show 4 ms later, in __split_vma from munmap). The mapping
+        itself goes at close(), when the domain has room."""
+        import mmap
+
+        m = self._map
+        if m is None or self._released:
+            return
+        self._released = True
+        try:
+            m.madvise(mmap.MADV_DONTNEED)
+        except (OSError, ValueError):
+            pass  # closed meanwhile: nothing left to give back
+
+    def close(self) -> None:
+        """Release, unmap, and stop watching (a write wakes the watcher, which then
+        exits)."""
+        self.release()
         m, self._map = self._map, None
         if m is not None:
             m.close()
-
-    def close(self) -> None:
-        """Release, and stop watching (a write wakes the watcher, which then exits)."""
-        self.release()
         efd, self._efd = self._efd, None
         if efd is not None:
             try:
@@ -257,7 +275,7 @@ class Ballast:
 
     @property
     def held(self) -> bool:
-        return self._map is not None
+        return self._map is not None and not self._released
 
 
 class BallastSource:
