@@ -364,7 +364,9 @@ class OutFile:
 
     def _temp(self, perm: int) -> int:
         for _ in range(8):
-            name = f".{self._spot.name}.{os.urandom(4).hex()}.part"  # no `secrets`: it loads OpenSSL
+            name = (
+                f".{self._spot.name}.{os.urandom(4).hex()}.part"  # no `secrets`: it loads OpenSSL
+            )
             try:
                 fd = self._create(name, perm)
             except Refused:
