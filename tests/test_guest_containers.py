@@ -115,13 +115,17 @@ def test_docker_restarts_play_three_kills_with_the_back_off(docker_run):
 
 def test_watch_containers_gives_one_card_naming_the_victim(docker_run):
     assert docker_run.rc_of("d/victim.rc") == 137, docker_run.text("d/victim.err")
-    assert docker_run.text("d/victim.inspect").split() == ["true", "137"]
+    # Docker's own verdict on its container (usually OOMKilled true; false once in this
+    # stop's CI under TCG although the kernel killed it): Beep must record the same
+    cli_oom, cli_exit = docker_run.text("d/victim.inspect").split()
+    assert cli_exit == "137", docker_run.text("d/victim.inspect")
     assert docker_run.rc_of("d/watch.rc") == 0, docker_run.text("d/watch.err")
     out = docker_run.text("d/watch.out")
     kills = _kills(docker_run.out / "d/watch.jsonl")
     assert len(kills) == 1, kills
     k = kills[0]
-    assert k["container"] == "victim" and k["exit_code"] == 137 and k["oom_killed"] is True, k
+    assert k["container"] == "victim" and k["exit_code"] == 137, k
+    assert k["oom_killed"] is (cli_oom == "true"), (k, cli_oom)
     assert "kmsg" in k["detected_by"] and "Killed process" in k["kmsg"], k
     assert out.count("OOM KILL") == 1, out
     assert "container victim" in out and "watch: 1 container OOM kill seen" in out, out
