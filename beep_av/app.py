@@ -50,7 +50,9 @@ def check_output_paths(settings: Settings) -> None:
     from beep_av import outfiles
 
     if settings.record:
-        outfiles.check_file(settings.record, f"--record {settings.record}")
+        from beep_av.recording import check_writable
+
+        check_writable(settings.record)
     audio = settings.audio or ""
     if audio.startswith("wav:"):
         from beep_av.audio.output import check_wav_path

@@ -138,27 +138,33 @@ def cpu_figures(state: ShowState) -> tuple[float, float]:
     return min(1.0, max(0.0, work)), min(1.0, max(0.0, throttled))
 
 
-def why_lines(kill: KillRecord) -> list[str]:
-    """The kernel's why, from its whole report (KillRecord.report): its ranking of the
-    candidates it weighed, and who asked for the page when that was not the victim.
-    Says so when the report had no task table; nothing when no report was read."""
+def why_fields(kill: KillRecord) -> list[tuple[str, str]]:
+    """The kernel's why, from its whole report (KillRecord.report), as (label, text):
+    ("why", its ranking of the candidates it weighed) and ("asked", who asked for the
+    page) when that was not the victim. Says so when the report had no task table;
+    nothing when no report was read. Each card lays the pairs out its own way."""
     from beep_av.oomreport import asked_text, ranking_line
 
     r = kill.report
     if not r:
         return []
+    out = []
     cands = r.get("candidates")
     line = ranking_line(cands, kill.pid)
+    if line is None and cands is None:
+        line = "the kernel's table was not printed (rate-limited): its ranking is unknown"
     if line is not None:
-        out = [f"why: {line}"]
-    elif cands is None:
-        out = ["why: the kernel's table was not printed (rate-limited): its ranking is unknown"]
-    else:
-        out = []
+        out.append(("why", line))
     trigger = r.get("trigger")
-    if trigger and trigger.get("pid") not in (None, kill.pid):
-        out.append(asked_text(trigger, kill.pid, kill.name) or "")
-    return [x for x in out if x]
+    asked = asked_text(trigger, kill.pid, kill.name) if trigger else None
+    if asked and trigger.get("pid") not in (None, kill.pid):
+        out.append(("asked", asked))
+    return out
+
+
+def why_lines(kill: KillRecord) -> list[str]:
+    """why_fields as card lines: "why: ..." and the asked line as it is."""
+    return [f"why: {text}" if label == "why" else text for label, text in why_fields(kill)]
 
 
 def card_lines(state: ShowState) -> list[str]:
@@ -244,10 +250,7 @@ def victim_card(kill: KillRecord, stage: str = "", replay_of: str | None = None)
         # the kernel's part of a container's card: the engine's verdict is its own line
         exit_text = f"exit {kill.exit} (SIGKILL)" if kill.exit == 137 else f"exit {kill.exit}"
         head = [*head, *(f"engine      {x}" for x in engine_lines(kill))]
-    why = [
-        f"why         {x[len('why: ') :]}" if x.startswith("why: ") else f"asked       {x}"
-        for x in why_lines(kill)
-    ]
+    why = [f"{label:<12}{text}" for label, text in why_fields(kill)]
     return [
         *head,
         "OOM KILL",

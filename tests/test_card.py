@@ -410,3 +410,30 @@ def test_cli_terminal_cards_of_a_rehearsal_and_a_replay(tmp_path):
     sub.mkdir()
     _tmux_card(sub, ["replay", str(FIXTURE), "--audio", "off", "--speed", "8"],
                ["replay of ", FIXTURE.name, "rehearsal: nothing was killed"])  # fmt: skip
+
+
+def test_the_card_says_the_kernels_why_from_its_report():
+    """With the kernel's whole report in the kill record: its ranking, and who asked for
+    the page when it was not the victim (window/terminal lines, and headless columns);
+    without a task table, that the ranking is unknown; without a report, nothing."""
+    from beep_av.summary import victim_card, why_lines
+
+    report = {
+        "trigger": {"name": "medium", "pid": 2},
+        "candidates": [{"pid": 4242, "name": "big", "points": 300},
+                       {"pid": 2, "name": "medium", "points": 200}],
+        "victim_rank": 1,
+    }  # fmt: skip
+    kill = replace(HOG, report=report)
+    assert why_lines(kill) == [
+        "why: most points of 2: big 300 — medium had 67% of that",
+        "medium (pid 2) asked for the page that tipped it",
+    ]
+    card = victim_card(kill)
+    assert "why         most points of 2: big 300 — medium had 67% of that" in card
+    assert "asked       medium (pid 2) asked for the page that tipped it" in card
+    blind = replace(HOG, report={**report, "candidates": None, "trigger": None})
+    assert why_lines(blind) == [
+        "why: the kernel's table was not printed (rate-limited): its ranking is unknown"
+    ]
+    assert why_lines(HOG) == []
