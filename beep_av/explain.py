@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Iterator
 
 from beep_av.errors import BadInput
-from beep_av.oomreport import OomEvent, asked_text, events, ranking_line, read_lines
+from beep_av.oomreport import OomEvent, asked_text, file_events, ranking_line
 
 Say = Callable[[str], None]
 MiB_KIB = 1024
@@ -112,9 +112,9 @@ def card(ev: OomEvent, n: int) -> list[str]:
 # ---------------------------------------------------------------- the command
 
 
-def _lines(path: str) -> Iterator[str]:
+def _events(path: str) -> Iterator[OomEvent]:
     if path == "-":
-        yield from read_lines(sys.stdin.buffer)
+        yield from file_events(sys.stdin.buffer)
         return
     if os.path.isdir(path):
         raise BadInput(f"explain: {path} is a directory, not a kernel log")
@@ -124,7 +124,7 @@ def _lines(path: str) -> Iterator[str]:
         raise BadInput(f"explain: cannot read {path} ({e.strerror or e})") from None
     with f:
         try:
-            yield from read_lines(f)
+            yield from file_events(f)
         except OSError as e:
             raise BadInput(f"explain: cannot read {path} ({e.strerror or e})") from None
 
@@ -140,7 +140,7 @@ def run_explain(
         outfiles.check_file(out, f"-o {out}")  # before reading: nothing lost
     n = 0
     drawn: list[OomEvent] = []
-    for ev in events(_lines(path)):
+    for ev in _events(path):
         n += 1
         if as_json:
             say(json.dumps({"event": n, **ev.fields()}, separators=(",", ":")))

@@ -30,23 +30,38 @@ from dataclasses import dataclass, field
 
 PAGE = 4096  # bytes; the tables count pages (x86-64, arm64 with 4 KiB pages)
 MAX_CANDIDATES = 100_000  # rows kept of one table (a huge machine's dump stays bounded)
-MAX_LINES_IN_EVENT = 20_000  # a trigger without its end: the event is closed after this
+MAX_LINES_IN_EVENT = 150_000  # an event is closed after this many lines, whatever they say
+# a trigger without its end: the event is closed once this many lines in a row said
+# nothing of it (a big machine's Mem-Info and trace run to a few hundred)
+QUIET_LINES = 2_000
+# after its kill, an event ends once this many lines in a row said nothing of it (its
+# reaper line, a group's other kills and a victim printed twice come right after)
+QUIET_AFTER_KILL = 20
 
 # ---------------------------------------------------------------- what a line says
 
-# prefixes people's logs carry before the kernel's own text, stripped in this order
+# prefixes people's logs carry before the kernel's own text, stripped in this order;
+# each with a cheap test of the text it needs, so that most lines try one or two
 _PREFIXES = [
     # anything before a printk level and a dmesg time (a hypervisor's log of its guest)
-    re.compile(r"^.+?(?=<\d{1,3}>\[\s*\d+\.\d+\])"),
-    re.compile(r"^<\d{1,3}>"),  # a syslog priority
-    re.compile(r"^\d+,\d+,\d+,[^;]*;"),  # a raw /dev/kmsg record: prio,seq,usec,flags;
+    (re.compile(r"^.+?(?=<\d{1,3}>\[\s*\d+\.\d+\])"), lambda s: ">[" in s),
+    (re.compile(r"^<\d{1,3}>"), lambda s: s[:1] == "<"),  # a syslog priority
+    # a raw /dev/kmsg record: prio,seq,usec,flags;
+    (re.compile(r"^\d+,\d+,\d+,[^;]*;"), lambda s: s[:1].isdigit()),
     # ISO time, a host, "kernel:" (journalctl -o short-iso, rsyslog)
-    re.compile(r"^\d{4}-\d\d-\d\d[T ][\d:.,]+(?:Z|[+-]\d\d:?\d\d)?\s+\S+\s+kernel:\s?"),
+    (
+        re.compile(r"^\d{4}-\d\d-\d\d[T ][\d:.,]+(?:Z|[+-]\d\d:?\d\d)?\s+\S+\s+kernel:\s?"),
+        lambda s: s[:1].isdigit(),
+    ),
     # "Dec 07 03:09:10 host kernel:" in any locale (the month is any word)
-    re.compile(r"^\S+\s+\d{1,2}\s+\d\d:\d\d:\d\d(?:\.\d+)?\s+\S+\s+kernel:\s?"),
-    re.compile(r"^.{0,80}?\bkernel: ?"),  # any other "host kernel:" prefix
-    re.compile(r"^\[\s*\d+\.\d+\]\s?"),  # dmesg: [ 1521.849425]
-    re.compile(r"^\[[^\]\[]*\d\d:\d\d:\d\d[^\]\[]*\]\s?"),  # dmesg -T: [Mon Dec  7 03:09:10 2026]
+    (
+        re.compile(r"^\S+\s+\d{1,2}\s+\d\d:\d\d:\d\d(?:\.\d+)?\s+\S+\s+kernel:\s?"),
+        lambda s: "kernel:" in s,
+    ),
+    (re.compile(r"^.{0,80}?\bkernel: ?"), lambda s: "kernel:" in s),  # any other "host kernel:"
+    (re.compile(r"^\[\s*\d+\.\d+\]\s?"), lambda s: s[:1] == "["),  # dmesg: [ 1521.849425]
+    # dmesg -T: [Mon Dec  7 03:09:10 2026]
+    (re.compile(r"^\[[^\]\[]*\d\d:\d\d:\d\d[^\]\[]*\]\s?"), lambda s: s[:1] == "["),
 ]
 _DMESG_T = re.compile(r"\[\s*(\d+)\.(\d+)\]")
 _KMSG_T = re.compile(r"^\d+,\d+,(\d+),")
@@ -92,14 +107,20 @@ def strip_prefix(line: str) -> tuple[str, float | None]:
     for _ in range(4):  # prefixes stack: "Dec 07 host kernel: [123.4] ..."
         s = s.lstrip()  # a mail's or a page's indentation
         before = s
-        m = _KMSG_T.match(s)
-        if m:
-            t = int(m.group(1)) / 1e6
-        m = _DMESG_T.match(s)
-        if m:
-            t = int(m.group(1)) + float("0." + m.group(2))
-        for p in _PREFIXES:
-            s = p.sub("", s, count=1)
+        first = s[:1]
+        if first.isdigit():
+            m = _KMSG_T.match(s)
+            if m:
+                t = int(m.group(1)) / 1e6
+        elif first == "[":
+            m = _DMESG_T.match(s)
+            if m:
+                t = int(m.group(1)) + float("0." + m.group(2))
+        for p, may in _PREFIXES:  # anchored: match, not sub (which tries every position)
+            if s and may(s):
+                m = p.match(s)
+                if m is not None:
+                    s = s[m.end() :]
         if s == before:
             break
     return s.strip(), t
@@ -204,6 +225,11 @@ class OomEvent:
         line's, anon-rss unknown); None when nothing was killable."""
         killed = [v for v in self.victims if v.killed]
         return killed[0] if killed else (self.victims[0] if self.victims else None)
+
+    @property
+    def done(self) -> bool:
+        """The kernel acted: a kill line, or nothing was killable."""
+        return self.no_killable or any(v.killed for v in self.victims)
 
     @property
     def chosen(self) -> Victim | None:
@@ -434,6 +460,8 @@ class OomParser:
     def __init__(self) -> None:
         self._ev: OomEvent | None = None
         self._lines = 0  # lines since the event's trigger
+        self._quiet = 0  # lines in a row that said nothing of the event
+        self._nothing = False  # the line being read said nothing of it
         # a pasted line waits for the next one: a line wrapped by a mail client, a page
         # or a terminal (no log prefix of its own, or "↪") belongs to it
         self._pending: tuple[str, float | None, bool] | None = None
@@ -460,6 +488,17 @@ class OomParser:
         # (a mail's or page's wrap; an annotation indented by its poster is not one)
         indent = len(raw) - len(raw.lstrip(" "))
         return prev_prefix and not had_prefix and indent <= 2 and raw[:1] != "\t"
+
+    @property
+    def idle(self) -> bool:
+        """No event open, and no waiting line that could open one: the next lines
+        matter only if they hold one of the opening words."""
+        p = self._pending
+        return self._ev is None and (p is None or not _may_open(p[0].encode()))
+
+    def skip(self) -> None:
+        """Lines were skipped while idle: a waiting line has no continuation to come."""
+        self._pending = None
 
     @property
     def current(self) -> OomEvent | None:
@@ -497,7 +536,10 @@ class OomParser:
                 ev = self._open(t)
                 out += self._line(ev, text, t)
             return out
+        self._quiet += 1  # _line resets it when the line is the event's
         out += self._line(ev, text, t)
+        if self._ev is ev and self._quiet > (QUIET_AFTER_KILL if ev.done else QUIET_LINES):
+            out += self._close()
         return out
 
     def close(self) -> list[OomEvent]:
@@ -516,6 +558,7 @@ class OomParser:
     def _open(self, t: float | None) -> OomEvent:
         self._ev = OomEvent(kernel_t=t)
         self._lines = 0
+        self._quiet = 0
         return self._ev
 
     def _close(self) -> list[OomEvent]:
@@ -542,6 +585,13 @@ class OomParser:
         )
 
     def _line(self, ev: OomEvent, text: str, t: float | None) -> list[OomEvent]:
+        out = self._read(ev, text, t)
+        if not self._nothing:
+            self._quiet = 0
+        self._nothing = False
+        return out
+
+    def _read(self, ev: OomEvent, text: str, t: float | None) -> list[OomEvent]:
         if ev._table_open:  # rows until the event ends (other messages may come between)
             m = _ROW.match(text)
             if m is not None and ev.candidates is not None:
@@ -606,6 +656,7 @@ class OomParser:
             v = parse_kill_line(text)
             if v is not None:
                 return self._kill(ev, v, text, t)
+        self._nothing = True
         return []
 
     def _kill(self, ev: OomEvent, v: Victim, text: str, t: float | None) -> list[OomEvent]:
@@ -650,36 +701,124 @@ def events(lines: Iterable[str]) -> Iterator[OomEvent]:
     yield from p.finish()
 
 
-def read_lines(f, max_len: int = 64 * 1024, chunk: int = 1 << 20) -> Iterator[str]:
-    """Lines of a binary file as text (UTF-8, bad bytes replaced, NULs dropped), each
-    cut at `max_len` characters: a 1 GiB line without a newline costs `chunk` bytes of
-    memory, not 1 GiB."""
+# Every whole OOM report opens with its trigger line ("... invoked oom-killer: ...",
+# every kernel since 2.6), and every kill line holds "Kill" ("Killed process", "Kill
+# process ... or sacrifice child"): a rate-limited report keeps only that. So past the
+# head of a big log, file_events reads only from two lines before either (a wrapped
+# paste) to the end of the event it opens, and skips the rest as bytes, unsplit and
+# undecoded: most of a machine's log. Two fast scans: "oom-killer", and a memchr for
+# "K". Only a report's middle with neither line (a paste cut off above its trigger),
+# or one whose trigger was wrapped inside "oom-killer", needs the whole text read, and
+# it is, in the head.
+_TRIGGER_WORD = b"oom-killer"
+HEAD_BYTES = 64 * 1024  # always read whole: a paste, or a rotated log's cut-off start
+
+
+def _next_opening(data: bytes, pos: int, end: int) -> int:
+    """Where the next trigger or kill line's word is in data[pos:end], or -1."""
+    first = data.find(_TRIGGER_WORD, pos, end)
+    stop = end if first < 0 else first
+    k = data.find(b"K", pos, stop)
+    while k >= 0:
+        if data.startswith(b"Kill", k):
+            return k
+        k = data.find(b"K", k + 1, stop)
+    return first
+
+
+def _may_open(text: bytes) -> bool:
+    return _next_opening(text, 0, len(text)) >= 0
+
+
+def _line_start(data: bytes, lo: int, k: int, back: int) -> int:
+    """Where the line `back` lines before the one holding data[k] starts (not
+    before lo)."""
+    start = k
+    for _ in range(back + 1):
+        nl = data.rfind(b"\n", lo, start)
+        if nl < 0:
+            return lo
+        start = nl if _ < back else nl + 1
+    return start
+
+
+def file_events(
+    f, max_len: int = 64 * 1024, block: int = 64 * 1024, head: int = HEAD_BYTES
+) -> Iterator[OomEvent]:
+    """Every OOM event in a binary file, in order: what `events(read_lines(f))` finds,
+    with the text past `head` bytes read only near trigger and kill lines (see
+    _next_opening): several times faster on a real log, where OOM reports are a sliver
+    of the text."""
+    p = OomParser()
+    seen = 0  # bytes of the file before `data`
+    carry = b""  # the last two unread lines of the block before (a wrapped trigger)
+    for block_data in read_blocks(f, max_len, block):
+        data = carry + block_data if carry else block_data
+        seen -= len(carry)
+        pos, end = 0, len(data)
+        whole = max(0, min(end, head - seen))  # the head's part of data
+        carry = b""
+        while pos < end:
+            if pos >= whole and p.idle:
+                k = _next_opening(data, pos, end)
+                if k < 0:
+                    cs = _line_start(data, pos, end - 1, 1)
+                    if cs > pos:
+                        p.skip()
+                    carry = data[cs:]
+                    break
+                start = _line_start(data, pos, k, 2)
+                if start > pos:
+                    p.skip()
+                    pos = start
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                nl = end
+            yield from p.feed(data[pos:nl].decode("utf-8", "replace")[:max_len])
+            pos = nl + 1
+        seen += end
+    yield from p.finish()
+
+
+def read_blocks(f, max_len: int = 64 * 1024, block: int = 64 * 1024) -> Iterator[bytes]:
+    """A binary file as blocks of about `block` bytes that end at a newline (the last
+    may not). A line longer than `max_len` bytes is cut to `max_len` and the rest of it
+    dropped: a 1 GiB line without a newline costs a block of memory, not 1 GiB."""
     tail = b""
     skipping = False  # inside an overlong line: drop until its newline
     while True:
-        data = f.read(chunk)
+        data = f.read(block)
         if not data:
             break
-        start = 0
-        while True:
-            nl = data.find(b"\n", start)
+        if skipping:
+            nl = data.find(b"\n")
             if nl < 0:
-                piece = data[start:]
-                if not skipping:
-                    tail += piece
-                    if len(tail) > max_len:
-                        yield tail[:max_len].decode("utf-8", "replace")
-                        tail, skipping = b"", True
-                break
-            piece = data[start:nl]
-            if skipping:
-                skipping = False
-            else:
-                yield (tail + piece)[:max_len].decode("utf-8", "replace")
-            tail = b""
-            start = nl + 1
+                continue
+            data, skipping = data[nl + 1 :], False
+        data = tail + data if tail else data
+        nl = data.rfind(b"\n")
+        if nl < 0:
+            tail = data
+        else:
+            tail = data[nl + 1 :]
+            yield data[: nl + 1]
+        if len(tail) > max_len:  # a line longer than max_len: keep its start
+            yield tail[:max_len] + b"\n"
+            tail, skipping = b"", True
     if tail and not skipping:
-        yield tail[:max_len].decode("utf-8", "replace")
+        yield tail
+
+
+def read_lines(f, max_len: int = 64 * 1024, chunk: int = 1 << 20) -> Iterator[str]:
+    """Lines of a binary file as text (UTF-8, bad bytes replaced), each cut at
+    `max_len`: a 1 GiB line without a newline costs `chunk` bytes of memory, not 1 GiB
+    (read_blocks)."""
+    for data in read_blocks(f, max_len, chunk):
+        lines = data.decode("utf-8", "replace").split("\n")
+        if lines[-1] == "":
+            lines.pop()  # the block's last newline
+        for line in lines:
+            yield line[:max_len]
 
 
 __all__ = [
@@ -691,7 +830,9 @@ __all__ = [
     "asked_text",
     "ranking_line",
     "events",
+    "file_events",
     "parse_kill_line",
+    "read_blocks",
     "read_lines",
     "strip_prefix",
 ]

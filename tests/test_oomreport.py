@@ -252,6 +252,15 @@ def test_a_huge_line_without_a_newline_is_cut_not_held():
     assert len(first) == 4096 and [e.victim.pid for e in got] == [14066]
     assert peak < 16 << 20, peak
 
+    # explain's reader: the same, past its head and inside it
+    for head in (0, oomreport.HEAD_BYTES):
+        tracemalloc.start()
+        got = list(oomreport.file_events(Huge(), max_len=4096, head=head))
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert [e.victim.pid for e in got] == [14066]
+        assert peak < 16 << 20, peak
+
 
 def test_a_trigger_without_its_end_is_closed_and_memory_is_bounded():
     p = OomParser()
