@@ -344,9 +344,21 @@ class OomEvent:
 # ---------------------------------------------------------------- one line of why
 
 
-def ranking_line(candidates: list[dict] | None, victim_pid: int | None) -> str | None:
-    """The kernel's ranking as the card says it, from candidates' fields (pid, name,
-    points): "most points of 3: big 31,100 — medium had 67% of that". None without a
+# The card's why, in English; the show's cards take these from the captions
+# (assets/captions/<lang>.toml, the same keys), explain uses them as they are.
+WHY_TEXT = {
+    "why_first": "most points of {n}: {victim} {points}",
+    "why_rank": "rank {rank} of {n}: {victim} {points}",
+    "why_only": "the only candidate ({points} points)",
+    "why_share": "{other} had {share}% of that",
+    "why_asked": "{name} asked for the page that tipped it",
+    "why_asked_self": "{name} itself asked for the page that tipped it",
+}
+
+
+def ranking(candidates: list[dict] | None, victim_pid: int | None) -> dict | None:
+    """The kernel's ranking, from candidates' fields (pid, name, points): the victim's
+    rank of n, its points, and the runner-up with its share of them. None without a
     task table or a victim in it: the ranking is unknown, never guessed."""
     if not candidates or victim_pid is None:
         return None
@@ -358,30 +370,54 @@ def ranking_line(candidates: list[dict] | None, victim_pid: int | None) -> str |
     mine = next((c for c in order if c.get("pid") == victim_pid), None)
     if mine is None:
         return None
-    n = len(candidates)
+    out = {"n": len(candidates), "points": mine["points"], "victim": mine["name"]}
     if len(order) == 1:
-        return f"the only candidate ({mine['points']:,} points)"
-    rank = 1 + sum(1 for c in order if c["points"] > mine["points"])
-    first = f"most points of {n}" if rank == 1 else f"rank {rank} of {n}"
+        return {**out, "rank": 1, "only": True}
     other = next(c for c in order if c.get("pid") != victim_pid)
     same = other.get("name") == mine.get("name")  # python and python: the pids tell
-    me = f"{mine['name']} ({mine['pid']})" if same else mine["name"]
-    them = f"{other['name']} ({other['pid']})" if same else other["name"]
-    tail = ""
-    if mine["points"] > 0:
-        tail = f" — {them} had {100 * max(0, other['points']) / mine['points']:.0f}% of that"
-    return f"{first}: {me} {mine['points']:,}{tail}"
+    out.update(
+        rank=1 + sum(1 for c in order if c["points"] > mine["points"]),
+        only=False,
+        victim=f"{mine['name']} ({mine['pid']})" if same else mine["name"],
+        other=f"{other['name']} ({other['pid']})" if same else other["name"],
+        share=round(100 * max(0, other["points"]) / mine["points"]) if mine["points"] > 0 else None,
+    )
+    return out
 
 
-def asked_text(trigger: dict | None, victim_pid: int | None, victim_name: str | None) -> str | None:
+def ranking_text(r: dict, text: dict[str, str] = WHY_TEXT) -> str:
+    """A ranking (ranking()) as the card says it: "most points of 3: big 31,100 —
+    medium had 67% of that", in the words of `text` (WHY_TEXT's keys)."""
+    pts = f"{r['points']:,}"
+    if r["only"]:
+        return text["why_only"].format(points=pts)
+    key = "why_first" if r["rank"] == 1 else "why_rank"
+    line = text[key].format(n=r["n"], rank=r["rank"], victim=r["victim"], points=pts)
+    if r.get("share") is not None:
+        line += " — " + text["why_share"].format(other=r["other"], share=r["share"])
+    return line
+
+
+def ranking_line(candidates: list[dict] | None, victim_pid: int | None) -> str | None:
+    """The kernel's ranking in one English line, or None when it is unknown."""
+    r = ranking(candidates, victim_pid)
+    return ranking_text(r) if r is not None else None
+
+
+def asked_text(
+    trigger: dict | None,
+    victim_pid: int | None,
+    victim_name: str | None,
+    text: dict[str, str] = WHY_TEXT,
+) -> str | None:
     """Who asked for the page that tipped it: "medium asked for the page that tipped
     it"; None without a trigger line."""
     if not trigger:
         return None
     name, pid = trigger.get("name"), trigger.get("pid")
     if pid is not None and pid == victim_pid or (pid is None and name == victim_name):
-        return f"{name} itself asked for the page that tipped it"
-    return f"{name}{f' (pid {pid})' if pid is not None else ''} asked for the page that tipped it"
+        return text["why_asked_self"].format(name=name)
+    return text["why_asked"].format(name=f"{name}{f' (pid {pid})' if pid is not None else ''}")
 
 
 # ---------------------------------------------------------------- the parser
@@ -827,8 +863,11 @@ __all__ = [
     "OomParser",
     "Trigger",
     "Victim",
+    "WHY_TEXT",
     "asked_text",
+    "ranking",
     "ranking_line",
+    "ranking_text",
     "events",
     "file_events",
     "parse_kill_line",

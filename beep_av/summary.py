@@ -138,33 +138,52 @@ def cpu_figures(state: ShowState) -> tuple[float, float]:
     return min(1.0, max(0.0, work)), min(1.0, max(0.0, throttled))
 
 
-def why_fields(kill: KillRecord) -> list[tuple[str, str]]:
+WHY_UNKNOWN = "the kernel's table was not printed (rate-limited): its ranking is unknown"
+_SAMPLE = {"n": 3, "rank": 1, "victim": "a", "points": "1", "other": "b", "share": 1, "name": "c"}
+
+
+def _template(lang: str, key: str, default: str) -> str:
+    """A caption that is a template: an edited one that does not format (a name not
+    known, a stray brace) is replaced by the English default, not a crash at the kill."""
+    text = _caption(lang, key, default)
+    try:
+        text.format(**_SAMPLE)
+    except (KeyError, IndexError, ValueError, AttributeError):
+        return default
+    return text
+
+
+def why_fields(kill: KillRecord, lang: str = "en") -> list[tuple[str, str]]:
     """The kernel's why, from its whole report (KillRecord.report), as (label, text):
     ("why", its ranking of the candidates it weighed) and ("asked", who asked for the
     page) when that was not the victim. Says so when the report had no task table;
-    nothing when no report was read. Each card lays the pairs out its own way."""
-    from beep_av.oomreport import asked_text, ranking_line
+    nothing when no report was read. In the captions' words for `lang` (keys why_*,
+    English by default: oomreport.WHY_TEXT); each card lays the pairs out its own way."""
+    from beep_av.oomreport import WHY_TEXT, asked_text, ranking, ranking_text
 
     r = kill.report
     if not r:
         return []
+    words = {k: _template(lang, k, v) for k, v in WHY_TEXT.items()}
     out = []
     cands = r.get("candidates")
-    line = ranking_line(cands, kill.pid)
-    if line is None and cands is None:
-        line = "the kernel's table was not printed (rate-limited): its ranking is unknown"
-    if line is not None:
-        out.append(("why", line))
+    rank = ranking(cands, kill.pid)
+    if rank is not None:
+        out.append(("why", ranking_text(rank, words)))
+    elif cands is None:
+        out.append(("why", _caption(lang, "why_unknown", WHY_UNKNOWN)))
     trigger = r.get("trigger")
-    asked = asked_text(trigger, kill.pid, kill.name) if trigger else None
+    asked = asked_text(trigger, kill.pid, kill.name, words) if trigger else None
     if asked and trigger.get("pid") not in (None, kill.pid):
         out.append(("asked", asked))
     return out
 
 
-def why_lines(kill: KillRecord) -> list[str]:
-    """why_fields as card lines: "why: ..." and the asked line as it is."""
-    return [f"why: {text}" if label == "why" else text for label, text in why_fields(kill)]
+def why_lines(kill: KillRecord, lang: str = "en") -> list[str]:
+    """why_fields as card lines: "why: ..." (the captions' why_label) and the asked
+    line as it is."""
+    label = _caption(lang, "why_label", "why")
+    return [f"{label}: {text}" if key == "why" else text for key, text in why_fields(kill, lang)]
 
 
 def card_lines(state: ShowState) -> list[str]:
@@ -194,7 +213,7 @@ def card_lines(state: ShowState) -> list[str]:
         lines += engine_lines(k, state.captions)
     lines.append(f"pid {k.pid}  {k.name}")
     lines.append(f"anon-rss {_mib(k.anon_rss_kib)}")
-    lines += why_lines(k)
+    lines += why_lines(k, state.captions)
     if k.exit == 137 or k.signal == 9:
         lines.append("exit 137 (OOMKilled)")
     elif k.exit is not None:

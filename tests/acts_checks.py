@@ -120,12 +120,16 @@ def check_who_dies(path: Path) -> dict:
     assert lanes and all(len(x["lanes"]) == len(names) for x in lanes)
     rec = load_recording(str(path))
     assert rec.kill is not None and rec.kill["pid"] == kill["pid"]
-    top = max(scores["hogs"], key=lambda h: h["oom_score"])
+    # the verdict is the kernel's own table when the kill's report has one
+    has_table = bool(kill.get("candidates") or [])
+    assert verdict["source"] == ("kernel" if has_table else "lanes"), (verdict, kill)
     return {
         "victim": verdict["victim"],
         "scores": {h["name"]: h["oom_score"] for h in scores["hogs"]},
         "agrees": verdict["agrees"],
-        "highest": top["name"],
+        "source": verdict["source"],
+        "highest": verdict["highest"],
+        "agrees_proc": verdict["agrees_proc"],
         "stage_scores": verdict["stage_scores"],
         "also_killed": by_kernel[1:],
     }

@@ -128,7 +128,11 @@ def test_who_dies_rehearsal_frees_only_the_victims_memory(tmp_path):
     assert after[0]["ram"] + after[0]["swap"] < before["ram"] + before["swap"]
 
 
-def test_who_dies_verdict_says_so_either_way():
+def test_who_dies_verdict_comes_from_the_kernels_table():
+    """With the kernel's task table (its oom_badness points), the verdict is the
+    kernel's, whatever /proc's oom_score (scaled to the whole machine) said: kept in
+    the record only; without the table, the last lanes scaled to the stage, said so;
+    a tie is a tie; a score never read is unknown, never "the highest"."""
     from beep_av.acts.who_dies import stage_scores, verdict
 
     lanes = [
@@ -136,20 +140,25 @@ def test_who_dies_verdict_says_so_either_way():
         {"name": "small", "rss": 40 << 20, "swap": 0, "oom_score": 734, "oom_score_adj": 100},
     ]
     st = stage_scores(lanes, 192 << 20, 96 << 20)
-    lines, rec = verdict("big", lanes, st)
-    assert not rec["agrees"] and rec["agrees_stage"] and rec["highest"] == "small"
-    assert "did NOT have the highest oom_score: 670 vs small 734" in lines[0]
-    lines, rec = verdict("small", lanes, st)
-    assert rec["agrees"] and "highest oom_score (734 vs big 670)" in lines[0]
-    # a tie is said as a tie, and a score never read as unknown, never as "the highest"
-    tie = [dict(x, oom_score=500) for x in lanes]
-    lines, rec = verdict("big", tie, st)
-    assert rec["agrees"] and rec["tied"] == ["small"]
-    assert "tied for the highest oom_score (500, with small" in lines[0]
-    unread = [dict(lanes[0], oom_score=None), lanes[1]]
-    lines, rec = verdict("big", unread, st)
-    assert not rec["agrees"] and "not read before the kill" in lines[0]
-    assert not any("had the highest" in ln for ln in lines)
+    report = {"candidates": [{"pid": 1, "name": "big", "points": 38400},
+                             {"pid": 2, "name": "small", "points": 17600}]}  # fmt: skip
+    lines, rec = verdict("big", lanes, st, report)
+    assert lines == []  # the card's why line says the ranking
+    assert rec["source"] == "kernel" and rec["agrees"] and rec["highest"] == "big"
+    assert not rec["agrees_proc"] and rec["highest_proc"] == "small"  # /proc disagreed
+    lines, rec = verdict("small", lanes, st, report)
+    assert not rec["agrees"] and rec["highest"] == "big"
+    tie = {"candidates": [dict(c, points=500) for c in report["candidates"]]}
+    _, rec = verdict("small", lanes, st, tie)
+    assert rec["agrees"] and rec["tied"] == ["big"]
+    # no table (rate-limited, or a rehearsal): the stage-scaled lanes, said as such
+    for no_table in (None, {"candidates": None, "trigger": {"name": "big"}}):
+        lines, rec = verdict("big", lanes, st, no_table)
+        assert rec["source"] == "lanes" and rec["agrees"] == rec["agrees_stage"]
+        assert lines[0].startswith("the kernel's table is missing; the last lanes scaled")
+    unread = {k: v for k, v in st.items() if k != "big"}
+    lines, rec = verdict("big", lanes, unread)
+    assert not rec["agrees"] and "score was not read" in lines[0]
 
 
 def test_bystander_rehearsal_passes_the_real_checks(tmp_path):

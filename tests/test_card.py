@@ -412,18 +412,23 @@ def test_cli_terminal_cards_of_a_rehearsal_and_a_replay(tmp_path):
                ["replay of ", FIXTURE.name, "rehearsal: nothing was killed"])  # fmt: skip
 
 
+def _report(big: int, medium: int) -> dict:
+    """A kill's report: big (the victim, pid 4242) and medium, who asked (pid 2)."""
+    return {
+        "trigger": {"name": "medium", "pid": 2},
+        "candidates": [{"pid": 4242, "name": "big", "points": big},
+                       {"pid": 2, "name": "medium", "points": medium}],
+        "victim_rank": 1,
+    }  # fmt: skip
+
+
 def test_the_card_says_the_kernels_why_from_its_report():
     """With the kernel's whole report in the kill record: its ranking, and who asked for
     the page when it was not the victim (window/terminal lines, and headless columns);
     without a task table, that the ranking is unknown; without a report, nothing."""
     from beep_av.summary import victim_card, why_lines
 
-    report = {
-        "trigger": {"name": "medium", "pid": 2},
-        "candidates": [{"pid": 4242, "name": "big", "points": 300},
-                       {"pid": 2, "name": "medium", "points": 200}],
-        "victim_rank": 1,
-    }  # fmt: skip
+    report = _report(300, 200)
     kill = replace(HOG, report=report)
     assert why_lines(kill) == [
         "why: most points of 2: big 300 — medium had 67% of that",
@@ -437,3 +442,24 @@ def test_the_card_says_the_kernels_why_from_its_report():
         "why: the kernel's table was not printed (rate-limited): its ranking is unknown"
     ]
     assert why_lines(HOG) == []
+
+
+def test_the_why_line_speaks_the_captions_language(monkeypatch):
+    """The why and asked lines come from the captions (why_* keys): French from
+    fr.toml, on the window's and terminal's card (card_lines follows the live
+    language); an edited template that does not format falls back to English."""
+    from beep_av import summary
+    from beep_av.summary import why_lines
+
+    kill = replace(HOG, report=_report(31100, 20837))
+    assert why_lines(kill, "fr") == [
+        "pourquoi: le plus de points sur 2 : big 31,100 — medium en avait 67 %",
+        "medium (pid 2) a demandé la page de trop",
+    ]
+    monkeypatch.setitem(
+        summary._CAPTIONS, "fr", {"why_first": "{victim} a {pointz}", "why_asked": "{name"}
+    )
+    assert why_lines(kill, "fr") == [
+        "why: most points of 2: big 31,100 — medium had 67% of that",
+        "medium (pid 2) asked for the page that tipped it",
+    ]

@@ -1,14 +1,16 @@
 """`--act who-dies`: two to four hogs of different sizes and oom_score_adj share one
 memory cgroup stage. Each has a lane (RSS, swap, live /proc/PID/oom_score); a countdown
 invites the room to guess; the kernel kills one; the card names the kernel's choice
-from its own record (kmsg, by the pid the kernel prints) and checks it against the
-scores at the last sample before the kill, either way; the others live on until the act
-releases them.
+from its own record (kmsg, by the pid the kernel prints) and says why from the kernel's
+own report: its task table, each hog's points as oom_badness counts them (the verdict
+checks that the victim had the most); the others live on until the act releases them.
 
-Two scores are checked, because they differ: /proc/PID/oom_score is scaled to the whole
-machine (RAM + swap), while a memory cgroup's OOM scales each candidate's pages (RSS +
-swap + page tables) to the cgroup's own limit before adding oom_score_adj (mm/oom_kill.c
-oom_badness). With oom_score_adj, the two orders can disagree; the card says which."""
+/proc/PID/oom_score is the lanes' live figure only: it is scaled to the whole machine
+(RAM + swap), while a memory cgroup's OOM scales each candidate's pages (RSS + swap +
+page tables) to the cgroup's own limit before adding oom_score_adj (mm/oom_kill.c
+oom_badness), so with oom_score_adj the two orders can disagree. Without the kernel's
+table (a rate-limited report, a rehearsal), the card says so and scales the last lanes
+to the stage as the kernel does."""
 
 from __future__ import annotations
 
@@ -126,54 +128,56 @@ def stage_scores(lanes: list[dict], ram: int, swap: int) -> dict[str, int]:
     return out
 
 
-def verdict(victim: str, lanes: list[dict], stage: dict[str, int]) -> tuple[list[str], dict]:
-    """The card's check and its record: was the victim the highest oom_score at the
-    last sample (/proc's, and the stage's)? Said either way, with the scores; a tie is
-    said as a tie, and a score never read is said as unknown."""
+def verdict(
+    victim: str, lanes: list[dict], stage: dict[str, int], report: dict | None = None
+) -> tuple[list[str], dict]:
+    """The card's check and its record: did the kernel's own points rank the victim
+    first? From the kernel's whole report (its task table, its oom_badness points:
+    `report`), which the card's why line says (summary.why_lines), so no line is
+    added here. Without the table (a rate-limited report, a rehearsal): the last
+    lanes scaled to the stage as the kernel does, said as such. /proc's oom_score
+    (scaled to the whole machine) stays the live lanes' figure; the record keeps its
+    comparison too (highest_proc, agrees_proc). A tie is said as a tie, a score never
+    read as unknown."""
     procs = {ln["name"]: ln["oom_score"] for ln in lanes}
-    others = [ln for ln in lanes if ln["name"] != victim]
     read = [ln for ln in lanes if ln["oom_score"] is not None]
     top = max([ln["oom_score"] for ln in read], default=None)
-    leaders = [ln["name"] for ln in read if ln["oom_score"] == top]
-    by_proc = leaders[0] if leaders else None
-    mine = procs.get(victim)
-    vs = ", ".join(
-        f"{ln['name']} {ln['oom_score'] if ln['oom_score'] is not None else '?'}" for ln in others
-    )
-    tied = [n for n in leaders if n != victim] if mine is not None and mine == top else []
-    agrees = mine is not None and mine == top
-    if mine is None:
-        first = f"its oom_score was not read before the kill (the others: {vs})"
-    elif agrees and tied:
-        first = f"it tied for the highest oom_score ({mine}, with {', '.join(tied)}; vs {vs})"
-    elif agrees:
-        first = f"it had the highest oom_score ({mine} vs {vs})"
-    else:
-        first = f"it did NOT have the highest oom_score: {mine} vs {vs} (highest: {by_proc})"
-    lines = [first]
+    proc_leaders = [ln["name"] for ln in read if ln["oom_score"] == top]
+    agrees_proc = procs.get(victim) is not None and procs.get(victim) == top
     stage_top = max(stage.values(), default=None)
     stage_leaders = [k for k, v in stage.items() if v == stage_top]
     by_stage = victim if victim in stage_leaders else (stage_leaders or [None])[0]
-    stage_vs = ", ".join(f"{k} {v}" for k, v in stage.items() if k != victim)
-    if victim in stage_leaders and len(stage_leaders) > 1:
-        lines.append(
-            f"scaled to the stage as the kernel does, a tie: {stage[victim]} vs {stage_vs}"
-        )
-    elif by_stage == victim:
-        lines.append(f"scaled to the stage as the kernel does: {stage[victim]} vs {stage_vs}")
-    else:
-        lines.append(
-            f"scaled to the stage as the kernel does, it was not the highest: {stage.get(victim)} vs {stage_vs}"
-        )
     record = {
         "victim": victim,
-        "highest": by_proc,
-        "agrees": agrees,
-        "tied": tied,
+        "highest_proc": proc_leaders[0] if proc_leaders else None,
+        "agrees_proc": agrees_proc,
         "highest_stage": by_stage,
         "agrees_stage": by_stage == victim,
     }
-    return lines, record
+    cands = [c for c in (report or {}).get("candidates") or [] if isinstance(c.get("points"), int)]
+    mine = next((c for c in cands if c.get("name") == victim), None)
+    if mine is not None:
+        best = max(c["points"] for c in cands)
+        leaders = [c["name"] for c in cands if c["points"] == best]
+        record.update(
+            source="kernel",
+            highest=victim if victim in leaders else leaders[0],
+            agrees=mine["points"] == best,
+            tied=[n for n in leaders if n != victim] if mine["points"] == best else [],
+        )
+        return [], record
+    stage_vs = ", ".join(f"{k} {v}" for k, v in stage.items() if k != victim)
+    if stage.get(victim) is None:
+        line = f"the kernel's table is missing, and {victim}'s score was not read (the others: {stage_vs})"
+    elif victim in stage_leaders and len(stage_leaders) > 1:
+        line = f"the kernel's table is missing; the last lanes scaled as the kernel does: a tie, {stage[victim]} vs {stage_vs}"
+    elif by_stage == victim:
+        line = f"the kernel's table is missing; the last lanes scaled as the kernel does: {stage[victim]} vs {stage_vs}"
+    else:
+        line = f"the kernel's table is missing; the last lanes scaled as the kernel does put it below: {stage[victim]} vs {stage_vs}"
+    tied = [k for k in stage_leaders if k != victim] if by_stage == victim else []
+    record.update(source="lanes", highest=by_stage, agrees=by_stage == victim, tied=tied)
+    return [line], record
 
 
 class ModelHogs:
@@ -419,7 +423,7 @@ class WhoDiesAct(ActDriver):
         kill = self._kill_record(victim, kpids, snap, t)
         self._kills.append(kill)
         stage_sc = stage_scores(last_raw, self.ram_limit, self.swap_limit)
-        check, record = verdict(names[victim], last_raw, stage_sc)
+        check, record = verdict(names[victim], last_raw, stage_sc, kill.report)
         record.update(pid=kill.pid, kmsg=kill.kmsg, stage_scores=stage_sc,
                       kernel_rank=(kill.report or {}).get("victim_rank"))  # fmt: skip
         self.event(t, "verdict", **record)
@@ -435,14 +439,17 @@ class WhoDiesAct(ActDriver):
             who = f"{names[victim]} (pid {kill.pid}) died, but the kernel's record is missing"
         card = (
             who,
-            *summary.why_lines(kill),  # the kernel's own points, from its whole report
+            *summary.why_lines(kill, self.settings.captions),  # the kernel's own points
             *check,
             "the others live on: " + (", ".join(f"{x['name']} (pid {x['pid']})" for x in survivors) or "none"),
             "confirmed by " + " + ".join(kill.detected_by),
         )  # fmt: skip
         if self.rehearsal:  # says so first, and confirms nothing: the model's kill
             card = ("rehearsal: nothing was killed", *card[:-1])
-        self.lines.append(f"who-dies: {'rehearsal: ' if self.rehearsal else ''}{who}; {check[0]}")
+        said = (
+            check[0] if check else (summary.why_lines(kill) or ["the kernel's table is missing"])[0]
+        )
+        self.lines.append(f"who-dies: {'rehearsal: ' if self.rehearsal else ''}{who}; {said}")
         publish(self.state(t, snap, lanes, kill=kill, oom_t=t, caption="who_dies_kill"))
         clock.sleep(0.3, stop)
         self.enter(Phase.FINALE, clock.now())

@@ -25,10 +25,23 @@ REQUIRED = tuple(p.value for p in PHASES) + (
 )
 # the container stage's words for what a Kubernetes user would see (optional keys)
 CONTAINER_KEYS = ("container_oomkilled", "container_restarts", "container_crashloop")
+# the card's why line, from the kernel's own report (optional keys; the English
+# defaults are oomreport.WHY_TEXT and summary.WHY_UNKNOWN)
+WHY_KEYS = (
+    "why_label",
+    "why_first",
+    "why_rank",
+    "why_only",
+    "why_share",
+    "why_unknown",
+    "why_asked",
+    "why_asked_self",
+)
 KNOWN = (
     frozenset(REQUIRED)
     | {f"skipped_{p.value}" for p in PHASES}
     | set(CONTAINER_KEYS)
+    | set(WHY_KEYS)
     | frozenset(ACT_KEYS)
 )
 MAX_CHARS = 400  # one sentence for the back row, not an essay
