@@ -9,6 +9,7 @@ import pytest
 from beep_av.acts import parse_hogs
 from beep_av.acts.common import parse_status_vm
 from beep_av.errors import BadInput
+from beep_av.model import Phase
 from tests.acts_checks import (
     check_bystander,
     check_throttle,
@@ -241,3 +242,55 @@ def test_an_acts_states_carry_the_fill_rate_of_its_hogs():
     assert same == rates[-1]  # not a newer snapshot: the rate holds
     later = d.state(3.0, Snapshot(t=3.0, hog_bytes=0), ()).fill_rate
     assert 0 <= later < rates[-1]  # memory given back is no growth
+
+
+def test_throttle_step_is_pure_and_follows_its_readings():
+    """The throttle act's step alone, fed readings it did not make: workers that do
+    1000 iterations/s each at full speed and the quota's share of it after; the step
+    asks for the quotas in order, measures each step's rate from the readings, and
+    ends with the kernel's counts on the card. Same readings, same frames."""
+    from beep_av.acts.throttle import CpuReading, ThrottlePlan, ThrottleState, throttle_step
+
+    plan = ThrottlePlan(2, steps=(None, 0.5, 0.1), step_s=1.0, calm_s=0.5, where="cgroup v1")
+
+    def play():
+        st, t, counts, share, periods, throttled = ThrottleState(), 0.0, [0.0, 0.0], None, 0, 0
+        frames = []
+        while True:
+            r = CpuReading(t, tuple(int(c) for c in counts),
+                           {"nr_periods": periods, "nr_throttled": throttled, "throttled_us": 0},
+                           (True, True), ((0, 0), (0, 0)))  # fmt: skip
+            st, frame = throttle_step(plan, st, r)
+            frames.append(frame)
+            if frame.done:
+                return st, frames
+            for a in frame.actions:
+                if a[0] == "quota":
+                    share = a[1]
+            dt = frame.wait
+            t = round(t + dt, 6)
+            f = 1.0 if share is None else share
+            counts = [c + 1000 * f * dt for c in counts]
+            if share is not None:
+                periods += round(dt * 100)
+                throttled += round(dt * 100)
+
+    st, frames = play()
+    assert [a for f in frames for a in f.actions] == [
+        ("start",),
+        ("quota", None),
+        ("quota", 0.5),
+        ("quota", 0.1),
+    ]
+    steps = [e for f in frames for e in f.events if e[0] == "step"]
+    assert [s["quota_pct"] for _, s in steps] == [None, 50.0, 10.0]
+    rates = [s["rate"] for _, s in steps]
+    assert abs(rates[0] - 2000) < 50 and abs(rates[1] / rates[0] - 0.5) < 0.05
+    assert abs(rates[2] / rates[0] - 0.1) < 0.02
+    speeds = [f.view["speed"] for f in frames if f.view and "speed" in f.view and not f.done]
+    assert max(speeds) == 1.0 and min(speeds) < 0.15
+    end = frames[-1]
+    assert end.enter is Phase.FINALE and end.view["closing"] and end.view["title"] == "THROTTLED"
+    assert end.view["card"][0] == "throttled 100% of the time, killed: nobody"
+    assert end.view["card"][-1] == "2 workers, cgroup v1"
+    assert play()[1] == frames  # pure: the same readings give the same frames

@@ -15,11 +15,11 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from collections import deque
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from beep_av import interrupt
-from beep_av.acts.common import ActClock, ActDriver, ProcWatch, ReportPipe
+from beep_av.acts.common import ActDriver, ProcWatch, ReportPipe
 from beep_av.errors import CannotStage
 from beep_av.model import Lane, Phase, Snapshot
 from beep_av.procfs import pick_fields
@@ -260,6 +260,269 @@ class ModelCpu:
         }
 
 
+# ---------------------------------------------------------------- the seam: sources
+
+
+@dataclass(frozen=True)
+class CpuReading:
+    """One reading of the throttle act's stage, real or modelled."""
+
+    t: float  # show time
+    counts: tuple[int, ...]  # each worker's iterations so far
+    stat: dict  # cpu.stat: nr_periods, nr_throttled, throttled_us
+    alive: tuple[bool, ...]
+    mem: tuple[tuple[int, int], ...]  # each worker's (VmRSS, VmSwap), bytes
+
+
+class CpuSource:
+    """The real stage as a source: the CPU cgroup (CpuStage), its workers' report pipes
+    and /proc watches, on the real clock. Actions: start(), set_quota(share)."""
+
+    def __init__(self, n: int) -> None:
+        self.stage = CpuStage(n)
+        self.pipes: list[ReportPipe] = []
+        self.watches: list[ProcWatch] = []
+        self.t0 = 0.0
+
+    where = property(lambda self: f"cgroup {self.stage.kind}")
+
+    def prepare(self, say) -> None:
+        self.stage.prepare(say)
+        self.pipes = [ReportPipe(w.report_fd) for w in self.stage.workers]
+        self.watches = [ProcWatch(w.pid) for w in self.stage.workers]
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self.stage.workers]
+
+    def begin(self, t0: float) -> None:
+        self.t0 = t0
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def wait(self, s: float, stop) -> None:
+        stop.wait(s)
+
+    def read(self) -> CpuReading:
+        for w in self.watches:
+            w.read()
+        return CpuReading(
+            t=self.now(),
+            counts=tuple(p.drain() for p in self.pipes),
+            stat=self.stage.stat(),
+            alive=tuple(w.poll() is None for w in self.stage.workers),
+            mem=tuple((w.rss, w.swap) for w in self.watches),
+        )
+
+    def start(self) -> None:
+        for w in self.stage.workers:
+            w.start()
+
+    def set_quota(self, share: float | None) -> None:
+        self.stage.set_quota(share)
+
+    def close(self) -> list[str]:
+        for w in self.watches:
+            w.close()
+        return self.stage.close()
+
+
+class ModelCpuSource:
+    """The rehearsal's source: ModelCpu on the model's own clock (a wait advances it,
+    so a rehearsal plays the same whatever the machine; it still waits in real time)."""
+
+    where = "the model"
+
+    def __init__(self, n: int, seed: int | None) -> None:
+        self.model = ModelCpu(n, seed)
+        self.pids = self.model.pids
+        self._t = 0.0
+
+    def prepare(self, say) -> None:
+        say(f"stage: rehearsal, {self.model.n} modelled workers (nothing is throttled)")
+
+    def begin(self, t0: float) -> None:
+        self._t = 0.0
+
+    def now(self) -> float:
+        return self._t
+
+    def wait(self, s: float, stop) -> None:
+        stop.wait(s)
+        self.model.advance(s)
+        self._t = round(self._t + s, 6)
+
+    def read(self) -> CpuReading:
+        m = self.model
+        return CpuReading(
+            t=self._t,
+            counts=tuple(int(c) for c in m.counts),
+            stat=m.stat(),
+            alive=(True,) * m.n,
+            mem=((0, 0),) * m.n,
+        )
+
+    def start(self) -> None:
+        pass
+
+    def set_quota(self, share: float | None) -> None:
+        self.model.share = share
+
+    def close(self) -> list[str]:
+        return []
+
+
+# ---------------------------------------------------------------- the seam: the step
+
+
+@dataclass(frozen=True)
+class ThrottlePlan:
+    n: int
+    steps: tuple[float | None, ...] = STEPS
+    step_s: float = STEP_S
+    calm_s: float = CALM_S
+    rehearsal: bool = False
+    where: str = ""  # the stage, for the card: "cgroup v1", "the model"
+
+
+@dataclass(frozen=True)
+class ThrottleState:
+    """Where the act is: index -1 calm, i the quota steps[i], len(steps) the end."""
+
+    index: int = -1
+    started: bool = False
+    step_t: float = 0.0
+    c0: int = 0
+    stat0: dict = field(default_factory=dict)
+    hist: tuple[tuple[float, int], ...] = ()  # (t, all workers' iterations), 0.6 s
+    per_hist: tuple[tuple[tuple[float, int], ...], ...] = ()  # each worker's
+    measure_from: tuple[float, int] | None = None
+    base_rate: float | None = None
+    full: tuple[float | None, ...] = ()  # each worker's rate at full speed
+    step_rates: tuple[float, ...] = ()
+    rates: tuple[float, ...] = ()  # each worker's last measured rate
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What a step asks of the driver: the actions on the stage, the act's events, the
+    phase to enter, the state's view (None: publish nothing), how long to wait."""
+
+    actions: tuple[tuple, ...] = ()  # ("start",), ("quota", share)
+    events: tuple[tuple[str, dict], ...] = ()
+    enter: Phase | None = None
+    view: dict | None = None
+    wait: float = TICK
+    done: bool = False
+
+
+def _pct(share: float | None) -> float | None:
+    return None if share is None else round(100 * share, 1)
+
+
+def _recent(h: tuple, t: float, item) -> tuple:
+    return tuple(x for x in (*h, item) if t - x[0] <= 0.6)
+
+
+def throttle_step(
+    plan: ThrottlePlan, st: ThrottleState, r: CpuReading
+) -> tuple[ThrottleState, Frame]:
+    """The throttle act's pure step: (plan, state, reading) -> (next state, frame)."""
+    n = plan.n
+    if not st.started:  # the first reading: calm, the workers start, wait out the calm
+        st = replace(st, started=True, stat0=r.stat, rates=(0.0,) * n, full=(None,) * n,
+                     per_hist=((),) * n)  # fmt: skip
+        view = {"caption": "throttle_calm", "note": "workers ready"}
+        return st, Frame(actions=(("start",),), view=view, wait=plan.calm_s)
+    if st.index < 0:  # the calm is over: the first quota
+        return _next_quota(plan, st, r, (), Phase.FILLING)
+    share = plan.steps[st.index]
+    t, total = r.t, sum(r.counts)
+    hist = _recent(st.hist, t, (t, total))
+    per_hist = tuple(_recent(h, t, (t, c)) for h, c in zip(st.per_hist, r.counts, strict=True))
+    measure_from = st.measure_from
+    if measure_from is None and t - st.step_t >= 0.5:
+        measure_from = (t, total)  # the first half second settles the quota
+    rate = _rate(hist)
+    rates = tuple(_rate(h) for h in per_hist)
+    ref = st.base_rate or rate or 1.0
+    speed = max(0.02, min(1.0, rate / ref)) if ref > 0 else 1.0
+    throttled, periods = _throttled(st, r)
+    quota = "no quota" if share is None else f"quota {100 * share:.0f}%"
+    view = {
+        "intensity": speed,
+        "stall": min(1.0, throttled / periods) if share else 0.0,
+        "caption": "throttle_full" if share is None else "throttle_slow",
+        "speed": speed,
+        "note": f"{quota}: {rate:,.0f} iterations/s ({100 * speed:.0f}%), "
+        f"throttled {throttled} of {periods} periods",
+        "word": "FULL SPEED" if share is None else "THROTTLING",
+    }
+    st = replace(st, hist=hist, per_hist=per_hist, measure_from=measure_from, rates=rates)
+    if t - st.step_t < plan.step_s:
+        return st, Frame(view=view)
+    # the step is over: its rate, then the next quota (or the end)
+    a_t, a_c = measure_from or (st.step_t, st.c0)
+    step_rate = (total - a_c) / max(1e-3, t - a_t)
+    st = replace(st, step_rates=(*st.step_rates, step_rate))
+    if share is None:
+        st = replace(
+            st, base_rate=step_rate, full=tuple(round(_rate(h), 1) or None for h in per_hist)
+        )
+    done = ("step", {"quota_pct": _pct(share), "rate": round(step_rate, 1), **r.stat})
+    if st.index + 1 < len(plan.steps):
+        st, frame = _next_quota(plan, st, r, (done,), None)
+        return st, replace(frame, view=view)
+    return _end(plan, st, r, (done,), view)
+
+
+def _throttled(st: ThrottleState, r: CpuReading) -> tuple[int, int]:
+    throttled = r.stat.get("nr_throttled", 0) - st.stat0.get("nr_throttled", 0)
+    periods = max(1, r.stat.get("nr_periods", 0) - st.stat0.get("nr_periods", 0))
+    return throttled, periods
+
+
+def _next_quota(plan, st, r, events, enter) -> tuple[ThrottleState, Frame]:
+    i = st.index + 1
+    share = plan.steps[i]
+    st = replace(st, index=i, step_t=r.t, c0=sum(r.counts), measure_from=None)
+    ev = ("quota", {"quota_pct": _pct(share), **r.stat})
+    return st, Frame(actions=(("quota", share),), events=(*events, ev), enter=enter)
+
+
+def _end(plan, st, r, events, view) -> tuple[ThrottleState, Frame]:
+    """Who is alive, how much was throttled: the card, the closing tones."""
+    throttled, periods = _throttled(st, r)
+    pct = 100.0 * throttled / periods
+    low = st.step_rates[-1] / st.base_rate if st.base_rate else 0.0
+    dead = [f"worker {i + 1}" for i, a in enumerate(r.alive) if not a]
+    end = ("end", {"throttled_pct": round(pct, 1), "nr_throttled": throttled,
+                   "nr_periods": periods, "lowest_ratio": round(low, 4),
+                   "alive": sum(r.alive), "dead": dead})  # fmt: skip
+    card = (
+        f"throttled {pct:.0f}% of the time, killed: {', '.join(dead) if dead else 'nobody'}",
+        f"at {100 * plan.steps[-1]:.0f}% quota the work ran at {100 * low:.0f}% of full speed",
+        f"nr_throttled {throttled} of {periods} periods",
+    )
+    if plan.rehearsal:  # says so first: the model's figures, nothing was throttled
+        card = ("rehearsal: nothing was throttled", *card)
+    else:
+        card = (*card, f"{plan.n} workers, {plan.where}")
+    # the gauge and the lanes hold the last step's figures (the workers still run until
+    # the stage is torn down): work at the lowest quota, the periods throttled
+    final = {
+        "intensity": 0.0, "stall": min(1.0, throttled / periods), "caption": "throttle_end",
+        "title": "THROTTLED", "card": card, "word": "THROTTLED", "closing": CLOSING,
+        "speed": max(0.0, min(1.0, low)), "note": "",
+    }  # fmt: skip
+    st = replace(st, index=len(plan.steps))
+    return st, Frame(events=(*events, end), enter=Phase.FINALE, view=final, done=True)
+
+
+# ---------------------------------------------------------------- the driver
+
+
 class ThrottleAct(ActDriver):
     act = "throttle"
     kind = "throttle"
@@ -269,197 +532,76 @@ class ThrottleAct(ActDriver):
     def __init__(self, settings, workers: int | None = None) -> None:
         super().__init__(settings)
         self.n = workers or max(1, min(2, os.cpu_count() or 1))
-        self.stage: CpuStage | None = None
-        self.model: ModelCpu | None = None
-        self.pipes: list[ReportPipe] = []
-        self.watches: list[ProcWatch] = []
+        self.source: CpuSource | ModelCpuSource = (
+            ModelCpuSource(self.n, settings.seed) if self.rehearsal else CpuSource(self.n)
+        )
         self.steps = STEPS
         self.step_s = STEP_S
+
+    @property
+    def stage(self) -> CpuStage | None:
+        return getattr(self.source, "stage", None)
 
     def header(self) -> dict:
         return {
             "act": self.act,
             "gauge": self.gauge,
             "workers": self.n,
-            "steps": [None if s is None else round(100 * s, 1) for s in self.steps],
+            "steps": [_pct(s) for s in self.steps],
             "step_s": self.step_s,
             "period_us": PERIOD_US,
         }
 
-    # ---- preparing
-
     def prepare(self, say) -> None:
-        if self.rehearsal:
-            self.model = ModelCpu(self.n, self.settings.seed)
-            say(f"stage: rehearsal, {self.n} modelled workers (nothing is throttled)")
-            return
-        self.stage = CpuStage(self.n)
-        self.stage.prepare(say)
-        self.pipes = [ReportPipe(w.report_fd) for w in self.stage.workers]
-        self.watches = [ProcWatch(w.pid) for w in self.stage.workers]
-
-    # ---- readings
-
-    def _counts(self) -> list[int]:
-        if self.model is not None:
-            return [int(c) for c in self.model.counts]
-        return [p.drain() for p in self.pipes]
-
-    def _stat(self) -> dict[str, int]:
-        return self.model.stat() if self.model is not None else self.stage.stat()
-
-    def _alive(self) -> list[bool]:
-        if self.model is not None:
-            return [True] * self.n
-        return [w.poll() is None for w in self.stage.workers]
-
-    def _pids(self) -> list[int]:
-        if self.model is not None:
-            return self.model.pids
-        return [w.pid for w in self.stage.workers]
-
-    def _set(self, share: float | None) -> None:
-        if self.model is not None:
-            self.model.share = share
-        else:
-            self.stage.set_quota(share)
-
-    # ---- the act
+        self.source.prepare(say)
 
     def run(self, publish, stop, t0: float) -> bool:
-        clock = ActClock(t0, self.model)
-        hist: deque[tuple[float, int]] = deque()
-        per_hist: list[deque[tuple[float, int]]] = [deque() for _ in range(self.n)]
-        base_rate: float | None = None
-        full: list[float | None] = [None] * self.n  # each worker's rate at full speed
-        step_rates: list[float] = []
-        rates: list[float] = [0.0] * self.n  # each worker's last measured rate
-        stat0 = self._stat()
-        snap = Snapshot(t=0.0)
-        pids = self._pids()
-        lane_names = [f"worker {i + 1}" for i in range(self.n)]
-
-        def lanes(rates: list[float], alive: list[bool]) -> tuple[Lane, ...]:
-            out = []
-            for i in range(self.n):
-                rss = swap = 0
-                if self.watches:
-                    self.watches[i].read()
-                    rss, swap = self.watches[i].rss, self.watches[i].swap
-                out.append(
-                    Lane(lane_names[i], pids[i], i, rss=rss, swap=swap, alive=alive[i],
-                         work_rate=round(rates[i], 1), full_rate=full[i])
+        """The one loop: read the source, step, carry out the frame's actions, publish,
+        wait; the same for the real stage and the model."""
+        src = self.source
+        plan = ThrottlePlan(self.n, tuple(self.steps), self.step_s, CALM_S, self.rehearsal,
+                            src.where)  # fmt: skip
+        src.begin(t0)
+        st = ThrottleState()
+        names = [f"worker {i + 1}" for i in range(self.n)]
+        while True:
+            r = src.read()
+            st, frame = throttle_step(plan, st, r)
+            for name, fields in frame.events:
+                self.event(r.t, name, **fields)
+            if frame.enter is not None:
+                self.enter(frame.enter, r.t)
+            if frame.done:
+                self.end_reason = "finale"
+                low = st.step_rates[-1] / st.base_rate if st.base_rate else 0.0
+                self.lines.append(
+                    f"throttle: {frame.view['card'][0]}; lowest quota at "
+                    f"{100 * low:.1f}% of full speed"
+                )
+            if frame.view is not None:
+                lanes = tuple(
+                    Lane(names[i], src.pids[i], i, rss=r.mem[i][0], swap=r.mem[i][1],
+                         alive=r.alive[i], work_rate=round(st.rates[i], 1), full_rate=st.full[i])
+                    for i in range(self.n)
                 )  # fmt: skip
-            return tuple(out)
-
-        publish(self.state(clock.now(), snap, lanes([0.0] * self.n, self._alive()),
-                           caption="throttle_calm", note="workers ready"))  # fmt: skip
-        if self.model is None:
-            for w in self.stage.workers:
-                w.start()
-        clock.sleep(CALM_S, stop)
-        self.enter(Phase.FILLING, clock.now())
-        for share in self.steps:
+                publish(self.state(r.t, Snapshot(t=0.0), lanes, **frame.view))
+            for action in frame.actions:  # after the state that led to them, as they act
+                if action[0] == "start":
+                    src.start()
+                else:
+                    src.set_quota(action[1])
+            if frame.done:
+                return True
             if stop.is_set():
                 return False
-            self._set(share)
-            step_t = clock.now()
-            c0 = sum(self._counts())
-            self.event(step_t, "quota", quota_pct=None if share is None else round(100 * share, 1),
-                       **self._stat())  # fmt: skip
-            measure_from: tuple[float, int] | None = None
-            while clock.now() - step_t < self.step_s:
-                if stop.is_set():
-                    return False
-                clock.sleep(TICK, stop)
-                t = clock.now()
-                counts = self._counts()
-                total = sum(counts)
-                hist.append((t, total))
-                for i, c in enumerate(counts):
-                    per_hist[i].append((t, c))
-                while hist and t - hist[0][0] > 0.6:
-                    hist.popleft()
-                for h in per_hist:
-                    while h and t - h[0][0] > 0.6:
-                        h.popleft()
-                if measure_from is None and t - step_t >= 0.5:
-                    measure_from = (t, total)  # the first half second settles the quota
-                rate = _rate(hist)
-                rates = [_rate(h) for h in per_hist]
-                ref = base_rate or rate or 1.0
-                speed = max(0.02, min(1.0, rate / ref)) if ref > 0 else 1.0
-                st = self._stat()
-                throttled = st.get("nr_throttled", 0) - stat0.get("nr_throttled", 0)
-                periods = max(1, st.get("nr_periods", 0) - stat0.get("nr_periods", 0))
-                quota = "no quota" if share is None else f"quota {100 * share:.0f}%"
-                note = (
-                    f"{quota}: {rate:,.0f} iterations/s ({100 * speed:.0f}%), "
-                    f"throttled {throttled} of {periods} periods"
-                )
-                publish(
-                    self.state(
-                        t, snap, lanes(rates, self._alive()),
-                        intensity=speed, stall=min(1.0, throttled / periods) if share else 0.0,
-                        caption="throttle_full" if share is None else "throttle_slow",
-                        speed=speed, note=note,
-                        word="FULL SPEED" if share is None else "THROTTLING",
-                    )
-                )  # fmt: skip
-            t = clock.now()
-            total = sum(self._counts())
-            a_t, a_c = measure_from or (step_t, c0)
-            step_rate = (total - a_c) / max(1e-3, t - a_t)
-            step_rates.append(step_rate)
-            if share is None:
-                base_rate = step_rate
-                full = [round(_rate(h), 1) or None for h in per_hist]
-            self.event(t, "step", quota_pct=None if share is None else round(100 * share, 1),
-                       rate=round(step_rate, 1), **self._stat())  # fmt: skip
-        # the end: who is alive, how much was throttled
-        t = clock.now()
-        alive = self._alive()
-        st = self._stat()
-        throttled = st.get("nr_throttled", 0) - stat0.get("nr_throttled", 0)
-        periods = max(1, st.get("nr_periods", 0) - stat0.get("nr_periods", 0))
-        pct = 100.0 * throttled / periods
-        low = step_rates[-1] / base_rate if base_rate else 0.0
-        dead = [lane_names[i] for i, a in enumerate(alive) if not a]
-        self.event(t, "end", throttled_pct=round(pct, 1), nr_throttled=throttled,
-                   nr_periods=periods, lowest_ratio=round(low, 4),
-                   alive=sum(alive), dead=dead)  # fmt: skip
-        killed = ", ".join(dead) if dead else "nobody"
-        card = (
-            f"throttled {pct:.0f}% of the time, killed: {killed}",
-            f"at {100 * self.steps[-1]:.0f}% quota the work ran at {100 * low:.0f}% of full speed",
-            f"nr_throttled {throttled} of {periods} periods",
-        )
-        if self.rehearsal:  # says so first: the model's figures, nothing was throttled
-            card = ("rehearsal: nothing was throttled", *card)
-        else:
-            card = (*card, f"{self.n} workers, cgroup {self.stage.kind}")
-        self.enter(Phase.FINALE, t)
-        self.end_reason = "finale"
-        self.lines.append(f"throttle: {card[0]}; lowest quota at {100 * low:.1f}% of full speed")
-        # the gauge and the lanes hold the last step's figures (the workers still run
-        # until the stage is torn down): work at the lowest quota, the periods throttled
-        publish(
-            self.state(
-                t, snap, lanes(rates, alive), intensity=0.0, stall=min(1.0, throttled / periods),
-                caption="throttle_end", title="THROTTLED", card=card, word="THROTTLED",
-                closing=CLOSING, speed=max(0.0, min(1.0, low)), note="",
-            )
-        )  # fmt: skip
-        return True
-
-    def proc_watches(self) -> list[ProcWatch]:
-        return self.watches
+            src.wait(frame.wait, stop)
+            if stop.is_set():
+                return False
 
     def _teardown_stage(self) -> None:
-        if self.stage is not None:
-            errors = self.stage.close()
-            if errors:
-                raise CannotStage(f"could not remove {', '.join(errors)}; run `beep-av cleanup`")
+        errors = self.source.close()
+        if errors:
+            raise CannotStage(f"could not remove {', '.join(errors)}; run `beep-av cleanup`")
 
 
 def _rate(h) -> float:
