@@ -294,3 +294,58 @@ def test_throttle_step_is_pure_and_follows_its_readings():
     assert end.view["card"][0] == "throttled 100% of the time, killed: nobody"
     assert end.view["card"][-1] == "2 workers, cgroup v1"
     assert play()[1] == frames  # pure: the same readings give the same frames
+
+
+def test_bystander_step_is_pure_and_never_takes_an_exit_for_a_kill():
+    """The bystander act's step alone, on readings it did not make: it starts the
+    bystander, waits for its touch, starts the hog, names the kill from the kernel's
+    evidence (exit, counter, record) at the moment it was seen, waits before the
+    read-back (or reads back at once when asked) and ends on the read-back's own time.
+    A hog that ends on its own (exit 1) is never taken for a kill."""
+    from beep_av.acts.bystander import ByPlan, ByReading, ByState, bystander_step
+    from beep_av.errors import CannotStage
+    from beep_av.model import Lane, Snapshot
+    from beep_av.procfs import parse_oom_kill
+
+    plan = ByPlan(size=64 << 20, calm_s=0.5)
+    kmsg = parse_oom_kill("Memory cgroup out of memory: Killed process 11 (beep-hog) "
+                          "total-vm:1kB, anon-rss:9000kB, file-rss:0kB, shmem-rss:0kB")  # fmt: skip
+
+    def reading(t, touched=0, exit_code=None, swap=0, read_s=None, swapins=0, record=None):
+        snap = Snapshot(t=t, hog_exit=exit_code, oom_kill_count=int(exit_code == 137),
+                        kmsg_kill=record)  # fmt: skip
+        lanes = (Lane("bystander", 10, 1, rss=(64 << 20) - swap, swap=swap),
+                 Lane("hog", 11, 2, alive=exit_code is None))  # fmt: skip
+        return ByReading(t, snap, lanes, touched, read_s, swapins)
+
+    def play(asked: bool):
+        st, frames = ByState(), []
+        script = [reading(0.0), reading(0.05, touched=32 << 20), reading(0.1, touched=64 << 20),
+                  reading(0.6, touched=64 << 20), reading(0.62, swap=40 << 20),
+                  reading(0.64, swap=48 << 20, exit_code=137),
+                  reading(0.66, swap=48 << 20, exit_code=137, record=kmsg),
+                  reading(0.96, swap=48 << 20, exit_code=137, record=kmsg),
+                  reading(4.0, swap=48 << 20, exit_code=137, record=kmsg),
+                  reading(4.3, swap=1 << 20, exit_code=137, read_s=0.25, swapins=12000)]  # fmt: skip
+        for r in script:
+            st, f = bystander_step(plan, st, r, asked=asked and r.t > 0.9)
+            frames.append(f)
+        return st, frames
+
+    st, frames = play(asked=False)
+    acts = [a for f in frames for a in f.actions]
+    assert acts == [("start_idle",), ("start_hog",), ("read_back",)]
+    events = [name for f in frames for name, _ in f.events]
+    assert events == ["bystander_ready", "before_kill", "after_kill", "readback_start", "readback"]
+    (kill,) = [k for f in frames for k in f.kills]
+    assert kill.pid == 11 and kill.oom and kill.t == 0.64 and kill.exit == 137
+    assert frames[5].pressure is False and frames[4].pressure and frames[4].wake
+    assert frames[-1].done and frames[-1].ok and st.card[-1].startswith("read back in 250 ms")
+    # before the read-back the card waits; asked, it reads back at once
+    assert ("read_back",) not in frames[7].actions
+    _, asked = play(asked=True)
+    assert ("read_back",) in asked[7].actions
+    assert play(asked=False)[1] == frames  # the same readings, the same frames
+    st, _ = bystander_step(plan, ByState("climb", 0.6), reading(0.62))
+    with pytest.raises(CannotStage, match="ended on its own"):
+        bystander_step(plan, st, reading(0.7, exit_code=1))

@@ -8,16 +8,18 @@ pages still in swap. A few seconds later (or on space) it reads them back: the s
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, replace
 
 from beep_av import interrupt
 from beep_av.acts.common import (
     LANE_EVERY,
     ActDriver,
+    Frame,
     ProcWatch,
     ReportPipe,
 )
 from beep_av.errors import CannotStage
-from beep_av.model import Lane, Phase, Snapshot
+from beep_av.model import KillRecord, Lane, Phase, Snapshot
 from beep_av.procfs import parse_oom_kill
 from beep_av.stages.cgroup import CgroupStage
 from beep_av.story import evidence_record
@@ -57,6 +59,321 @@ def pswpin(path: str = "/proc/vmstat") -> int:
     return 0
 
 
+# ---------------------------------------------------------------- the seam: sources
+
+
+@dataclass(frozen=True)
+class ByReading:
+    """One reading of the bystander act's stage, real or modelled."""
+
+    t: float  # show time
+    snap: Snapshot  # the stage's memory, the hog's exit and the kernel's evidence
+    lanes: tuple[Lane, Lane]  # the bystander, the hog
+    touched: int = 0  # bytes the bystander has touched so far
+    read_s: float | None = None  # its read-back's own time, once it said it
+    swapins: int = 0  # pages swapped in since the read-back began
+
+
+class ByStageSource:
+    """The real stage as a source: BystanderStage (a memory cgroup, the bystander, the
+    hog), the story's sampler on its files (woken by its event fds), the processes'
+    /proc watches (at most every LANE_EVERY) and report pipe, /proc/vmstat pswpin
+    during the read-back; the real clock. Actions: start_idle, start_hog, read_back."""
+
+    def __init__(self, size: int, plan, ram: int, cache: int, rate: int) -> None:
+        self.size = size
+        self.stage = BystanderStage(
+            size, ram=ram, swap="auto" if plan.swap is None else plan.swap, cache=cache, rate=rate
+        )
+        self.sampler = None
+        self.pipe: ReportPipe | None = None
+        self.watches: list[ProcWatch] = []
+        self.t0 = 0.0
+        self._lanes: tuple[Lane, Lane] | None = None
+        self._lane_t = -1.0
+        self._p0: int | None = None  # pswpin when the read-back began
+        self.swap_limit = 0
+
+    def prepare(self, say) -> None:
+        self.stage.prepare(say)
+        self.swap_limit = self.stage.swap_limit
+        if not self.swap_limit:
+            raise CannotStage(
+                "no swap on the stage: the bystander act needs it (--swap SIZE, as root)"
+            )
+        self.watches = [ProcWatch(self.stage.idle.pid), ProcWatch(self.stage.climber.pid)]
+        self.pipe = ReportPipe(self.stage.idle.report_fd)
+
+    def begin(self, t0: float, ram: int, kernel_clock) -> None:
+        from beep_av.sampler import Sampler
+
+        self.t0 = t0
+        st = self.stage
+        self.sampler = Sampler(st.files(), st.climber, t0=t0, ram_limit=ram,
+                               swap_limit=self.swap_limit, kernel_clock=kernel_clock)  # fmt: skip
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def wait(self, s: float, stop, wake: bool = False) -> None:
+        if wake:  # woken by the hog's exit, a kernel record, an OOM event
+            self.sampler.wait(s)
+        else:
+            stop.wait(s)
+
+    def _lanes_now(self, t: float) -> tuple[Lane, Lane]:
+        procs = (self.stage.idle, self.stage.climber)
+        if self._lanes is None or t - self._lane_t >= LANE_EVERY:
+            out = []
+            for i, (name, w, p) in enumerate(
+                zip(("bystander", "hog"), self.watches, procs, strict=True)
+            ):
+                alive = p.poll() is None
+                if alive:
+                    w.read()
+                out.append(Lane(name, p.pid, i + 1, rss=w.rss, swap=w.swap, oom_score=w.oom_score,
+                                oom_score_adj=w.oom_score_adj, alive=alive))  # fmt: skip
+            self._lanes, self._lane_t = (out[0], out[1]), t
+        return self._lanes
+
+    def read(self) -> ByReading:
+        t = self.now()
+        snap = self.sampler.read(t)
+        touched = self.pipe.drain()
+        read_s = next((float(x.split()[1]) for x in self.pipe.lines if x.startswith("read ")), None)
+        swapins = pswpin() - self._p0 if self._p0 is not None else 0
+        return ByReading(t, snap, self._lanes_now(t), touched, read_s, swapins)
+
+    def start_idle(self) -> None:
+        self.stage.idle.start()  # it touches its memory once
+
+    def start_hog(self) -> None:
+        self.stage.start()
+
+    def read_back(self) -> None:
+        self._p0 = pswpin()
+        self._lanes = None  # fresh lanes from now on
+        self.stage.idle.read_back()
+
+    def close(self) -> None:
+        for w in self.watches:
+            w.close()
+        if self.sampler is not None:
+            self.sampler.close()
+        self.stage.teardown()
+
+
+class ByModelSource:
+    """The rehearsal's source, deterministic: the hog climbs at the plan's rate, the
+    bystander's cold pages go to swap with the overflow, the model's kernel kills the
+    hog when the stage is full (its own kill line as evidence), and a read-back swaps
+    pages in at 20 µs each, on the model's own clock."""
+
+    PIDS = (42000, 42001)
+
+    def __init__(self, size: int, ram: int, swap: int, rate: int) -> None:
+        self.size, self.ram, self.swap_limit, self.rate = size, ram, swap, rate
+        self._t = 0.0
+        self.touched = 0
+        self.hog = 0.0
+        self.by_swap = 0.0
+        self.climbing = False
+        self.killed = False
+        self.kmsg = None
+        self.back: tuple[float, float, int] | None = None  # (start, seconds, pages)
+
+    def prepare(self, say) -> None:
+        say("stage: rehearsal, a modelled bystander and hog (nothing is allocated)")
+
+    def begin(self, t0: float, ram: int, kernel_clock) -> None:
+        self._t = 0.0
+
+    def now(self) -> float:
+        return self._t
+
+    def wait(self, s: float, stop, wake: bool = False) -> None:
+        stop.wait(s)
+        self._t = round(self._t + s, 6)
+        if self.climbing and not self.killed:
+            self.hog += self.rate * s
+            # the cold pages go first: the bystander's swap grows with the overflow
+            self.by_swap = min(self.size * 0.9, max(0.0, self.hog + self.size - self.ram))
+            if self.hog + self.size >= self.ram + self.swap_limit - 4 * MiB:
+                self.killed = True
+                pid = self.PIDS[1]
+                self.kmsg = parse_oom_kill(
+                    f"Memory cgroup out of memory: Killed process {pid} (beep-hog) "
+                    f"total-vm:1kB, anon-rss:{int(self.hog) // 1024}kB, file-rss:0kB, "
+                    "shmem-rss:0kB, UID:0 pgtables:1kB oom_score_adj:1000"
+                )
+
+    def _left(self) -> float:
+        """The bystander's pages still in swap."""
+        if self.back is None:
+            return self.by_swap
+        start, seconds, _ = self.back
+        return self.by_swap * max(0.0, 1 - (self._t - start) / seconds)
+
+    def read(self) -> ByReading:
+        t = self._t
+        hog = 0.0 if self.killed else self.hog
+        by_swap = self._left()
+        # the stage's swap: what overflows RAM, and at least the bystander's pages there
+        used = hog + self.size
+        sw = max(by_swap, used - self.ram, 0.0)
+        snap = Snapshot(
+            t=t, anon_bytes=int(used - sw), swap_bytes=int(sw), ram_limit=self.ram,
+            swap_limit=self.swap_limit, hog_bytes=int(hog), hog_pid=self.PIDS[1],
+            hog_running=self.climbing and not self.killed,
+            hog_exit=137 if self.killed else None, oom_kill_count=int(self.killed),
+            kmsg_kill=self.kmsg,
+        )  # fmt: skip
+        lanes = (
+            Lane("bystander", self.PIDS[0], 1, rss=int(self.size - by_swap), swap=int(by_swap),
+                 oom_score=0, oom_score_adj=0),
+            Lane("hog", self.PIDS[1], 2, rss=int(hog), swap=0, oom_score=1000,
+                 oom_score_adj=1000, alive=not self.killed),
+        )  # fmt: skip
+        read_s = swapins = None
+        if self.back is not None:
+            start, seconds, pages = self.back
+            done = min(1.0, (t - start) / seconds)
+            swapins = int(pages * done)
+            read_s = seconds if done >= 1.0 else None
+        return ByReading(t, snap, lanes, self.touched, read_s, swapins or 0)
+
+    def start_idle(self) -> None:
+        self.touched = self.size
+
+    def start_hog(self) -> None:
+        self.climbing = True
+
+    def read_back(self) -> None:
+        pages = int(self.by_swap) // 4096
+        self.back = (self._t, max(1e-3, round(pages * 20e-6, 4)), pages)
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------- the seam: the step
+
+
+@dataclass(frozen=True)
+class ByPlan:
+    size: int
+    calm_s: float
+    rehearsal: bool = False
+    touch_s: float = 30.0  # the bystander must touch its memory within this
+    confirm_s: float = 1.0  # after the hog's death: the kernel's record within this
+    card_s: float = 0.3  # the kill's card before the finale
+    readback_after_s: float = READBACK_AFTER_S
+    readback_s: float = 60.0  # the read-back must end within this
+
+
+@dataclass(frozen=True)
+class ByState:
+    """Where the act is: touch, calm, climb, confirm, card, readback, done."""
+
+    where: str = "new"
+    since: float = 0.0  # when it got there
+    before: Lane | None = None  # the bystander's lane at the hog's death
+    kill: KillRecord | None = None
+    card: tuple[str, ...] = ()
+    swap_before: int = 0
+
+
+def bystander_step(
+    plan: ByPlan, st: ByState, r: ByReading, asked: bool = False
+) -> tuple[ByState, Frame]:
+    """The bystander act's pure step: (plan, state, reading, the presenter asked for
+    the read-back) -> (next state, frame). Raises CannotStage for a bystander that never
+    touched its memory and for a hog that ended on its own (never taken as a kill)."""
+    by, snap, mb = r.lanes[0], r.snap, MiB
+    cold = "bystander_cold"
+    if st.where == "new":
+        view = {"caption": cold, "note": "the bystander touches its memory once"}
+        return ByState("touch", r.t), Frame(actions=(("start_idle",),), view=view, wait=0.05)
+    if st.where == "touch":
+        if r.touched >= plan.size:
+            ready = ("bystander_ready", {"pid": by.pid, "bytes": plan.size})
+            return replace(st, where="calm", since=r.t), Frame(events=(ready,), wait=plan.calm_s)
+        if r.t - st.since > plan.touch_s:
+            raise CannotStage(f"the bystander did not touch its memory within {plan.touch_s:.0f} s")
+        view = {"caption": cold, "note": "the bystander touches its memory once"}
+        return st, Frame(view=view, wait=0.05)
+    if st.where == "calm":
+        start = Frame(actions=(("start_hog",),), wait=TICK, wake=True)
+        return replace(st, where="climb", since=r.t), start
+    if st.where == "climb":
+        if snap.kmsg_kill is None and snap.hog_exit not in (None, -9, 137):
+            raise CannotStage(  # as the story: an exit on its own is never a kill
+                f"the hog ended on its own (exit {snap.hog_exit}) before the kernel "
+                "killed it; run `beep-av doctor`"
+            )
+        if snap.hog_exit is None and snap.kmsg_kill is None:
+            note = f"bystander: {by.rss // mb} MiB in RAM, {by.swap // mb} MiB in swap"
+            view = {"caption": cold, "note": note}
+            return st, Frame(view=view, pressure=True, wait=TICK, wake=True)
+        ev = ("before_kill", {"at": round(r.t, 4), "bystander_rss": by.rss,
+                              "bystander_swap": by.swap, "bytes": plan.size})  # fmt: skip
+        st = replace(st, where="confirm", since=r.t, before=by)
+        return st, Frame(events=(ev,), wait=TICK, wake=True)
+    if st.where == "confirm":  # the kernel's record within a moment of the hog's death
+        has_all = snap.kmsg_kill is not None and snap.hog_exit is not None
+        if not has_all and r.t - st.since < plan.confirm_s:
+            return st, Frame(wait=TICK, wake=True)
+        kill = evidence_record(r.lanes[1].pid, snap.hog_exit, snap.oom_kill_count,
+                               snap.kmsg_kill, st.since, kernel_t=snap.kmsg_t,
+                               seen_t=snap.kmsg_seen_t)  # fmt: skip
+        ev = ("after_kill", {"bystander_alive": by.alive, "bystander_rss": by.rss,
+                             "bystander_swap": by.swap})  # fmt: skip
+        if plan.rehearsal:
+            card = ("rehearsal: nothing was killed",
+                    f"the bystander keeps {by.swap // mb} MiB in swap")  # fmt: skip
+        else:
+            killed = (
+                f"the kernel killed the hog (pid {kill.pid})"
+                if kill.kmsg
+                else f"the hog (pid {kill.pid}) died"
+            )
+            card = (killed, f"the bystander (pid {by.pid}) is {'alive' if by.alive else 'DEAD'}: "
+                    f"VmSwap {by.swap // mb} MiB (its {plan.size // mb} MiB block and its interpreter)")  # fmt: skip
+        st = replace(st, where="card", since=r.t, kill=kill, card=card)
+        view = {"kill": kill, "oom_t": kill.t, "caption": cold}
+        return st, Frame(events=(ev,), enter=Phase.OOM, enter_t=kill.t, view=view,
+                         kills=(kill,), wait=plan.card_s)  # fmt: skip
+    view = {"kill": st.kill, "oom_t": st.kill.t if st.kill else None, "card": st.card}
+    if st.where == "card":
+        enter = Phase.FINALE if r.t - st.since >= plan.card_s - 1e-9 else None
+        if not asked and r.t - st.since < plan.card_s + plan.readback_after_s:
+            view.update(caption=cold, note="next: the bystander reads its memory back")
+            return st, Frame(enter=enter, view=view, wait=0.1)
+        ev = ("readback_start", {"swap_before": by.swap})
+        st = replace(st, where="readback", since=r.t, swap_before=by.swap)
+        return st, Frame(actions=(("read_back",),), events=(ev,), enter=enter, wait=0.01)
+    if st.where == "readback":  # every page once: the swap-ins, heard as a crackle
+        if r.read_s is None:
+            if r.t - st.since > plan.readback_s:
+                return st, Frame(done=True, ok=False)
+            rate = r.swapins / max(1e-3, r.t - st.since)
+            view.update(caption="bystander_readback", swapins=rate,
+                        note=f"reading back: {r.swapins} pages swapped in so far")  # fmt: skip
+            return st, Frame(view=view, wait=0.01)
+        ev = ("readback", {"seconds": round(r.read_s, 4), "pswpin": r.swapins,
+                           "swap_before": st.swap_before, "swap_after": by.swap,
+                           "bystander_alive": by.alive})  # fmt: skip
+        model = " (model)" if plan.rehearsal else ""
+        card = (*st.card, f"read back in {r.read_s * 1000:.0f} ms: {r.swapins} pages swapped in "
+                          f"({r.swapins * 4 // 1024} MiB){model}")  # fmt: skip
+        view.update(card=card, caption="bystander_readback", note="")
+        return replace(st, where="done", card=card), Frame(events=(ev,), view=view, done=True)
+    raise AssertionError(st.where)
+
+
+# ---------------------------------------------------------------- the driver
+
+
 class BystanderAct(ActDriver):
     act = "bystander"
     kind = "bystander"
@@ -68,13 +385,18 @@ class BystanderAct(ActDriver):
         self.cache_bytes = plan.cache
         self.rate = plan.rate
         self.size = max(8 * MiB, plan.ram // 4 // MiB * MiB)
-        self.stage: BystanderStage | None = None
-        self.watch: ProcWatch | None = None
-        self.hog_watch: ProcWatch | None = None
-        self.sampler = None
         self._read_now = False
         if plan.swap == 0:
             raise CannotStage("--act bystander needs swap on the stage: give --swap SIZE or auto")
+        self.source: ByStageSource | ByModelSource | None = None
+
+    @property
+    def stage(self):
+        return getattr(self.source, "stage", None)
+
+    @property
+    def sampler(self):
+        return getattr(self.source, "sampler", None)
 
     def header(self) -> dict:
         return {"act": self.act, "bystander_bytes": self.size}
@@ -89,256 +411,49 @@ class BystanderAct(ActDriver):
         from beep_av.tunables import auto_swap_size
 
         if self.rehearsal:
-            self.swap_limit = (
-                auto_swap_size(self.plan.ram) if self.plan.swap is None else self.plan.swap
+            swap = auto_swap_size(self.plan.ram) if self.plan.swap is None else self.plan.swap
+            self.source = ByModelSource(self.size, self.ram_limit, swap, self.rate)
+        else:
+            self.source = ByStageSource(
+                self.size, self.plan, self.ram_limit, self.cache_bytes, self.rate
             )
-            say("stage: rehearsal, a modelled bystander and hog (nothing is allocated)")
-            return
-        swap = "auto" if self.plan.swap is None else self.plan.swap
-        self.stage = BystanderStage(
-            self.size, ram=self.ram_limit, swap=swap, cache=self.cache_bytes, rate=self.rate
-        )
-        self.stage.prepare(say)
-        self.swap_limit = self.stage.swap_limit
-        if not self.swap_limit:
-            raise CannotStage(
-                "no swap on the stage: the bystander act needs it (--swap SIZE, as root)"
-            )
-        self.watch = ProcWatch(self.stage.idle.pid)
-        self.hog_watch = ProcWatch(self.stage.climber.pid)
-
-    # ---- the act
+        self.source.prepare(say)
+        self.swap_limit = self.source.swap_limit
 
     def run(self, publish, stop, t0: float) -> bool:
-        if self.rehearsal:
-            return self._run_model(publish, stop, t0)
-        from beep_av.sampler import Sampler
-
-        st = self.stage
-        self.sampler = Sampler(st.files(), st.climber, t0=t0, ram_limit=self.ram_limit,
-                               swap_limit=self.swap_limit, kernel_clock=self.kernel_clock)  # fmt: skip
-        pipe = ReportPipe(st.idle.report_fd)
-        now = lambda: time.monotonic() - t0  # noqa: E731
-
-        def lanes() -> tuple[Lane, ...]:
-            out = []
-            for i, (name, w, p) in enumerate(
-                (("bystander", self.watch, st.idle), ("hog", self.hog_watch, st.climber))
-            ):
-                alive = p.poll() is None
-                if alive:
-                    w.read()
-                out.append(Lane(name, p.pid, i + 1, rss=w.rss, swap=w.swap,
-                                oom_score=w.oom_score, oom_score_adj=w.oom_score_adj, alive=alive))  # fmt: skip
-            return tuple(out)
-
-        st.idle.start()  # it touches its memory once
-        deadline = time.monotonic() + 30
-        while pipe.drain() < self.size:
-            if stop.is_set() or time.monotonic() > deadline:
-                if not stop.is_set():
-                    raise CannotStage("the bystander did not touch its memory within 30 s")
-                return False
-            publish(self.state(now(), Snapshot(t=now()), lanes(), caption="bystander_cold",
-                               note="the bystander touches its memory once"))  # fmt: skip
-            stop.wait(0.05)
-        self.event(now(), "bystander_ready", pid=st.idle.pid, bytes=self.size)
-        cal = max(0.0, float(self.settings.calm))
-        stop.wait(cal)
-        st.start()
-        last = lanes()
-        tick = 0
+        """The one loop: read the source, step, carry out the frame, publish, wait; the
+        same for the real stage and the model."""
+        src = self.source
+        plan = ByPlan(self.size, max(0.0, float(self.settings.calm)), self.rehearsal)
+        src.begin(t0, self.ram_limit, self.kernel_clock)
+        st = ByState()
         while True:
+            r = src.read()
+            st, frame = bystander_step(plan, st, r, self._read_now)
+            for name, fields in frame.events:
+                self.event(r.t, name, **fields)
+            self._kills.extend(frame.kills)
+            if frame.enter is not None:
+                self.enter(frame.enter, frame.enter_t if frame.enter_t is not None else r.t)
+                if frame.enter is Phase.FINALE:
+                    self.end_reason = "finale"
+            if frame.view is not None:
+                view = dict(frame.view)
+                if frame.pressure:
+                    view.update(self.memory(r.snap))  # the story's phases, stall, intensity
+                publish(self.state(r.t, r.snap, r.lanes, **view))
+            for (action,) in frame.actions:
+                getattr(src, action)()
+            if frame.done:
+                if frame.ok:
+                    self.lines.append(f"bystander: {st.card[1]}; {st.card[-1]}")
+                return frame.ok
             if stop.is_set():
                 return False
-            self.sampler.wait(TICK)  # woken by the hog's exit, a kernel record, an OOM event
-            t = now()
-            snap = self.sampler.read(t)
-            if snap.kmsg_kill is None and snap.hog_exit not in (None, -9, 137):
-                raise CannotStage(  # as the story: an exit on its own is never a kill
-                    f"the hog ended on its own (exit {snap.hog_exit}) before the kernel "
-                    "killed it; run `beep-av doctor`"
-                )
-            if snap.hog_exit is not None or snap.kmsg_kill is not None:
-                break
-            tick += 1
-            if tick % 5 == 0:
-                last = lanes()
-            b = last[0]
-            publish(self.state(t, snap, last, **self.memory(snap), caption="bystander_cold",
-                               note=f"bystander: {b.rss // MiB} MiB in RAM, {b.swap // MiB} MiB in swap"))  # fmt: skip
-        # the kill: the hog's (oom_score_adj 1000); the kernel's record within a moment
-        t = now()
-        self.event(t, "before_kill", at=round(t, 4),
-                   bystander_rss=last[0].rss, bystander_swap=last[0].swap, bytes=self.size)  # fmt: skip
-        end = time.monotonic() + 1.0
-        while time.monotonic() < end and (snap.kmsg_kill is None or snap.hog_exit is None):
-            self.sampler.wait(TICK)
-            snap = self.sampler.read(now())
-        kill = evidence_record(st.climber.pid, snap.hog_exit, snap.oom_kill_count, snap.kmsg_kill,
-                               t, kernel_t=snap.kmsg_t, seen_t=snap.kmsg_seen_t)  # fmt: skip
-        self._kills.append(kill)
-        self.enter(Phase.OOM, t)
-        ln = lanes()
-        alive = ln[0].alive
-        self.event(now(), "after_kill", bystander_alive=alive, bystander_rss=ln[0].rss,
-                   bystander_swap=ln[0].swap)  # fmt: skip
-        card = [
-            f"the kernel killed the hog (pid {kill.pid})" if kill.kmsg else f"the hog (pid {kill.pid}) died",
-            f"the bystander (pid {st.idle.pid}) is {'alive' if alive else 'DEAD'}: "
-            f"VmSwap {ln[0].swap // MiB} MiB (its {self.size // MiB} MiB block and its interpreter)",
-        ]  # fmt: skip
-        publish(self.state(t, snap, ln, kill=kill, oom_t=t, caption="bystander_cold"))
-        stop.wait(0.3)
-        self.enter(Phase.FINALE, now())
-        self.end_reason = "finale"
-        wait_until = time.monotonic() + READBACK_AFTER_S
-        while time.monotonic() < wait_until and not self._read_now and not stop.is_set():
-            publish(self.state(now(), snap, lanes(), kill=kill, oom_t=t, card=tuple(card),
-                               caption="bystander_cold", note="next: the bystander reads its memory back"))  # fmt: skip
-            stop.wait(0.1)
-        if stop.is_set():
-            return False
-        # the read-back: every page, once; the swap-ins it causes and the time it takes
-        # (heard: the crackle's level follows the swap-in rate, read every 10 ms)
-        before_swap = lanes()[0].swap
-        p0 = pswpin()
-        self.event(now(), "readback_start", swap_before=before_swap)
-        m0 = time.monotonic()
-        st.idle.read_back()
-        deadline = m0 + 60
-        seconds = None
-        lane_at = 0.0
-        ln = lanes()
-        while seconds is None and time.monotonic() < deadline and not stop.is_set():
-            stop.wait(0.01)
-            pipe.drain()
-            for line in pipe.lines:
-                if line.startswith("read "):
-                    seconds = float(line.split()[1])
-            d = pswpin() - p0
-            if time.monotonic() - lane_at >= LANE_EVERY:
-                ln, lane_at = lanes(), time.monotonic()
-            rate = d / max(1e-3, time.monotonic() - m0)
-            publish(self.state(now(), snap, ln, kill=kill, oom_t=t, card=tuple(card),
-                               caption="bystander_readback", swapins=rate,
-                               note=f"reading back: {d} pages swapped in so far"))  # fmt: skip
-        if seconds is None:
-            return False
-        d = pswpin() - p0
-        ln = lanes()
-        self.event(now(), "readback", seconds=round(seconds, 4), pswpin=d, swap_before=before_swap,
-                   swap_after=ln[0].swap, bystander_alive=ln[0].alive)  # fmt: skip
-        card.append(
-            f"read back in {seconds * 1000:.0f} ms: {d} pages swapped in ({d * 4 // 1024} MiB)"
-        )
-        self.lines.append(f"bystander: {card[1]}; {card[-1]}")
-        publish(self.state(now(), snap, ln, kill=kill, oom_t=t, card=tuple(card),
-                           caption="bystander_readback", note=""))  # fmt: skip
-        return True
-
-    def _run_model(self, publish, stop, t0: float) -> bool:
-        """The rehearsal: the same events from a model (deterministic, no clock)."""
-        v = 0.0
-        size, ram, swap = self.size, self.ram_limit, self.swap_limit
-        hog = 0.0
-        pid_b, pid_h = 42000, 42001
-
-        def snap_at(t, hog_b, by_swap):
-            # the stage's swap: what overflows RAM, and at least the bystander's pages
-            # there (they stay in swap after the hog's kill until they are read back)
-            used = hog_b + size
-            sw = max(by_swap, used - ram, 0.0)
-            return Snapshot(
-                t=t,
-                anon_bytes=int(used - sw),
-                swap_bytes=int(sw),
-                ram_limit=ram,
-                swap_limit=swap,
-                hog_bytes=int(hog_b),
-            )
-
-        def lanes(by_swap, hog_b, alive_h=True):
-            return (Lane("bystander", pid_b, 1, rss=int(size - by_swap), swap=int(by_swap), oom_score=0,
-                         oom_score_adj=0),
-                    Lane("hog", pid_h, 2, rss=int(hog_b), swap=0, oom_score=1000, oom_score_adj=1000,
-                         alive=alive_h))  # fmt: skip
-
-        self.event(v, "bystander_ready", pid=pid_b, bytes=size)
-        by_swap = 0.0
-        while hog + size < ram + swap - 4 * MiB:
+            src.wait(frame.wait, stop, frame.wake)
             if stop.is_set():
                 return False
-            stop.wait(TICK)
-            v = round(v + TICK, 4)
-            hog += self.rate * TICK
-            # the cold pages go first: the bystander's swap grows with the overflow
-            by_swap = min(size * 0.9, max(0.0, hog + size - ram))
-            snap = snap_at(v, hog, by_swap)
-            publish(self.state(v, snap, lanes(by_swap, hog), **self.memory(snap),
-                               caption="bystander_cold"))  # fmt: skip
-        self.event(
-            v,
-            "before_kill",
-            bystander_rss=int(size - by_swap),
-            bystander_swap=int(by_swap),
-            bytes=size,
-        )
-        kmsg = (f"Memory cgroup out of memory: Killed process {pid_h} (python3) total-vm:1kB, "
-                f"anon-rss:{int(hog) // 1024}kB, file-rss:0kB, shmem-rss:0kB, UID:0 pgtables:1kB oom_score_adj:1000")  # fmt: skip
-        kill = evidence_record(pid_h, 137, 1, parse_oom_kill(kmsg), v)  # the model's evidence
-        self._kills.append(kill)
-        self.enter(Phase.OOM, v)
-        snap = snap_at(v, 0, by_swap)
-        self.event(
-            v,
-            "after_kill",
-            bystander_alive=True,
-            bystander_rss=int(size - by_swap),
-            bystander_swap=int(by_swap),
-        )
-        card = [
-            "rehearsal: nothing was killed",
-            f"the bystander keeps {int(by_swap) // MiB} MiB in swap",
-        ]
-        publish(self.state(v, snap, lanes(by_swap, 0, False), kill=kill, oom_t=v))
-        self.end_reason = "finale"
-        for k in range(10):
-            stop.wait(0.1)
-            v = round(v + 0.1, 4)
-            if k == 2:  # the model's confirmation, 0.3 s after the kill
-                self.enter(Phase.FINALE, v)
-            publish(
-                self.state(
-                    v, snap, lanes(by_swap, 0, False), kill=kill, oom_t=kill.t, card=tuple(card)
-                )
-            )
-        pages = int(by_swap) // 4096
-        seconds = round(pages * 20e-6, 4)  # the model: 20 µs a swap-in
-        self.event(v, "readback_start", swap_before=int(by_swap))
-        start = v
-        while v < start + seconds - 1e-9:  # the read-back, heard for as long as it takes
-            if stop.is_set():
-                return False
-            step = min(TICK, round(start + seconds - v, 4))
-            stop.wait(step)
-            v = round(v + step, 4)
-            done = (v - start) / seconds
-            snap = snap_at(v, 0, by_swap * (1 - done))
-            publish(self.state(v, snap, lanes(by_swap * (1 - done), 0, False), kill=kill,
-                               oom_t=kill.t, card=tuple(card), caption="bystander_readback",
-                               swapins=pages / seconds))  # fmt: skip
-        self.event(v, "readback", seconds=seconds, pswpin=pages, swap_before=int(by_swap), swap_after=0,
-                   bystander_alive=True)  # fmt: skip
-        card.append(f"read back in {seconds * 1000:.0f} ms: {pages} pages swapped in (model)")
-        snap = snap_at(v, 0, 0)
-        publish(self.state(v, snap, lanes(0, 0, False), kill=kill, oom_t=kill.t, card=tuple(card),
-                           caption="bystander_readback"))  # fmt: skip
-        return True
-
-    def proc_watches(self) -> list[ProcWatch]:
-        return [w for w in (self.watch, self.hog_watch) if w is not None]
 
     def _teardown_stage(self) -> None:
-        if self.stage is not None:
-            self.stage.teardown()
+        if self.source is not None:
+            self.source.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from beep_av.model import ActView, KillRecord, Lane, Phase, ShowState, Snapshot
 from beep_av.readings import close_fds
@@ -108,6 +108,31 @@ class ReportPipe:
                 elif line:
                     self.lines.append(line.decode("ascii", "replace"))
         return self.value
+
+
+# ---------------------------------------------------------------- the seam: a step's frame
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What an act's pure step asks of its driver: the actions to carry out on the
+    source (method names and their arguments, after the state is published), the act's
+    events, the kill records, the phase to enter (at enter_t, else the reading's time),
+    the state's view (None: publish nothing; `pressure`: with the story's rules applied
+    to the reading's memory), how long to wait and whether to wake on the stage's event
+    fds, and whether the act is done (ok: it reached its end)."""
+
+    actions: tuple[tuple, ...] = ()  # ("start",), ("quota", share), ("read_back",)
+    events: tuple[tuple[str, dict], ...] = ()
+    kills: tuple[KillRecord, ...] = ()
+    enter: Phase | None = None
+    enter_t: float | None = None
+    view: dict | None = None
+    pressure: bool = False
+    wait: float = 0.05
+    wake: bool = False
+    done: bool = False
+    ok: bool = True
 
 
 # ---------------------------------------------------------------- the act as a stage

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from beep_av import interrupt
-from beep_av.acts.common import ActDriver, ProcWatch, ReportPipe
+from beep_av.acts.common import ActDriver, Frame, ProcWatch, ReportPipe
 from beep_av.errors import CannotStage
 from beep_av.model import Lane, Phase, Snapshot
 from beep_av.procfs import pick_fields
@@ -301,7 +301,7 @@ class CpuSource:
     def now(self) -> float:
         return time.monotonic() - self.t0
 
-    def wait(self, s: float, stop) -> None:
+    def wait(self, s: float, stop, wake: bool = False) -> None:
         stop.wait(s)
 
     def read(self) -> CpuReading:
@@ -348,7 +348,7 @@ class ModelCpuSource:
     def now(self) -> float:
         return self._t
 
-    def wait(self, s: float, stop) -> None:
+    def wait(self, s: float, stop, wake: bool = False) -> None:
         stop.wait(s)
         self.model.advance(s)
         self._t = round(self._t + s, 6)
@@ -402,19 +402,6 @@ class ThrottleState:
     full: tuple[float | None, ...] = ()  # each worker's rate at full speed
     step_rates: tuple[float, ...] = ()
     rates: tuple[float, ...] = ()  # each worker's last measured rate
-
-
-@dataclass(frozen=True)
-class Frame:
-    """What a step asks of the driver: the actions on the stage, the act's events, the
-    phase to enter, the state's view (None: publish nothing), how long to wait."""
-
-    actions: tuple[tuple, ...] = ()  # ("start",), ("quota", share)
-    events: tuple[tuple[str, dict], ...] = ()
-    enter: Phase | None = None
-    view: dict | None = None
-    wait: float = TICK
-    done: bool = False
 
 
 def _pct(share: float | None) -> float | None:
@@ -594,7 +581,7 @@ class ThrottleAct(ActDriver):
                 return True
             if stop.is_set():
                 return False
-            src.wait(frame.wait, stop)
+            src.wait(frame.wait, stop, frame.wake)
             if stop.is_set():
                 return False
 
