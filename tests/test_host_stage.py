@@ -394,24 +394,89 @@ def test_ballast_source_drops_the_ballast_at_the_first_evidence():
             pass
 
     ballast = Ballast(1 << 20)
-    src = BallastSource(Inner(), ballast)
-    src.read(0.0)
-    assert ballast.held
-    src.read(0.02)
-    assert not ballast.held
-    ballast.close()
+    try:
+        src = BallastSource(Inner(), ballast)
+        src.read(0.0)
+        assert ballast.held
+        src.read(0.02)
+        assert not ballast.held
+    finally:
+        ballast.close()
+    assert ballast.returncode == -9  # ended by release(), and reaped
+
+
+def _status(pid: int) -> dict[str, str]:
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        k, _, v = line.partition(":")
+        out[k] = v.strip()
+    return out
+
+
+def test_ballast_is_a_named_process_holding_its_memory():
+    """The ballast lives in a child process of its own, named for the kernel's OOM
+    report, with its memory faulted in (locked, and SCHED_FIFO, where it may)."""
+    from beep_av.stages.host import BALLAST_NAME, Ballast
+
+    size = 4 * MiB
+    ballast = Ballast(size)
+    try:
+        assert ballast.problem is None and ballast.held
+        pid = ballast.pid
+        assert Path(f"/proc/{pid}/comm").read_text().strip() == BALLAST_NAME
+        st = _status(pid)
+        assert st["PPid"] == str(os.getpid()) and st["Threads"] == "1"
+        assert int(st["RssAnon"].split()[0]) * 1024 >= size
+        if ballast.locked:
+            assert int(st["VmLck"].split()[0]) * 1024 >= size
+        if ballast.realtime:
+            assert os.sched_getscheduler(pid) == os.SCHED_FIFO
+    finally:
+        ballast.close()
+    assert not ballast.held and not Path(f"/proc/{pid}").exists()
+
+
+def test_ballast_process_dies_with_the_show():
+    """PR_SET_PDEATHSIG: a show killed outright leaves no ballast behind (its domain's
+    cgroup.procs must empty)."""
+    code = (
+        "import os,sys,time;from beep_av.stages.host import Ballast;"
+        "b=Ballast(1<<20);print(b.pid,flush=True);time.sleep(60)"
+    )
+    show = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        pid = int(show.stdout.readline())
+        assert Path(f"/proc/{pid}/comm").read_text().strip() == "beep-ballast"
+    finally:
+        show.kill()
+        show.wait()
+        show.stdout.close()
+
+    def gone() -> bool:
+        try:  # reaped by whoever inherited it, or at least dead
+            return _status(pid)["State"].startswith(("Z", "X"))
+        except (OSError, KeyError):
+            return True
+
+    deadline = time.monotonic() + 10
+    while not gone() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert gone()
 
 
 @pytest.mark.real
-def test_ballast_watcher_frees_it_when_the_domain_goes_under_oom(scratch_cgroup):
-    """A real v1 OOM in a scratch domain wakes the watcher thread, which frees the
-    ballast even though nobody reads the sampler."""
+def test_ballast_process_exits_when_the_domain_goes_under_oom(scratch_cgroup):
+    """A real v1 OOM in a scratch domain wakes the ballast process through the OOM
+    eventfd, and it exits by itself: nothing in this process (no thread, no GIL) is
+    needed for its memory to go back."""
     from beep_av.stages.host import Ballast
 
     cg = scratch_cgroup(limit=48 * MiB)
     ballast = Ballast(1 << 20, cg)
     try:
-        assert ballast.held
+        assert ballast.held and ballast.watching
         child = subprocess.Popen(
             [sys.executable, "-c", "x = bytearray(200 << 20)"],
             preexec_fn=lambda: open(os.path.join(cg, "cgroup.procs"), "w").write(str(os.getpid())),
@@ -421,6 +486,7 @@ def test_ballast_watcher_frees_it_when_the_domain_goes_under_oom(scratch_cgroup)
         while ballast.held and time.monotonic() < deadline:
             time.sleep(0.01)
         assert not ballast.held
+        assert ballast.returncode == 0  # the eventfd woke it: not released by us
     finally:
         ballast.close()
 

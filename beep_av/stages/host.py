@@ -6,15 +6,19 @@ container, a pod, a systemd slice; v1 `memory.limit_in_bytes` + `memory.memsw.*`
 `memory.max` + `memory.swap.max`), otherwise the whole machine (MemTotal, SwapTotal).
 Nothing is created: no cgroup, no swapfile (the domain's swap is what it is). The hog
 runs with oom_score_adj 1000 so the kernel's choice falls on it; the show tries to lower
-its own score and says so when it cannot. Because it fills a real domain, the stage
-states the domain and its size and needs `--yes` or an interactive yes first.
+its own score and says so when it cannot, and keeps a few MiB of room in the domain in a
+ballast process that exits the moment the OOM killer is invoked (Ballast). Because it
+fills a real domain, the stage states the domain and its size and needs `--yes` or an
+interactive yes first.
 
 /proc and the cgroup root are constructor parameters so tests run on fake trees."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,109 +182,203 @@ def lower_oom_score_adj(value: int = SHOW_OOM_SCORE_ADJ, proc_root: str = "/proc
 # ---------------------------------------------------------------- the show's ballast
 
 BALLAST_BYTES = 8 << 20
+BALLAST_NAME = "beep-ballast"  # its comm, as the kernel's OOM report prints it
+BALLAST_READY_TIMEOUT = 10.0  # s for the ballast process to start and fault its memory in
+
+# The ballast process, `python -I -S -c BALLAST_SCRIPT EFD READY_FD PARENT SIZE NAME`:
+# the standard library only, no site, no environment. It arms itself (SIGKILL when the
+# show's spawning thread dies, and not at all if the show is already gone), names itself,
+# faults SIZE bytes of anonymous memory in (huge pages where it can: its exit then frees
+# a few huge pages, not thousands of small ones; wake-up to reaped, measured 0.7 against
+# 1.7 ms), locks what is resident (MCL_ONFAULT: nothing else is faulted in; a swapped-out
+# page would give back swap, not the RAM a charge needs), asks for SCHED_FIFO (see
+# Ballast), says "ready LOCKED RT" on READY_FD and blocks on the eventfd. Whatever wakes
+# it, it exits at once.
+BALLAST_SCRIPT = """\
+import ctypes, mmap, os, sys
+efd, ready, parent, size = map(int, sys.argv[1:5])
+name = sys.argv[5].encode()[:15]
+libc = ctypes.CDLL(None, use_errno=True)
+libc.prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
+if os.getppid() != parent:
+    os._exit(1)
+libc.prctl(15, name, 0, 0, 0)  # PR_SET_NAME
+m = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+try:
+    m.madvise(mmap.MADV_HUGEPAGE)
+except (AttributeError, OSError):
+    pass
+for off in range(0, size, mmap.PAGESIZE):
+    m[off] = 1
+locked = libc.mlockall(5) == 0  # MCL_CURRENT | MCL_ONFAULT
+try:
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+    rt = 1
+except (AttributeError, OSError):
+    rt = 0
+os.write(ready, b"ready %d %d\\n" % (locked, rt))
+os.close(ready)
+try:
+    os.read(efd, 8)
+finally:
+    os._exit(0)
+"""
+
+
+def _register_oom_eventfd(efd: int, cgroup_dir: str) -> bool:
+    """Have the kernel signal `efd` whenever the OOM killer is invoked in the v1 memory
+    cgroup `cgroup_dir` (cgroup.event_control + memory.oom_control). The registration
+    lives as long as the eventfd. False when the cgroup has no such files (v2)."""
+    try:
+        ctl = os.open(os.path.join(cgroup_dir, "memory.oom_control"), os.O_RDONLY)
+        try:
+            ev = os.open(os.path.join(cgroup_dir, "cgroup.event_control"), os.O_WRONLY)
+            try:
+                os.write(ev, f"{efd} {ctl}".encode())
+            finally:
+                os.close(ev)
+        finally:
+            os.close(ctl)
+    except OSError:
+        return False
+    return True
 
 
 class Ballast:
-    """A few MiB of the show's own memory, faulted in (and locked with the rest of the
-    show), given back by a watcher thread the moment the kernel's OOM killer is invoked
-    in the domain.
+    """A few MiB of memory in the show's domain, held by a tiny separate process (the
+    ballast process, `beep-ballast`, a child of the show) that exits the moment the
+    kernel's OOM killer is invoked in the domain, giving all of it back.
 
     Why: the show shares the domain with the hog. Seen here (about one CI run in five):
-    the show's own page-cache write (its recording) meets a full domain, the kernel's
-    OOM killer rightly takes the hog, the show's write retries before the hog's pages
-    are uncharged, and a second OOM kill, the hog being out of the running, takes the
-    show 3-4 ms later. The watcher is not the thread that is stuck charging, and frees
-    the ballast as soon as the v1 OOM eventfd fires, so the retry finds room."""
+    the kernel's OOM killer rightly takes the hog; 3-4 ms later, before the hog's pages
+    are uncharged, the show needs a page charged to the still-full domain (a munmap's
+    VMA split, its recording's page-cache write), and a second OOM kill, the hog being
+    out of the running, takes the show. The ballast's room is what that charge finds.
+
+    Why a process: a thread of the show, woken by the same eventfd, needed the GIL
+    before it could free anything, and another thread of the show held it: the second
+    kill's report still counted the ballast in the show's anon-rss. The ballast
+    process is single-threaded: its read of the v1 OOM eventfd returns to nothing but
+    `os._exit`, and its exit frees its whole memory (ballast and interpreter) in the
+    kernel. It runs SCHED_FIFO where it may (CAP_SYS_NICE or RLIMIT_RTPRIO): measured
+    with perf in the five-run test, its wake-up to exit took 0.05-4.1 ms as a normal
+    task (it waited for its CPU, held by the show's thread, itself in the kernel
+    invoking the OOM killer; these kernels do not preempt), and 0.05-0.12 ms as
+    SCHED_FIFO, before the kernel had even killed the hog. It blocks or exits, so it
+    never holds a CPU. It is no likelier a victim than the hog (oom_score_adj 1000 and
+    far more memory). Start it from the thread that lives as long as the show: its
+    PR_SET_PDEATHSIG fires when that thread exits.
+
+    Without the v1 eventfd (v2, no cgroup.event_control) `release()` ends it, on the
+    sampler's first evidence of a kill (BallastSource)."""
 
     def __init__(self, size: int, cgroup_dir: str | None = None) -> None:
-        import mmap
-
         self.size = size
-        # MAP_PRIVATE: plain anonymous memory (a shared map would be shmem)
-        self._map: mmap.mmap | None = mmap.mmap(
-            -1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS
-        )
-        for off in range(0, size, mmap.PAGESIZE):  # fault every page in now
-            self._map[off] = 1
+        self.pid: int | None = None
+        self.watching = False  # the v1 OOM eventfd wakes the ballast process
+        self.locked = False  # its memory is locked in RAM
+        self.realtime = False  # it runs SCHED_FIFO: its wake-up preempts at once
+        self.problem: str | None = None  # why there is no ballast, when there is none
+        self._proc: subprocess.Popen | None = None
         self._released = False
-        self._efd: int | None = None
-        if cgroup_dir:
-            self._watch(cgroup_dir)
-
-    def _watch(self, cgroup_dir: str) -> None:
-        """Register an OOM eventfd on the domain (v1) and free the ballast from a
-        thread when it fires. Without cgroup.event_control, the sampler's evidence
-        (BallastSource) is the fallback."""
-        import threading
-
         try:
             efd = os.eventfd(0, os.EFD_CLOEXEC)
-        except OSError:
+        except OSError as e:
+            self.problem = f"no eventfd: {e.strerror}"
             return
         try:
-            ctl = os.open(os.path.join(cgroup_dir, "memory.oom_control"), os.O_RDONLY)
-            try:
-                ev = os.open(os.path.join(cgroup_dir, "cgroup.event_control"), os.O_WRONLY)
-                try:
-                    os.write(ev, f"{efd} {ctl}".encode())
-                finally:
-                    os.close(ev)
-            finally:
-                os.close(ctl)  # the registration lives as long as the eventfd
-        except OSError:
-            os.close(efd)
-            return
-        self._efd = efd
+            if cgroup_dir:
+                self.watching = _register_oom_eventfd(efd, cgroup_dir)
+            self._spawn(efd)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            os.close(efd)  # the ballast process holds it, and with it the registration
 
-        def watcher() -> None:
+    def _spawn(self, efd: int) -> None:
+        from beep_av import interrupt
+
+        r, w = os.pipe()
+        try:
+            argv = [sys.executable, "-I", "-S", "-c", BALLAST_SCRIPT]
+            argv += [str(efd), str(w), str(os.getpid()), str(int(self.size)), BALLAST_NAME]
             try:
-                os.eventfd_read(efd)  # blocks until the OOM killer is invoked
-            except OSError:
+                self._proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    pass_fds=(efd, w),
+                    start_new_session=True,  # the terminal's Ctrl-C goes to the show only
+                )
+            except OSError as e:
+                self.problem = f"cannot start it: {e.strerror}"
                 return
-            self.release()
-
-        threading.Thread(target=watcher, name="beep-ballast", daemon=True).start()
+            os.close(w)
+            w = -1
+            self.pid = self._proc.pid
+            got = b""
+            deadline = time.monotonic() + BALLAST_READY_TIMEOUT
+            while b"\n" not in got:
+                interrupt.check()
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.problem = f"not ready within {BALLAST_READY_TIMEOUT:.0f} s"
+                    break
+                if interrupt.wait_readable([r], min(left, 0.2)):
+                    chunk = os.read(r, 64)
+                    if not chunk:
+                        self.problem = f"it exited at start ({self._proc.poll()})"
+                        break
+                    got += chunk
+            if self.problem:
+                self.release()
+                return
+            flags = got.split()[1:3]
+            self.locked = flags[:1] == [b"1"]
+            self.realtime = flags[1:2] == [b"1"]
+        finally:
+            os.close(r)
+            if w >= 0:
+                os.close(w)
 
     def release(self) -> None:
-        """Give the ballast's pages back now, with MADV_DONTNEED: that uncharges them
-        and changes no mapping. A munmap here split a VMA the kernel had merged with a
-        neighbour; the split needs a kernel allocation charged to this full domain, and
-        that charge was the second OOM kill that took the show (seen here: the hog
-        killed, then the show 4 ms later, in __split_vma from munmap). The mapping
-        itself goes at close(), when the domain has room."""
-        import mmap
-
-        m = self._map
-        if m is None or self._released:
-            return
+        """End the ballast process now (SIGKILL; its exit gives all its memory back).
+        Does not wait: close() does."""
         self._released = True
-        try:
-            m.madvise(mmap.MADV_DONTNEED)
-        except (OSError, ValueError):
-            pass  # closed meanwhile: nothing left to give back
+        p = self._proc
+        if p is not None:
+            try:
+                p.kill()  # no-op once reaped: the pid is never someone else's
+            except OSError:
+                pass
 
     def close(self) -> None:
-        """Release, unmap, and stop watching (a write wakes the watcher, which then
-        exits)."""
+        """Release and reap the ballast process. Idempotent."""
         self.release()
-        m, self._map = self._map, None
-        if m is not None:
-            m.close()
-        efd, self._efd = self._efd, None
-        if efd is not None:
+        p = self._proc
+        if p is not None:
             try:
-                os.eventfd_write(efd, 1)
-            except OSError:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
                 pass
 
     @property
     def held(self) -> bool:
-        return self._map is not None and not self._released
+        """The ballast process is alive and not released (reaps it once it exits)."""
+        p = self._proc
+        return p is not None and not self._released and p.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        """0 when the OOM eventfd ended it, -9 when release() did; None while alive."""
+        return None if self._proc is None else self._proc.returncode
 
 
 class BallastSource:
-    """A Source that also drops the ballast at the first evidence of a kill (for
-    domains where the eventfd watcher cannot run: v2, or no event_control)."""
+    """A Source that also ends the ballast process at the first evidence of a kill
+    (for domains where the v1 OOM eventfd cannot wake it: v2, or no event_control)."""
 
     def __init__(self, inner: Source, ballast: Ballast | None) -> None:
         self.inner = inner
@@ -426,6 +524,8 @@ class HostStage(HogStage):
         self.ballast = Ballast(
             BALLAST_BYTES, self.domain.cgroup_dir if self.domain.version == 1 else None
         )
+        if self.ballast.problem:
+            say(f"note: no ballast for the show ({self.ballast.problem})")
         say(f"stage: {self.describe()}")
 
     def source(self) -> Source:
