@@ -160,6 +160,8 @@ def test_who_dies_verdict_comes_from_the_kernels_table():
     unread = {k: v for k, v in st.items() if k != "big"}
     lines, rec = verdict("big", lanes, unread)
     assert not rec["agrees"] and "score was not read" in lines[0]
+    lines, _ = verdict("big", lanes, st, None, modelled=True)  # a rehearsal has no kernel
+    assert lines[0].startswith("the model's lanes scaled as the kernel does: ")
 
 
 def test_bystander_rehearsal_passes_the_real_checks(tmp_path):
@@ -265,7 +267,7 @@ def test_throttle_step_is_pure_and_follows_its_readings():
             if frame.done:
                 return st, frames
             for a in frame.actions:
-                if a[0] == "quota":
+                if a[0] == "set_quota":
                     share = a[1]
             dt = frame.wait
             t = round(t + dt, 6)
@@ -278,9 +280,9 @@ def test_throttle_step_is_pure_and_follows_its_readings():
     st, frames = play()
     assert [a for f in frames for a in f.actions] == [
         ("start",),
-        ("quota", None),
-        ("quota", 0.5),
-        ("quota", 0.1),
+        ("set_quota", None),
+        ("set_quota", 0.5),
+        ("set_quota", 0.1),
     ]
     steps = [e for f in frames for e in f.events if e[0] == "step"]
     assert [s["quota_pct"] for _, s in steps] == [None, 50.0, 10.0]
@@ -349,3 +351,61 @@ def test_bystander_step_is_pure_and_never_takes_an_exit_for_a_kill():
     st, _ = bystander_step(plan, ByState("climb", 0.6), reading(0.62))
     with pytest.raises(CannotStage, match="ended on its own"):
         bystander_step(plan, st, reading(0.7, exit_code=1))
+
+
+def test_who_dies_step_is_pure_and_names_each_kill_in_the_kernels_order():
+    """The who-dies act's step alone, on readings it did not make: the countdown, the
+    start, the growth caps raised once reached (0.25 s after), the victim from the kernel's record
+    (the others paused), its kill when both the record and its exit are in, timed by
+    the kernel; a second kernel kill gets its own record (hog: false) and a card line;
+    the others are released, and the last state shows them ended."""
+    from dataclasses import replace as dc_replace
+
+    from beep_av.acts.who_dies import WhoPlan, WhoReading, WhoState, who_dies_step
+    from beep_av.model import Snapshot
+    from beep_av.procfs import parse_oom_kill
+
+    plan = WhoPlan(("big", "small"), 192 << 20, 0, countdown_s=0.3)
+    big = dc_replace(parse_oom_kill(
+        "Memory cgroup out of memory: Killed process 101 (big) total-vm:1kB, "
+        "anon-rss:150000kB, file-rss:0kB, shmem-rss:0kB"), kernel_t=1.205, seen_t=1.21)  # fmt: skip
+    small = dc_replace(parse_oom_kill(
+        "Memory cgroup out of memory: Killed process 102 (small) total-vm:1kB, "
+        "anon-rss:30000kB, file-rss:0kB, shmem-rss:0kB"), kernel_t=1.212, seen_t=1.25)  # fmt: skip
+
+    def reading(t, alive=(True, True), records=(), exits=(None, None), caps=None, count=0):
+        hogs = tuple({"name": n, "pid": 101 + i, "rss": 1 << 20, "swap": 0, "pte": 0,
+                      "oom_score": 600 - 100 * i, "oom_score_adj": 0, "alive": a}
+                     for i, (n, a) in enumerate(zip(("big", "small"), alive, strict=True)))  # fmt: skip
+        return WhoReading(t, Snapshot(t=t, oom_kill_count=count), hogs, records, exits, caps)
+
+    script = [reading(0.0), reading(0.1), reading(0.3), reading(0.32, caps=0.5),
+              reading(0.9, caps=0.5), reading(1.0, caps=0.5), reading(1.16, caps=0.5),
+              reading(1.21, alive=(False, True), records=((0, big),), caps=0.5, count=1),
+              reading(1.23, alive=(False, True), records=((0, big),), exits=(137, None), count=1),
+              reading(1.53, alive=(False, True), records=((0, big),), exits=(137, None), count=1),
+              reading(4.6, alive=(False, False), records=((0, big), (1, small)),
+                      exits=(137, 137), count=2),
+              reading(4.62, alive=(False, False), records=((0, big), (1, small)),
+                      exits=(137, -9), count=2)]  # fmt: skip
+    st, frames = WhoState(), []
+    for r in script:
+        st, f = who_dies_step(plan, st, r)
+        frames.append(f)
+    acts = [a for f in frames for a in f.actions]
+    assert acts == [("start",), ("raise_caps",), ("pause_others",), ("release",)]
+    events = [n for f in frames for n, _ in f.events]
+    assert events == ["start", "scores", "verdict", "released"]
+    kills = [k for f in frames for k in f.kills]
+    assert len(kills) == 1 and kills[0].pid == 101 and kills[0].t == 1.205  # the kernel's time
+    assert kills[0].detected_by == ("exit", "oom_kill", "kmsg")
+    (released,) = [e for f in frames for n, e in f.events if n == "released"]
+    assert released == {"alive_before": [], "killed_by_kernel": ["big", "small"]}
+    last = frames[-1]
+    assert last.done and last.view["caption"] == "who_dies_release"
+    (also,) = last.view["bystanders"]
+    assert also.pid == 102 and also.hog is False and also.t == 1.212 > kills[0].t
+    assert last.view["card"][0] == "the kernel killed big (pid 101)"
+    assert last.view["card"][-1] == "then the kernel killed small too"
+    # before the record and the exit are both in, the kill waits (the grace)
+    assert not frames[7].kills and frames[7].wake and frames[8].kills

@@ -15,6 +15,7 @@ from beep_av.acts.common import (
     LANE_EVERY,
     ActDriver,
     Frame,
+    ModelClock,
     ProcWatch,
     ReportPipe,
 )
@@ -163,17 +164,16 @@ class ByStageSource:
         self.stage.teardown()
 
 
-class ByModelSource:
-    """The rehearsal's source, deterministic: the hog climbs at the plan's rate, the
-    bystander's cold pages go to swap with the overflow, the model's kernel kills the
-    hog when the stage is full (its own kill line as evidence), and a read-back swaps
-    pages in at 20 µs each, on the model's own clock."""
+class ByModelSource(ModelClock):
+    """The rehearsal's source, deterministic, on the model's own clock (ModelClock): the
+    hog climbs at the plan's rate, the bystander's cold pages go to swap with the
+    overflow, the model's kernel kills the hog when the stage is full (its own kill
+    line as evidence), and a read-back swaps pages in at 20 µs each."""
 
     PIDS = (42000, 42001)
 
     def __init__(self, size: int, ram: int, swap: int, rate: int) -> None:
         self.size, self.ram, self.swap_limit, self.rate = size, ram, swap, rate
-        self._t = 0.0
         self.touched = 0
         self.hog = 0.0
         self.by_swap = 0.0
@@ -185,15 +185,7 @@ class ByModelSource:
     def prepare(self, say) -> None:
         say("stage: rehearsal, a modelled bystander and hog (nothing is allocated)")
 
-    def begin(self, t0: float, ram: int, kernel_clock) -> None:
-        self._t = 0.0
-
-    def now(self) -> float:
-        return self._t
-
-    def wait(self, s: float, stop, wake: bool = False) -> None:
-        stop.wait(s)
-        self._t = round(self._t + s, 6)
+    def advance(self, s: float) -> None:
         if self.climbing and not self.killed:
             self.hog += self.rate * s
             # the cold pages go first: the bystander's swap grows with the overflow
@@ -367,7 +359,9 @@ def bystander_step(
         card = (*st.card, f"read back in {r.read_s * 1000:.0f} ms: {r.swapins} pages swapped in "
                           f"({r.swapins * 4 // 1024} MiB){model}")  # fmt: skip
         view.update(card=card, caption="bystander_readback", note="")
-        return replace(st, where="done", card=card), Frame(events=(ev,), view=view, done=True)
+        line = f"bystander: {card[1]}; {card[-1]}"
+        frame = Frame(events=(ev,), view=view, lines=(line,), done=True)
+        return replace(st, where="done", card=card), frame
     raise AssertionError(st.where)
 
 
@@ -389,14 +383,6 @@ class BystanderAct(ActDriver):
         if plan.swap == 0:
             raise CannotStage("--act bystander needs swap on the stage: give --swap SIZE or auto")
         self.source: ByStageSource | ByModelSource | None = None
-
-    @property
-    def stage(self):
-        return getattr(self.source, "stage", None)
-
-    @property
-    def sampler(self):
-        return getattr(self.source, "sampler", None)
 
     def header(self) -> dict:
         return {"act": self.act, "bystander_bytes": self.size}
@@ -426,34 +412,5 @@ class BystanderAct(ActDriver):
         src = self.source
         plan = ByPlan(self.size, max(0.0, float(self.settings.calm)), self.rehearsal)
         src.begin(t0, self.ram_limit, self.kernel_clock)
-        st = ByState()
-        while True:
-            r = src.read()
-            st, frame = bystander_step(plan, st, r, self._read_now)
-            for name, fields in frame.events:
-                self.event(r.t, name, **fields)
-            self._kills.extend(frame.kills)
-            if frame.enter is not None:
-                self.enter(frame.enter, frame.enter_t if frame.enter_t is not None else r.t)
-                if frame.enter is Phase.FINALE:
-                    self.end_reason = "finale"
-            if frame.view is not None:
-                view = dict(frame.view)
-                if frame.pressure:
-                    view.update(self.memory(r.snap))  # the story's phases, stall, intensity
-                publish(self.state(r.t, r.snap, r.lanes, **view))
-            for (action,) in frame.actions:
-                getattr(src, action)()
-            if frame.done:
-                if frame.ok:
-                    self.lines.append(f"bystander: {st.card[1]}; {st.card[-1]}")
-                return frame.ok
-            if stop.is_set():
-                return False
-            src.wait(frame.wait, stop, frame.wake)
-            if stop.is_set():
-                return False
-
-    def _teardown_stage(self) -> None:
-        if self.source is not None:
-            self.source.close()
+        step = lambda st, r: bystander_step(plan, st or ByState(), r, self._read_now)  # noqa: E731
+        return self.play(src, step, publish, stop)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from beep_av.model import ActView, KillRecord, Lane, Phase, ShowState, Snapshot
 from beep_av.readings import close_fds
@@ -122,7 +122,7 @@ class Frame:
     to the reading's memory), how long to wait and whether to wake on the stage's event
     fds, and whether the act is done (ok: it reached its end)."""
 
-    actions: tuple[tuple, ...] = ()  # ("start",), ("quota", share), ("read_back",)
+    actions: tuple[tuple, ...] = ()  # the source's methods: ("start",), ("set_quota", share)
     events: tuple[tuple[str, dict], ...] = ()
     kills: tuple[KillRecord, ...] = ()
     enter: Phase | None = None
@@ -131,8 +131,31 @@ class Frame:
     pressure: bool = False
     wait: float = 0.05
     wake: bool = False
+    lines: tuple[str, ...] = ()  # said after the show (stderr)
     done: bool = False
     ok: bool = True
+
+
+class ModelClock:
+    """A rehearsal model source's clock: show time is the model's own, advanced by each
+    wait (so a rehearsal plays the same whatever the machine; it still waits in real
+    time). Subclasses move their model in `advance`."""
+
+    _t = 0.0
+
+    def begin(self, t0: float, *_) -> None:
+        self._t = 0.0
+
+    def now(self) -> float:
+        return self._t
+
+    def wait(self, s: float, stop, wake: bool = False) -> None:
+        stop.wait(s)
+        self.advance(s)
+        self._t = round(self._t + s, 6)
+
+    def advance(self, s: float) -> None:
+        """Move the model on by s seconds."""
 
 
 # ---------------------------------------------------------------- the act as a stage
@@ -198,6 +221,7 @@ class ActDriver:
     rate = 0
     end_reason = "end"
     kernel_clock = None  # the assembly's calibration (kclock.py), for the act's sampler
+    source = None  # the act's source: its real stage, or its rehearsal model
     guard = None  # the host guard of a cgroup stage (guard.py), checked in state()
 
     def __init__(self, settings) -> None:
@@ -216,6 +240,11 @@ class ActDriver:
         self._stall = 0.0
         self.lines: list[str] = []  # said after the show (stderr)
 
+    @property
+    def stage(self):
+        """The real stage behind the source (None in a rehearsal)."""
+        return getattr(self.source, "stage", None)
+
     # ---- the interface
 
     def command(self, cmd: str) -> str | None:
@@ -232,23 +261,17 @@ class ActDriver:
         return self.lines
 
     def close(self) -> None:
-        """Close the act's process watches and sampler, then its stage (_teardown_stage).
+        """Close the act's source (_teardown_stage): its watches, sampler and stage.
         Safe twice."""
         if self._closed:
             return
         self._closed = True
-        for w in self.proc_watches():
-            w.close()
-        sampler = getattr(self, "sampler", None)
-        if sampler is not None:
-            sampler.close()
         self._teardown_stage()
 
-    def proc_watches(self) -> list[ProcWatch]:
-        return []
-
     def _teardown_stage(self) -> None:
-        """Tear the act's stage down (the subclass's)."""
+        """Close the act's source: its watches, its sampler, its stage."""
+        if self.source is not None:
+            self.source.close()
 
     # ---- building states
 
@@ -291,6 +314,43 @@ class ActDriver:
             self._fill = (snap.t, snap.hog_bytes, rate)
         return rate
 
+    def play(self, src, step, publish, stop, lanes=None, snap=None) -> bool:
+        """The one loop of an act on the seam, the same for its real stage and its model:
+        read the source, step (`step(state, reading) -> (state, Frame)`, the state kept
+        here), carry the frame out (events, kills, phase, lines, the published state:
+        `lanes(state, reading)`, `snap(reading)`: by default the reading's own `lanes` and
+        `snap`), then its actions on the source (after the state that led to them), then
+        wait. Returns whether the act reached its end."""
+        lanes = lanes or (lambda st, r: r.lanes)
+        snap = snap or (lambda r: r.snap)
+        st = None
+        while True:
+            r = src.read()
+            st, frame = step(st, r)
+            t = r.t
+            for name, fields in frame.events:
+                self.event(t, name, **fields)
+            self._kills.extend(frame.kills)
+            if frame.enter is not None:
+                self.enter(frame.enter, frame.enter_t if frame.enter_t is not None else t)
+                if frame.enter is Phase.FINALE:
+                    self.end_reason = "finale"
+            self.lines.extend(frame.lines)
+            if frame.view is not None:
+                view = dict(frame.view)
+                if frame.pressure:
+                    view.update(self.memory(snap(r)))  # the story's phases, stall, intensity
+                publish(self.state(t, snap(r), lanes(st, r), **view))
+            if frame.done:
+                return frame.ok
+            for name, *args in frame.actions:
+                getattr(src, name)(*args)
+            if stop.is_set():
+                return False
+            src.wait(frame.wait, stop, frame.wake)
+            if stop.is_set():
+                return False
+
     def check_guard(self) -> None:
         """Ten times a second, on kept fds: raise HostGuardTripped (exit 3, the hogs
         released by the teardown) when the host is under its floor."""
@@ -330,28 +390,3 @@ class ActDriver:
             act_view=ActView(events=tuple(self.events), **view),
             **kw,
         )
-
-
-def with_t(state: ShowState, t: float) -> ShowState:
-    return replace(state, t=t)
-
-
-class ActClock:
-    """Show time, real (monotonic) or the model's (advanced by sleeps, so a rehearsal
-    plays the same whatever the machine; it still waits in real time)."""
-
-    def __init__(self, t0: float, model) -> None:
-        self.t0 = t0
-        self.model = model
-        # the model's own time starts at 0, not at the real time since t0: rounded, that
-        # was 0.1 s instead of 0.0 on a busy machine, and a rehearsal's times moved
-        self._v = 0.0
-
-    def now(self) -> float:
-        return self._v if self.model is not None else time.monotonic() - self.t0
-
-    def sleep(self, s: float, stop) -> None:
-        stop.wait(s)
-        if self.model is not None:
-            self.model.advance(s)
-            self._v = round(self._v + s, 6)

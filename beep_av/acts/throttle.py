@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from beep_av import interrupt
-from beep_av.acts.common import ActDriver, Frame, ProcWatch, ReportPipe
+from beep_av.acts.common import ActDriver, Frame, ModelClock, ProcWatch, ReportPipe
 from beep_av.errors import CannotStage
 from beep_av.model import Lane, Phase, Snapshot
 from beep_av.procfs import pick_fields
@@ -328,30 +328,20 @@ class CpuSource:
         return self.stage.close()
 
 
-class ModelCpuSource:
-    """The rehearsal's source: ModelCpu on the model's own clock (a wait advances it,
-    so a rehearsal plays the same whatever the machine; it still waits in real time)."""
+class ModelCpuSource(ModelClock):
+    """The rehearsal's source: ModelCpu on the model's own clock (ModelClock)."""
 
     where = "the model"
 
     def __init__(self, n: int, seed: int | None) -> None:
         self.model = ModelCpu(n, seed)
         self.pids = self.model.pids
-        self._t = 0.0
 
     def prepare(self, say) -> None:
         say(f"stage: rehearsal, {self.model.n} modelled workers (nothing is throttled)")
 
-    def begin(self, t0: float) -> None:
-        self._t = 0.0
-
-    def now(self) -> float:
-        return self._t
-
-    def wait(self, s: float, stop, wake: bool = False) -> None:
-        stop.wait(s)
+    def advance(self, s: float) -> None:
         self.model.advance(s)
-        self._t = round(self._t + s, 6)
 
     def read(self) -> CpuReading:
         m = self.model
@@ -475,7 +465,7 @@ def _next_quota(plan, st, r, events, enter) -> tuple[ThrottleState, Frame]:
     share = plan.steps[i]
     st = replace(st, index=i, step_t=r.t, c0=sum(r.counts), measure_from=None)
     ev = ("quota", {"quota_pct": _pct(share), **r.stat})
-    return st, Frame(actions=(("quota", share),), events=(*events, ev), enter=enter)
+    return st, Frame(actions=(("set_quota", share),), events=(*events, ev), enter=enter)
 
 
 def _end(plan, st, r, events, view) -> tuple[ThrottleState, Frame]:
@@ -504,7 +494,9 @@ def _end(plan, st, r, events, view) -> tuple[ThrottleState, Frame]:
         "speed": max(0.0, min(1.0, low)), "note": "",
     }  # fmt: skip
     st = replace(st, index=len(plan.steps))
-    return st, Frame(events=(*events, end), enter=Phase.FINALE, view=final, done=True)
+    line = f"throttle: {card[0]}; lowest quota at {100 * low:.1f}% of full speed"
+    return st, Frame(events=(*events, end), enter=Phase.FINALE, view=final, lines=(line,),
+                     done=True)  # fmt: skip
 
 
 # ---------------------------------------------------------------- the driver
@@ -524,10 +516,6 @@ class ThrottleAct(ActDriver):
         )
         self.steps = STEPS
         self.step_s = STEP_S
-
-    @property
-    def stage(self) -> CpuStage | None:
-        return getattr(self.source, "stage", None)
 
     def header(self) -> dict:
         return {
@@ -549,41 +537,23 @@ class ThrottleAct(ActDriver):
         plan = ThrottlePlan(self.n, tuple(self.steps), self.step_s, CALM_S, self.rehearsal,
                             src.where)  # fmt: skip
         src.begin(t0)
-        st = ThrottleState()
         names = [f"worker {i + 1}" for i in range(self.n)]
-        while True:
-            r = src.read()
-            st, frame = throttle_step(plan, st, r)
-            for name, fields in frame.events:
-                self.event(r.t, name, **fields)
-            if frame.enter is not None:
-                self.enter(frame.enter, r.t)
-            if frame.done:
-                self.end_reason = "finale"
-                low = st.step_rates[-1] / st.base_rate if st.base_rate else 0.0
-                self.lines.append(
-                    f"throttle: {frame.view['card'][0]}; lowest quota at "
-                    f"{100 * low:.1f}% of full speed"
-                )
-            if frame.view is not None:
-                lanes = tuple(
-                    Lane(names[i], src.pids[i], i, rss=r.mem[i][0], swap=r.mem[i][1],
-                         alive=r.alive[i], work_rate=round(st.rates[i], 1), full_rate=st.full[i])
-                    for i in range(self.n)
-                )  # fmt: skip
-                publish(self.state(r.t, Snapshot(t=0.0), lanes, **frame.view))
-            for action in frame.actions:  # after the state that led to them, as they act
-                if action[0] == "start":
-                    src.start()
-                else:
-                    src.set_quota(action[1])
-            if frame.done:
-                return True
-            if stop.is_set():
-                return False
-            src.wait(frame.wait, stop, frame.wake)
-            if stop.is_set():
-                return False
+
+        def lanes(st: ThrottleState, r: CpuReading) -> tuple[Lane, ...]:
+            return tuple(
+                Lane(names[i], src.pids[i], i, rss=r.mem[i][0], swap=r.mem[i][1],
+                     alive=r.alive[i], work_rate=round(st.rates[i], 1), full_rate=st.full[i])
+                for i in range(self.n)
+            )  # fmt: skip
+
+        return self.play(
+            src,
+            lambda st, r: throttle_step(plan, st or ThrottleState(), r),
+            publish,
+            stop,
+            lanes=lanes,
+            snap=lambda r: Snapshot(t=0.0),
+        )
 
     def _teardown_stage(self) -> None:
         errors = self.source.close()

@@ -14,20 +14,18 @@ to the stage as the kernel does."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+import time
+from dataclasses import dataclass, replace
 
 from beep_av import interrupt, summary
-from beep_av.acts.common import (
-    ActClock,
-    ActDriver,
-    ProcWatch,
-)
+from beep_av.acts.common import ActDriver, Frame, ModelClock, ProcWatch
 from beep_av.errors import CannotStage
-from beep_av.model import KillRecord, Lane, Phase, Snapshot
+from beep_av.model import KillRecord, KmsgKill, Lane, Phase, Snapshot
 from beep_av.stages.cgroup import CgroupStage
+from beep_av.story import evidence_record
 
 TICK = 0.02
-LANES_EVERY = 2  # ticks: lanes (status, oom_score) at 25 Hz
+LANES_S = 0.04  # lanes (status, oom_score) at 25 Hz; the hogs' exits in every reading
 KMSG_GRACE_S = 1.0  # after the victim's exit, how long the kernel's record may take
 CARD_S = 3.0  # the card, with the survivors alive, before they are released
 CAP_SYS_RESOURCE = 24
@@ -129,7 +127,11 @@ def stage_scores(lanes: list[dict], ram: int, swap: int) -> dict[str, int]:
 
 
 def verdict(
-    victim: str, lanes: list[dict], stage: dict[str, int], report: dict | None = None
+    victim: str,
+    lanes: list[dict],
+    stage: dict[str, int],
+    report: dict | None = None,
+    modelled: bool = False,
 ) -> tuple[list[str], dict]:
     """The card's check and its record: did the kernel's own points rank the victim
     first? From the kernel's whole report (its task table, its oom_badness points:
@@ -138,7 +140,7 @@ def verdict(
     lanes scaled to the stage as the kernel does, said as such. /proc's oom_score
     (scaled to the whole machine) stays the live lanes' figure; the record keeps its
     comparison too (highest_proc, agrees_proc). A tie is said as a tie, a score never
-    read as unknown."""
+    read as unknown. `modelled`: a rehearsal's model, which has no kernel to print one."""
     procs = {ln["name"]: ln["oom_score"] for ln in lanes}
     read = [ln for ln in lanes if ln["oom_score"] is not None]
     top = max([ln["oom_score"] for ln in read], default=None)
@@ -167,14 +169,15 @@ def verdict(
         )
         return [], record
     stage_vs = ", ".join(f"{k} {v}" for k, v in stage.items() if k != victim)
+    what = "the model's lanes" if modelled else "the kernel's table is missing; the last lanes"
     if stage.get(victim) is None:
-        line = f"the kernel's table is missing, and {victim}'s score was not read (the others: {stage_vs})"
+        line = f"{what}: {victim}'s score was not read (the others: {stage_vs})"
     elif victim in stage_leaders and len(stage_leaders) > 1:
-        line = f"the kernel's table is missing; the last lanes scaled as the kernel does: a tie, {stage[victim]} vs {stage_vs}"
+        line = f"{what} scaled as the kernel does: a tie, {stage[victim]} vs {stage_vs}"
     elif by_stage == victim:
-        line = f"the kernel's table is missing; the last lanes scaled as the kernel does: {stage[victim]} vs {stage_vs}"
+        line = f"{what} scaled as the kernel does: {stage[victim]} vs {stage_vs}"
     else:
-        line = f"the kernel's table is missing; the last lanes scaled as the kernel does put it below: {stage[victim]} vs {stage_vs}"
+        line = f"{what} scaled as the kernel does put it below: {stage[victim]} vs {stage_vs}"
     tied = [k for k in stage_leaders if k != victim] if by_stage == victim else []
     record.update(source="lanes", highest=by_stage, agrees=by_stage == victim, tied=tied)
     return [line], record
@@ -218,7 +221,7 @@ class ModelHogs:
             self.killed = i
             self.alive[i] = False
             self.kmsg = (
-                f"Memory cgroup out of memory: Killed process {self.pids[i]} (python3) "
+                f"Memory cgroup out of memory: Killed process {self.pids[i]} ({name}) "
                 f"total-vm:{int(self.size[i] // 1024) + 60000}kB, "
                 f"anon-rss:{lanes[i]['rss'] // 1024}kB, file-rss:0kB, shmem-rss:0kB, "
                 f"UID:0 pgtables:{int(self.size[i] // 512 // 1024)}kB "
@@ -245,44 +248,65 @@ class ModelHogs:
         return out
 
 
-class WhoDiesAct(ActDriver):
-    act = "who-dies"
-    kind = "who-dies"
+# ---------------------------------------------------------------- the seam: sources
 
-    def __init__(self, settings, plan, specs) -> None:
-        super().__init__(settings)
-        self.specs = specs
-        self.plan = plan
-        self.ram_limit = plan.ram
-        self.cache_bytes = plan.cache
-        self.rate = plan.rate
+
+@dataclass(frozen=True)
+class WhoReading:
+    """One reading of the who-dies stage, real or modelled."""
+
+    t: float  # show time
+    snap: Snapshot  # the stage's memory (hog_bytes: all the hogs), its oom_kill counter
+    hogs: tuple[dict, ...]  # each hog's lane: name, pid, rss, swap, pte, oom_score, adj, alive
+    records: tuple[tuple[int, KmsgKill], ...] = ()  # kernel records naming a hog, in order
+    exits: tuple[int | None, ...] = ()  # each hog's exit status (None: running)
+    caps_reached_s: float | None = None  # after the start, when the growth caps are met
+
+    @property
+    def lanes(self) -> tuple[Lane, ...]:
+        return to_lanes(self.hogs)
+
+
+def _victim_of(r: WhoReading) -> int | None:
+    """The first hog gone: by a kernel record naming it, or by its exit."""
+    if r.records:
+        return r.records[0][0]
+    return next((i for i, e in enumerate(r.exits) if e is not None), None)
+
+
+def _kmsg_of(r: WhoReading, i: int) -> KmsgKill | None:
+    return next((k for j, k in r.records if j == i and not k.text.startswith("oom-kill:")), None)
+
+
+def _killed_by_kernel(r: WhoReading) -> list[int]:
+    """Every hog a kernel record says was killed, in the kernel's order."""
+    out: list[int] = []
+    for i, k in r.records:
+        if i not in out and not k.text.startswith("oom-kill:"):
+            out.append(i)
+    return out
+
+
+class WhoStageSource:
+    """The real stage as a source: MultiHogStage (a memory cgroup, its hogs), the
+    story's sampler on its files (no one hog: woken by the kernel's records and OOM
+    events), the hogs' /proc watches (rss, oom_score at most every LANES_S; their exit
+    in every reading). Actions: start, raise_caps, pause_others, release."""
+
+    def __init__(self, specs, plan, ram: int, cache: int, rate: int) -> None:
+        self.specs, self.plan = specs, plan
+        self.ram, self.cache, self.rate = ram, cache, rate
         self.stage: MultiHogStage | None = None
-        self.model: ModelHogs | None = None
-        self.watches: list[ProcWatch] = []
         self.sampler = None
-        if not self.rehearsal and any(s.adj < 0 for s in specs) and not can_lower_adj():
-            bad = next(s for s in specs if s.adj < 0)
-            raise CannotStage(
-                f"--hogs: oom_score_adj {bad.adj} of {bad.name} needs CAP_SYS_RESOURCE, which "
-                "this process lacks: give 0 or more, or run with that capability"
-            )
-
-    def header(self) -> dict:
-        return {
-            "act": self.act,
-            "hogs": [{"name": s.name, "size": s.size, "oom_score_adj": s.adj} for s in self.specs],
-        }
+        self.watches: list[ProcWatch] = []
+        self.kpids: dict[int, int] = {}
+        self.t0 = 0.0
+        self.swap_limit = 0
+        self._lanes: tuple[dict, ...] | None = None
+        self._lane_t = -1.0
+        self._started = False
 
     def prepare(self, say) -> None:
-
-        if self.rehearsal:  # the real stage's swap: none unless --swap SIZE (below)
-            swap = 0 if self.plan.swap is None else self.plan.swap
-            self.swap_limit = swap
-            if not swap:
-                self.skipped.append((Phase.SWAPPING, "no swap on this stage"))
-            self.model = ModelHogs(self.specs, self.ram_limit, swap, self.cache_bytes, self.rate)
-            say(f"stage: rehearsal, {len(self.specs)} modelled hogs (nothing is allocated)")
-            return
         swap = self.plan.swap
         if swap is None:
             swap = 0
@@ -291,30 +315,22 @@ class WhoDiesAct(ActDriver):
                 "thrashing on swap the kernel often kills a second hog before the first "
                 "one's memory is free"
             )
-        self.stage = MultiHogStage(self.specs, self.ram_limit, swap, self.cache_bytes, self.rate)
+        self.stage = MultiHogStage(self.specs, self.ram, swap, self.cache, self.rate)
         self.stage.prepare(say)
         self.swap_limit = self.stage.swap_limit
-        if not self.swap_limit:
-            self.skipped.append((Phase.SWAPPING, "no swap on this stage"))
         self.watches = [ProcWatch(h.pid) for h in self.stage.hogs]
 
-    # ---- readings
+    def begin(self, t0: float, kernel_clock) -> None:
+        from beep_av.sampler import Sampler
 
-    def _lanes(self) -> list[dict]:
-        if self.model is not None:
-            return self.model.lanes()
-        out = []
-        for spec, w, h in zip(self.specs, self.watches, self.stage.hogs, strict=True):
-            alive = h.poll() is None
-            if alive:
-                w.read()
-            out.append(
-                {"name": spec.name, "pid": h.pid, "rss": w.rss, "swap": w.swap, "pte": w.pte,
-                 "oom_score": w.oom_score, "oom_score_adj": w.oom_score_adj, "alive": alive}
-            )  # fmt: skip
-        return out
+        self.t0 = t0
+        self.sampler = Sampler(
+            self.stage.files(), None, t0=t0, ram_limit=self.ram,
+            swap_limit=self.swap_limit, kernel_clock=kernel_clock,
+        )  # fmt: skip
+        self.kpids = self._kernel_pids()
 
-    def _kpids(self) -> dict[int, int]:
+    def _kernel_pids(self) -> dict[int, int]:
         """kernel pid (as kmsg prints it) -> hog index."""
         from beep_av import attribution
         from beep_av.procfs import parse_nspid
@@ -333,244 +349,308 @@ class WhoDiesAct(ActDriver):
                 out[k] = i
         return out
 
-    def _snapshot(self, t: float) -> Snapshot:
-        if self.model is not None:
-            anon, cache, swap = self.model.used()
-            return Snapshot(t=t, anon_bytes=anon, cache_bytes=cache, swap_bytes=swap,
-                            ram_limit=self.ram_limit, swap_limit=self.swap_limit,
-                            hog_bytes=anon + swap)  # fmt: skip
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def wait(self, s: float, stop, wake: bool = False) -> None:
+        if wake:  # woken by the kernel's record or OOM event
+            self.sampler.wait(s)
+        else:
+            stop.wait(s)
+
+    def read(self) -> WhoReading:
+        t = self.now()
         snap = self.sampler.read(t)  # no one hog: the hogs are the stage's anon + swap
-        return replace(snap, hog_bytes=snap.anon_bytes + snap.swap_bytes)
+        snap = replace(snap, hog_bytes=snap.anon_bytes + snap.swap_bytes)
+        exits = tuple(h.poll() for h in self.stage.hogs)
+        if self._lanes is None or t - self._lane_t >= LANES_S:
+            out = []
+            for spec, w, e in zip(self.specs, self.watches, exits, strict=True):
+                if e is None:
+                    w.read()
+                out.append(
+                    {"name": spec.name, "pid": w.pid, "rss": w.rss, "swap": w.swap, "pte": w.pte,
+                     "oom_score": w.oom_score, "oom_score_adj": w.oom_score_adj, "alive": e is None}
+                )  # fmt: skip
+            self._lanes, self._lane_t = tuple(out), t
+        hogs = tuple(dict(x, alive=e is None) for x, e in zip(self._lanes, exits, strict=True))
+        records = tuple((self.kpids[k.pid], k) for k in self.sampler.kills if k.pid in self.kpids)
+        caps = self.stage.caps_reached_s if self._started else None
+        return WhoReading(t, snap, hogs, records, exits, caps)
 
-    # ---- the act
+    def start(self) -> None:
+        self.stage.start()
+        self._started = True
 
-    def run(self, publish, stop, t0: float) -> bool:
-        model = self.model
-        clock = ActClock(t0, model)
-        kpids: dict[int, int] = {}
-        if model is None:
-            from beep_av.sampler import Sampler
+    def raise_caps(self) -> None:
+        self.stage.raise_caps()
 
-            self.sampler = Sampler(
-                self.stage.files(), None, t0=t0, ram_limit=self.ram_limit,
-                swap_limit=self.swap_limit, kernel_clock=self.kernel_clock,
-            )  # fmt: skip
-            kpids = self._kpids()
-        names = [s.name for s in self.specs]
-
-        def to_lanes(raw: list[dict]) -> tuple[Lane, ...]:
-            return tuple(
-                Lane(x["name"], x["pid"], i, rss=x["rss"], swap=x["swap"],
-                     oom_score=x["oom_score"], oom_score_adj=x["oom_score_adj"], alive=x["alive"])
-                for i, x in enumerate(raw)
-            )  # fmt: skip
-
-        raw = self._lanes()
-        lanes = to_lanes(raw)
-        countdown = max(0.0, float(self.settings.calm))
-        start = clock.now()
-        while clock.now() - start < countdown:
-            if stop.is_set():
-                return False
-            left = countdown - (clock.now() - start)
-            snap = self._snapshot(clock.now())
-            note = f"guess who dies: {', '.join(names)} ... {left:.0f}"
-            publish(self.state(clock.now(), snap, lanes, caption="who_dies_guess", note=note))
-            clock.sleep(0.1, stop)
-        if model is None:
-            self.stage.start()
-        else:
-            model.started = True
-        started = clock.now()
-        next_raise = None if model is not None else started + self.stage.caps_reached_s + CAP_EVERY
-        self.event(clock.now(), "start", hogs=names)
-        last_raw = raw
-        last_t = clock.now()
-        victim: int | None = None
-        exit_seen: float | None = None
-        tick = 0
-        while victim is None or (not self._complete(victim, kpids)
-                                 and clock.now() - exit_seen < KMSG_GRACE_S):  # fmt: skip
-            if stop.is_set():
-                return False
-            if self.sampler is not None:  # woken by the kernel's record or OOM event
-                self.sampler.wait(TICK)
-            else:
-                clock.sleep(TICK, stop)
-            t = clock.now()
-            snap = self._snapshot(t)
-            pressure = self.memory(snap)  # the story's phases, stall and intensity
-            if victim is None:
-                victim, how = self._victim(kpids)
-                if victim is not None:
-                    exit_seen = t
-                    self._pause_others()
-                    self.event(t, "scores", at=round(last_t, 4), hogs=_clean(last_raw))
-                    continue
-                if next_raise is not None and t >= next_raise:
-                    self.stage.raise_caps()
-                    next_raise = t + CAP_EVERY
-                tick += 1
-                if tick % LANES_EVERY == 0:
-                    raw = self._lanes()
-                    if all(x["alive"] for x in raw):
-                        last_raw, last_t = raw, t
-                    lanes = to_lanes(raw)
-                publish(self.state(t, snap, lanes, **pressure, caption="who_dies_climb", note=""))
-        # the kill: the kernel's record, the check, the card
-        t = clock.now()
-        snap = self._snapshot(t)
-        kill = self._kill_record(victim, kpids, snap, t)
-        self._kills.append(kill)
-        stage_sc = stage_scores(last_raw, self.ram_limit, self.swap_limit)
-        check, record = verdict(names[victim], last_raw, stage_sc, kill.report)
-        record.update(pid=kill.pid, kmsg=kill.kmsg, stage_scores=stage_sc,
-                      kernel_rank=(kill.report or {}).get("victim_rank"))  # fmt: skip
-        self.event(t, "verdict", **record)
-        self.enter(Phase.OOM, t)
-        raw = self._lanes()
-        lanes = to_lanes(raw)
-        survivors = [x for x in raw if x["alive"]]
-        if self.rehearsal:
-            who = f"in the model, the kernel kills {names[victim]} (pid {kill.pid})"
-        elif kill.kmsg:
-            who = f"the kernel killed {names[victim]} (pid {kill.pid})"
-        else:
-            who = f"{names[victim]} (pid {kill.pid}) died, but the kernel's record is missing"
-        card = (
-            who,
-            *summary.why_lines(kill, self.settings.captions),  # the kernel's own points
-            *check,
-            "the others live on: " + (", ".join(f"{x['name']} (pid {x['pid']})" for x in survivors) or "none"),
-            "confirmed by " + " + ".join(kill.detected_by),
-        )  # fmt: skip
-        if self.rehearsal:  # says so first, and confirms nothing: the model's kill
-            card = ("rehearsal: nothing was killed", *card[:-1])
-        said = (
-            check[0] if check else (summary.why_lines(kill) or ["the kernel's table is missing"])[0]
-        )
-        self.lines.append(f"who-dies: {'rehearsal: ' if self.rehearsal else ''}{who}; {said}")
-        publish(self.state(t, snap, lanes, kill=kill, oom_t=t, caption="who_dies_kill"))
-        clock.sleep(0.3, stop)
-        self.enter(Phase.FINALE, clock.now())
-        self.end_reason = "finale"
-        view = {"caption": "who_dies_kill", "card": card, "title": "BEEP"}
-        end = clock.now() + CARD_S
-        while clock.now() < end and not stop.is_set():
-            publish(
-                self.state(clock.now(), snap, to_lanes(self._lanes()), kill=kill, oom_t=t, **view)
-            )
-            clock.sleep(0.1, stop)
-        # the others are released: they were alive (the kernel killed one), we end them
-        raw = self._lanes()
-        alive = [x["name"] for x in raw if x["alive"]]
-        if self.sampler is not None:
-            self.sampler.read(clock.now())  # the last kernel records
-        killed = self._killed_by_kernel(kpids)
-        by_kernel = [names[i] for i in killed]
-        # a second kernel kill (the stage still at its limit before the victim's memory
-        # was free): its own kill record, `hog: false` (not the act's victim), taken
-        # before the release so its exit is the kernel's SIGKILL, not ours
-        snap = self._snapshot(clock.now())
-        later = [i for i in killed if i != victim]
-        also = tuple(
-            self._kill_record(i, kpids, snap, clock.now(), nth=n + 2, victim=False)
-            for n, i in enumerate(later)
-        )
-        self._release()
-        self.event(clock.now(), "released", alive_before=alive,
-                   killed_by_kernel=by_kernel)  # fmt: skip
-        more = [n for n in by_kernel if n != names[victim]]
-        if more:
-            card = (*card, f"then the kernel killed {', '.join(more)} too")
-            self.lines.append(f"who-dies: the kernel also killed {', '.join(more)}")
-        publish(
-            self.state(clock.now(), snap, to_lanes(self._lanes()), kill=kill, oom_t=t,
-                       bystanders=also, **{**view, "caption": "who_dies_release"},
-                       note=f"released: {', '.join(alive) or 'nobody'} (ended by beep-av)")
-        )  # fmt: skip
-        return True
-
-    def _complete(self, i: int, kpids) -> bool:
-        """Both the kernel's record and the victim's exit are in."""
-        if self.model is not None:
-            return True
-        return self._kmsg_of(i, kpids) is not None and self.stage.hogs[i].poll() is not None
-
-    def _killed_by_kernel(self, kpids) -> list[int]:
-        """Every hog a kernel record says was killed, in order."""
-        if self.model is not None:
-            return [self.model.killed] if self.model.killed is not None else []
-        out = []
-        for k in self.sampler.kills:
-            i = kpids.get(k.pid)
-            if i is not None and i not in out and not k.text.startswith("oom-kill:"):
-                out.append(i)
-        return out
-
-    def _kmsg_of(self, i: int, kpids: dict[int, int]):
-        if self.model is not None:
-            return self.model.kmsg if self.model.killed == i else None
-        for k in self.sampler.kills:
-            if not k.text.startswith("oom-kill:") and kpids.get(k.pid) == i:
-                return k
-        return None
-
-    def _victim(self, kpids) -> tuple[int | None, str]:
-        """The first hog gone: by a kernel record naming it, or by its exit."""
-        if self.model is not None:
-            return self.model.killed, "model"
-        for k in self.sampler.kills:
-            if kpids.get(k.pid) is not None:
-                return kpids[k.pid], "kmsg"
-        for i, h in enumerate(self.stage.hogs):
-            if h.poll() is not None:
-                return i, "exit"
-        return None, ""
-
-    def _pause_others(self) -> None:
-        if self.model is not None:
-            self.model.paused = True
-            return
+    def pause_others(self) -> None:
         for h in self.stage.hogs:
             h.pause()
 
-    def _release(self) -> None:
-        if self.model is not None:
-            self.model.alive = [False] * len(self.specs)
-            return
+    def release(self) -> None:
         for h in self.stage.hogs:
             h.kill()
         for h in self.stage.hogs:
             h.wait(10)
+        self._lanes = None
 
-    def _kill_record(
-        self, i: int, kpids, snap: Snapshot, t: float, nth: int = 1, victim: bool = True
-    ) -> KillRecord:
-        """Hog i's kill record: its exit, the stage's oom_kill counter (at least `nth`:
-        the kernel's nth kill on this stage) and the kernel's record, timed by that record
-        (the kernel's time on the show's clock, else when it was read; `t` without one).
-        Timed so, a second kill comes after the first as the kernel logged them (the
-        victim's was timed at its detection, a later one by the kernel: out of order).
-        `victim` False: a later kernel kill (`hog: false` in the recording)."""
-        from beep_av.story import evidence_record
-
-        if self.model is not None:  # the model's evidence: all three, its kernel line
-            from beep_av.procfs import parse_oom_kill
-
-            k = parse_oom_kill(self.model.kmsg)
-            return evidence_record(self.model.pids[i], 137, 1, k, t, hog=victim)
-        hog = self.stage.hogs[i]
-        k = self._kmsg_of(i, kpids)
-        return evidence_record(hog.pid, hog.poll(), snap.oom_kill_count, k, t, nth=nth,
-                               hog=victim, timed_by_kernel=True)  # fmt: skip
-
-    def proc_watches(self) -> list[ProcWatch]:
-        return self.watches
-
-    def _teardown_stage(self) -> None:
+    def close(self) -> None:
+        for w in self.watches:
+            w.close()
+        if self.sampler is not None:
+            self.sampler.close()
         if self.stage is not None:
             self.stage.teardown()
+
+
+class WhoModelSource(ModelClock):
+    """The rehearsal's source: ModelHogs on the model's own clock (ModelClock); its
+    kernel's evidence is its own kill line, the victim's exit 137 and the counter."""
+
+    def __init__(self, specs, ram: int, swap: int, cache: int, rate: int) -> None:
+        self.model = ModelHogs(specs, ram, swap, cache, rate)
+        self.ram, self.swap_limit = ram, swap
+
+    def prepare(self, say) -> None:
+        say(f"stage: rehearsal, {len(self.model.specs)} modelled hogs (nothing is allocated)")
+
+    def advance(self, s: float) -> None:
+        self.model.advance(s)
+
+    def read(self) -> WhoReading:
+        from beep_av.procfs import parse_oom_kill
+
+        m = self.model
+        anon, cache, swap = m.used()
+        snap = Snapshot(t=self._t, anon_bytes=anon, cache_bytes=cache, swap_bytes=swap,
+                        ram_limit=self.ram, swap_limit=self.swap_limit, hog_bytes=anon + swap,
+                        oom_kill_count=int(m.killed is not None))  # fmt: skip
+        killed = m.killed
+        records = ((killed, parse_oom_kill(m.kmsg)),) if killed is not None else ()
+        exits = tuple(137 if i == killed else None for i in range(len(m.specs)))
+        return WhoReading(self._t, snap, tuple(m.lanes()), records, exits, None)
+
+    def start(self) -> None:
+        self.model.started = True
+
+    def raise_caps(self) -> None:
+        pass
+
+    def pause_others(self) -> None:
+        self.model.paused = True
+
+    def release(self) -> None:
+        self.model.alive = [False] * len(self.model.specs)
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------- the seam: the step
+
+
+@dataclass(frozen=True)
+class WhoPlan:
+    names: tuple[str, ...]
+    ram: int
+    swap: int
+    countdown_s: float
+    rehearsal: bool = False
+    captions: str = "en"
+    grace_s: float = KMSG_GRACE_S
+    card_s: float = CARD_S
+
+
+@dataclass(frozen=True)
+class WhoState:
+    """Where the act is: countdown, climb, confirm, card, release, done."""
+
+    where: str = "new"
+    since: float = 0.0  # when it got there
+    next_raise: float | None = None
+    last_raw: tuple[dict, ...] = ()  # the last lanes with every hog alive
+    last_t: float = 0.0
+    victim: int | None = None
+    kill: KillRecord | None = None
+    oom_t: float = 0.0
+    card: tuple[str, ...] = ()
+    also: tuple[KillRecord, ...] = ()
+    released: tuple[str, ...] = ()
+
+
+def to_lanes(raw) -> tuple[Lane, ...]:
+    return tuple(
+        Lane(x["name"], x["pid"], i, rss=x["rss"], swap=x["swap"],
+             oom_score=x["oom_score"], oom_score_adj=x["oom_score_adj"], alive=x["alive"])
+        for i, x in enumerate(raw)
+    )  # fmt: skip
+
+
+def _record(r: WhoReading, i: int, t: float, nth: int = 1, victim: bool = True) -> KillRecord:
+    """Hog i's kill record from the reading's evidence: its exit, the stage's oom_kill
+    counter (at least `nth`: the kernel's nth kill on this stage) and the kernel's
+    record, timed by that record (the kernel's time on the show's clock, else when it
+    was read; `t` without one), so a second kill comes after the first as the kernel
+    logged them. `victim` False: a later kernel kill (`hog: false` in the recording)."""
+    return evidence_record(r.hogs[i]["pid"], r.exits[i], r.snap.oom_kill_count, _kmsg_of(r, i),
+                           t, nth=nth, hog=victim, timed_by_kernel=True)  # fmt: skip
+
+
+def who_dies_step(plan: WhoPlan, st: WhoState, r: WhoReading) -> tuple[WhoState, Frame]:
+    """The who-dies act's pure step: (plan, state, reading) -> (next state, frame)."""
+    names = plan.names
+    if st.where == "new":
+        st = WhoState("countdown", r.t, last_raw=r.hogs, last_t=r.t)
+    if st.where == "countdown":
+        left = plan.countdown_s - (r.t - st.since)
+        if left > 1e-9:
+            note = f"guess who dies: {', '.join(names)} ... {left:.0f}"
+            return st, Frame(view={"caption": "who_dies_guess", "note": note}, wait=0.1)
+        start = ("start", {"hogs": list(names)})
+        st = replace(st, where="climb", since=r.t)
+        return st, Frame(actions=(("start",),), events=(start,), wait=TICK, wake=True)
+    if st.where == "climb":
+        victim = _victim_of(r)
+        if victim is not None:
+            scores = ("scores", {"at": round(st.last_t, 4), "hogs": _clean(st.last_raw)})
+            st = replace(st, where="confirm", since=r.t, victim=victim)
+            return st, Frame(actions=(("pause_others",),), events=(scores,), wait=TICK, wake=True)
+        actions: tuple[tuple, ...] = ()
+        next_raise = st.next_raise
+        if next_raise is None and r.caps_reached_s is not None:
+            next_raise = st.since + r.caps_reached_s + CAP_EVERY
+        if next_raise is not None and r.t >= next_raise:
+            actions, next_raise = (("raise_caps",),), r.t + CAP_EVERY
+        st = replace(st, next_raise=next_raise)
+        if all(x["alive"] for x in r.hogs):
+            st = replace(st, last_raw=r.hogs, last_t=r.t)
+        view = {"caption": "who_dies_climb", "note": ""}
+        return st, Frame(actions=actions, view=view, pressure=True, wait=TICK, wake=True)
+    if st.where == "confirm":  # the kernel's record and the victim's exit, or the grace
+        v = st.victim
+        complete = _kmsg_of(r, v) is not None and r.exits[v] is not None
+        if not complete and r.t - st.since < plan.grace_s:
+            return st, Frame(wait=TICK, wake=True)
+        return _the_kill(plan, st, r)
+    view = {"kill": st.kill, "oom_t": st.oom_t, "caption": "who_dies_kill", "card": st.card,
+            "title": "BEEP"}  # fmt: skip
+    if st.where == "card":
+        enter = Phase.FINALE if r.t - st.since >= 0.3 - 1e-9 else None
+        if r.t - st.since < 0.3 + plan.card_s - 1e-9:
+            return st, Frame(enter=enter, view=view if enter else None, wait=0.1)
+        return _release(plan, st, r)
+    if st.where == "release":  # the released hogs, in the final state
+        note = f"released: {', '.join(st.released) or 'nobody'} (ended by beep-av)"
+        view.update(bystanders=st.also, caption="who_dies_release", note=note)
+        return replace(st, where="done"), Frame(view=view, done=True)
+    raise AssertionError(st.where)
+
+
+def _the_kill(plan: WhoPlan, st: WhoState, r: WhoReading) -> tuple[WhoState, Frame]:
+    """The kernel's record, the check, the card."""
+    names, v = plan.names, st.victim
+    kill = _record(r, v, r.t)
+    stage_sc = stage_scores(list(st.last_raw), plan.ram, plan.swap)
+    check, record = verdict(names[v], list(st.last_raw), stage_sc, kill.report, plan.rehearsal)
+    record.update(pid=kill.pid, kmsg=kill.kmsg, stage_scores=stage_sc,
+                  kernel_rank=(kill.report or {}).get("victim_rank"))  # fmt: skip
+    survivors = [x for x in r.hogs if x["alive"]]
+    if plan.rehearsal:
+        who = f"in the model, the kernel kills {names[v]} (pid {kill.pid})"
+    elif kill.kmsg:
+        who = f"the kernel killed {names[v]} (pid {kill.pid})"
+    else:
+        who = f"{names[v]} (pid {kill.pid}) died, but the kernel's record is missing"
+    why = summary.why_lines(kill, plan.captions)  # the kernel's own points
+    card = (
+        who, *why, *check,
+        "the others live on: " + (", ".join(f"{x['name']} (pid {x['pid']})" for x in survivors) or "none"),
+        "confirmed by " + " + ".join(kill.detected_by),
+    )  # fmt: skip
+    if plan.rehearsal:  # says so first, and confirms nothing: the model's kill
+        card = ("rehearsal: nothing was killed", *card[:-1])
+    said = check[0] if check else (summary.why_lines(kill) or ["the kernel's table is missing"])[0]
+    line = f"who-dies: {'rehearsal: ' if plan.rehearsal else ''}{who}; {said}"
+    st = replace(st, where="card", since=r.t, kill=kill, oom_t=r.t, card=card)
+    view = {"kill": kill, "oom_t": r.t, "caption": "who_dies_kill"}
+    return st, Frame(events=(("verdict", record),), kills=(kill,), enter=Phase.OOM, view=view,
+                     lines=(line,), wait=0.3)  # fmt: skip
+
+
+def _release(plan: WhoPlan, st: WhoState, r: WhoReading) -> tuple[WhoState, Frame]:
+    """The others are released: they were alive (the kernel killed one), we end them.
+    A later kernel kill (the stage still at its limit before the victim's memory was
+    free) gets its own kill record (`hog: false`), taken before the release so its exit
+    is the kernel's SIGKILL, not ours."""
+    names = plan.names
+    alive = tuple(x["name"] for x in r.hogs if x["alive"])
+    killed = _killed_by_kernel(r)
+    by_kernel = [names[i] for i in killed]
+    later = [i for i in killed if i != st.victim]
+    also = tuple(_record(r, i, r.t, nth=n + 2, victim=False) for n, i in enumerate(later))
+    ev = ("released", {"alive_before": list(alive), "killed_by_kernel": by_kernel})
+    card, lines = st.card, ()
+    more = [n for n in by_kernel if n != names[st.victim]]
+    if more:
+        card = (*card, f"then the kernel killed {', '.join(more)} too")
+        lines = (f"who-dies: the kernel also killed {', '.join(more)}",)
+    st = replace(st, where="release", since=r.t, card=card, also=also, released=alive)
+    return st, Frame(actions=(("release",),), events=(ev,), lines=lines, wait=0.0)
+
+
+# ---------------------------------------------------------------- the driver
+
+
+class WhoDiesAct(ActDriver):
+    act = "who-dies"
+    kind = "who-dies"
+
+    def __init__(self, settings, plan, specs) -> None:
+        super().__init__(settings)
+        self.specs = specs
+        self.plan = plan
+        self.ram_limit = plan.ram
+        self.cache_bytes = plan.cache
+        self.rate = plan.rate
+        self.source: WhoStageSource | WhoModelSource | None = None
+        if not self.rehearsal and any(s.adj < 0 for s in specs) and not can_lower_adj():
+            bad = next(s for s in specs if s.adj < 0)
+            raise CannotStage(
+                f"--hogs: oom_score_adj {bad.adj} of {bad.name} needs CAP_SYS_RESOURCE, which "
+                "this process lacks: give 0 or more, or run with that capability"
+            )
+
+    def header(self) -> dict:
+        return {
+            "act": self.act,
+            "hogs": [{"name": s.name, "size": s.size, "oom_score_adj": s.adj} for s in self.specs],
+        }
+
+    def prepare(self, say) -> None:
+        if self.rehearsal:  # the real stage's swap: none unless --swap SIZE
+            swap = 0 if self.plan.swap is None else self.plan.swap
+            self.source = WhoModelSource(self.specs, self.ram_limit, swap, self.cache_bytes,
+                                         self.rate)  # fmt: skip
+        else:
+            self.source = WhoStageSource(self.specs, self.plan, self.ram_limit, self.cache_bytes,
+                                         self.rate)  # fmt: skip
+        self.source.prepare(say)
+        self.swap_limit = self.source.swap_limit
+        if not self.swap_limit:
+            self.skipped.append((Phase.SWAPPING, "no swap on this stage"))
+
+    def run(self, publish, stop, t0: float) -> bool:
+        """The one loop: read the source, step, carry out the frame, publish, wait; the
+        same for the real stage and the model."""
+        src = self.source
+        plan = WhoPlan(tuple(s.name for s in self.specs), self.ram_limit, self.swap_limit,
+                       max(0.0, float(self.settings.calm)), self.rehearsal,
+                       self.settings.captions)  # fmt: skip
+        src.begin(t0, self.kernel_clock)
+        step = lambda st, r: who_dies_step(plan, st or WhoState(), r)  # noqa: E731
+        return self.play(src, step, publish, stop)
 
 
 def _clean(raw: list[dict]) -> list[dict]:
