@@ -497,7 +497,6 @@ class OomParser:
         self._ev: OomEvent | None = None
         self._lines = 0  # lines since the event's trigger
         self._quiet = 0  # lines in a row that said nothing of the event
-        self._nothing = False  # the line being read said nothing of it
         # a pasted line waits for the next one: a line wrapped by a mail client, a page
         # or a terminal (no log prefix of its own, or "↪") belongs to it
         self._pending: tuple[str, float | None, bool] | None = None
@@ -622,12 +621,14 @@ class OomParser:
 
     def _line(self, ev: OomEvent, text: str, t: float | None) -> list[OomEvent]:
         out = self._read(ev, text, t)
-        if not self._nothing:
-            self._quiet = 0
-        self._nothing = False
+        if out is None:  # the line said nothing of the event
+            return []
+        self._quiet = 0
         return out
 
-    def _read(self, ev: OomEvent, text: str, t: float | None) -> list[OomEvent]:
+    def _read(self, ev: OomEvent, text: str, t: float | None) -> list[OomEvent] | None:
+        """What one line of an event says: the events it completed; None when it said
+        nothing of this one."""
         if ev._table_open:  # rows until the event ends (other messages may come between)
             m = _ROW.match(text)
             if m is not None and ev.candidates is not None:
@@ -692,8 +693,7 @@ class OomParser:
             v = parse_kill_line(text)
             if v is not None:
                 return self._kill(ev, v, text, t)
-        self._nothing = True
-        return []
+        return None
 
     def _kill(self, ev: OomEvent, v: Victim, text: str, t: float | None) -> list[OomEvent]:
         """A kill line inside an event: its victim, another of a group kill, the child

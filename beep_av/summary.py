@@ -153,18 +153,35 @@ def _template(lang: str, key: str, default: str) -> str:
     return text
 
 
+_WHY_WORDS: dict[str, tuple[dict, dict[str, str]]] = {}  # lang -> (its captions, words)
+
+
+def _why_words(lang: str) -> dict[str, str]:
+    """The why line's templates for `lang`, checked once per loaded captions (the card
+    is drawn every frame)."""
+    from beep_av.oomreport import WHY_TEXT
+
+    _caption(lang, "why_label", "why")  # loads the language's captions
+    loaded = _CAPTIONS.get(lang if lang in ("en", "fr") else "en")
+    got = _WHY_WORDS.get(lang)
+    if got is None or got[0] is not loaded:
+        got = (loaded, {k: _template(lang, k, v) for k, v in WHY_TEXT.items()})
+        _WHY_WORDS[lang] = got
+    return got[1]
+
+
 def why_fields(kill: KillRecord, lang: str = "en") -> list[tuple[str, str]]:
     """The kernel's why, from its whole report (KillRecord.report), as (label, text):
     ("why", its ranking of the candidates it weighed) and ("asked", who asked for the
     page) when that was not the victim. Says so when the report had no task table;
     nothing when no report was read. In the captions' words for `lang` (keys why_*,
     English by default: oomreport.WHY_TEXT); each card lays the pairs out its own way."""
-    from beep_av.oomreport import WHY_TEXT, asked_text, ranking, ranking_text
+    from beep_av.oomreport import asked_text, ranking, ranking_text
 
     r = kill.report
     if not r:
         return []
-    words = {k: _template(lang, k, v) for k, v in WHY_TEXT.items()}
+    words = _why_words(lang)
     out = []
     cands = r.get("candidates")
     rank = ranking(cands, kill.pid)
