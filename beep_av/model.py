@@ -161,7 +161,9 @@ class ShowState:
 
     t: float = 0.0
     phase: Phase = Phase.CALM
-    intensity: float = 0.0  # [0, 1]
+    # how hard the stage is pressed, [0, 1], the same in every act: memory by the one
+    # formula (story.intensity), a CPU gauge by the share of work held back (1 - speed)
+    intensity: float = 0.0
     stall: float = 0.0  # PSI "some" stall fraction over the last interval, [0, 1]
     fill_rate: float = 0.0  # hog bytes per second, smoothed
     snapshot: Snapshot = field(default_factory=lambda: Snapshot(t=0.0))

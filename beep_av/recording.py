@@ -51,6 +51,10 @@ INT_COLUMNS = (
     "hog",
 )
 FLOAT_COLUMNS = ("t", "intensity", "stall")
+# what a sample's `intensity` means, said in the header: how hard the stage is pressed,
+# [0, 1], in every act (a CPU gauge: the share of work held back). A throttle recording
+# made before the header said so kept its work speed there (Recording reads it back).
+INTENSITY = "pressure"
 SAMPLE_KEYS = ("t", *INT_COLUMNS, "intensity", "stall", "phase")
 KILL_KEYS = (
     "pid",
@@ -203,7 +207,8 @@ class Recorder:
         self._bystanders_written = 0  # kills of others (hog false) written so far
         self._act_written = 0  # act events written so far
         self._view_written: dict[str, Any] | None = None  # the last `view` line's fields
-        head = {"type": "header", "format": FORMAT, "version": __version__}
+        head = {"type": "header", "format": FORMAT, "version": __version__,
+                "intensity": INTENSITY}  # fmt: skip
         head.update({k: v for k, v in header.items() if k not in ("type", "format")})
         self._put("line", head)
         self._thread = threading.Thread(target=self._run, name="beep-recorder", daemon=True)
@@ -569,6 +574,7 @@ def load(path: str) -> Recording:
     acts = [e for e in events if e["type"] == "act"]
     views = [e for e in events if e["type"] == "view"]
     events = [e for e in events if e["type"] not in ACT_TYPES]
+    _pressure_from_speed(header, cols)
     return Recording(
         path=path,
         header=header,
@@ -579,6 +585,17 @@ def load(path: str) -> Recording:
         act_events=acts,
         views=views,
     )
+
+
+def _pressure_from_speed(header: dict[str, Any], cols: dict[str, np.ndarray]) -> None:
+    """A throttle recording made before `intensity` meant pressure everywhere kept the
+    work speed there while the quotas ran (0 in the calm and after): read it as the
+    share held back, 1 - speed, so it draws and plays as it did."""
+    if header.get("intensity") == INTENSITY or header.get("act") != "throttle":
+        return
+    x = cols["intensity"]
+    running = (cols["phase"] != Phase.CALM.index) & (cols["phase"] < Phase.OOM.index)
+    cols["intensity"] = np.where(running, np.round(np.clip(1.0 - x, 0.0, 1.0), 4), x)
 
 
 def _events(

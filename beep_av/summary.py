@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from beep_av.model import KillRecord, Phase, ShowState
 
@@ -114,13 +115,6 @@ def _caption(lang: str, key: str, default: str) -> str:
     return _CAPTIONS[lang].get(key) or default
 
 
-def card_word(state: ShowState) -> str:
-    """The card's big word, in every output: the act's title (throttle: THROTTLED),
-    else BEEP."""
-    view = state.act_view
-    return view.title if view is not None and view.title else "BEEP"
-
-
 def hud_word(state: ShowState) -> str:
     """The HUD's big word, in every output: the act's own (throttle's FULL SPEED,
     THROTTLING), else the phase's name."""
@@ -203,100 +197,117 @@ def why_lines(kill: KillRecord, lang: str = "en") -> list[str]:
     return [f"{label}: {text}" if key == "why" else text for key, text in why_fields(kill, lang)]
 
 
-def card_lines(state: ShowState) -> list[str]:
-    """The victim card's lines (under the big BEEP of the window and the terminal),
-    plain text, composed here for every output: the hog's OOM kill, a signal from user
-    space, a rehearsal (nothing was killed), a replay (names its file)."""
-    lines = [f"replay of {state.replay_of}"] if state.replay_of else []
-    if state.act_view is not None and state.act_view.card:  # an act composes its own
-        return [*lines, *state.act_view.card]
-    k = state.kill
+@dataclass(frozen=True)
+class Card:
+    """The card of an ending, composed once (`card`) for every output: `word` the big
+    word (BEEP; an act's own, such as THROTTLED), `title` what happened, said plainly
+    ("" when nobody was killed), and its rows, each in both layouts: `lines()` under
+    the big word (window, terminal), `columns()` with a label column (headless, and
+    the terminal's main screen after the show)."""
+
+    word: str
+    title: str
+    rows: tuple[tuple[str | None, str | None], ...]  # (line, column); None: not in it
+
+    def lines(self) -> list[str]:
+        return [line for line, _ in self.rows if line is not None]
+
+    def columns(self) -> list[str]:
+        return [col for _, col in self.rows if col is not None]
+
+
+def _col(label: str, text: str) -> str:
+    return f"{label:<12}{text}"
+
+
+def card(state: ShowState, kill: KillRecord | None = None) -> Card:
+    """The card of `state`'s ending, or of `kill` (another process's kill: the card of
+    a bystander, the show going on): the hog's OOM kill, a signal from user space, a
+    rehearsal (nothing was killed), an act's own card (its view), a replay (names its
+    file). The one place a card's facts are chosen; outputs only lay its rows out."""
+    view = state.act_view
+    word = view.title if view is not None and view.title else "BEEP"
+    head = [(f"replay of {state.replay_of}",) * 2] if state.replay_of else []
+    k = state.kill if kill is None else kill
+    if kill is None and view is not None and view.card:  # an act composes its own lines
+        title = "REHEARSAL" if is_rehearsal(state.stage) else _title(k)
+        return Card(word, title, (*head, *((x, x) for x in view.card)))
+    lang = state.captions
     if is_rehearsal(state.stage):
-        lines.append(REHEARSAL)
+        rows = [(None, "REHEARSAL"), (REHEARSAL, REHEARSAL)]
         if k is not None and k.anon_rss_kib is not None:
-            lines.append(f"the model's hog reached {_mib(k.anon_rss_kib)}")
-        return lines
+            rss = _mib(k.anon_rss_kib)
+            rows.append(
+                (f"the model's hog reached {rss}", _col("model", f"the hog reached {rss} anon-rss"))
+            )
+        return Card(word, "REHEARSAL", (*head, *rows))
     if k is None:
-        return [*lines, "the hog is gone", "no kill record"]
-    if not k.oom:
-        return [
-            *lines,
-            f"pid {k.pid}  {k.name}",
-            f"killed by a signal from {killer_phrase(k)}",
-            "not an OOM kill: the kernel said nothing",
-            "exit 137 (SIGKILL)",
-        ]
-    if k.engine is not None:
-        lines += engine_lines(k, state.captions)
-    lines.append(f"pid {k.pid}  {k.name}")
-    lines.append(f"anon-rss {_mib(k.anon_rss_kib)}")
-    lines += why_lines(k, state.captions)
-    if k.exit == 137 or k.signal == 9:
-        lines.append("exit 137 (OOMKilled)")
-    elif k.exit is not None:
-        lines.append(f"exit {k.exit}")
+        return Card(word, "", (*head, ("the hog is gone", None), ("no kill record", None)))
+    rss = _mib(k.anon_rss_kib) if k.anon_rss_kib is not None else "unknown"
+    confirmed = [(None, _col("confirmed", confirmed_by(k)))]
     if k.detected_by:
-        lines.append("confirmed by " + " + ".join(k.detected_by))
-    lines.append(latency_text(k))
-    for b in state.bystanders[-2:]:
-        lines.append(f"before: {bystander_title(b)}")
-    return lines
+        confirmed = [("confirmed by " + " + ".join(k.detected_by), confirmed[0][1])]
+    if not k.hog:  # a kernel kill of another process: the show goes on
+        rows = [
+            (None, "OOM KILL (not the hog)"),
+            (bystander_title(k), _col("victim", bystander_title(k))),
+        ]
+        if k.anon_rss_kib is not None:
+            rows.append((f"anon-rss {rss}", None))
+        rows += [(None, _col("anon-rss", rss)), *confirmed, (latency_text(k),) * 2]
+        rows.append(("the show goes on", None))
+        return Card(word, _title(k), (*head, *rows))
+    if not k.oom:
+        return Card(word, _title(k), (
+            *head,
+            (None, "NOT AN OOM KILL"),
+            (f"pid {k.pid}  {k.name}", _col("victim", f"pid {k.pid} ({k.name})")),
+            (f"killed by a signal from {killer_phrase(k)}",
+             _col("killed by", f"a signal from {killer_phrase(k)}")),
+            ("not an OOM kill: the kernel said nothing", None),
+            ("exit 137 (SIGKILL)", _col("status", "exit 137 (SIGKILL), no kernel OOM evidence")),
+        ))  # fmt: skip
+    rows = []
+    status = f"exit {k.exit} (OOMKilled)" if k.exit == 137 else f"exit {k.exit}"
+    if k.engine is not None:  # the kernel's part of a container's card: the engine's
+        # verdict is its own line; its words follow the captions under the big word
+        status = f"exit {k.exit} (SIGKILL)" if k.exit == 137 else f"exit {k.exit}"
+        rows += [(x, None) for x in engine_lines(k, lang)]
+        rows += [(None, _col("engine", x)) for x in engine_lines(k)]
+    rows.append((None, "OOM KILL"))
+    rows.append((f"pid {k.pid}  {k.name}", _col("victim", f"pid {k.pid} ({k.name})")))
+    rows.append((f"anon-rss {_mib(k.anon_rss_kib)}", _col("anon-rss", rss)))
+    rows += [(x, None) for x in why_lines(k, lang)]
+    rows += [(None, _col(label, text)) for label, text in why_fields(k)]
+    if k.exit == 137 or k.signal == 9:
+        rows.append(("exit 137 (OOMKilled)", None))
+    elif k.exit is not None:
+        rows.append((f"exit {k.exit}", None))
+    rows.append((None, _col("status", status)))
+    rows += [*confirmed, (latency_text(k),) * 2]
+    rows += [(f"before: {bystander_title(b)}", None) for b in state.bystanders[-2:]]
+    return Card(word, _title(k), (*head, *rows))
+
+
+def _title(k: KillRecord | None) -> str:
+    if k is None:
+        return ""
+    return "OOM KILLED" if k.oom else "NOT AN OOM KILL"
+
+
+def card_lines(state: ShowState) -> list[str]:
+    """The finale's card as lines under the big word (the window, the terminal)."""
+    return card(state).lines()
 
 
 def bystander_lines(kill: KillRecord) -> list[str]:
     """The card of a kernel kill that was not the hog's (the show goes on)."""
-    lines = [bystander_title(kill)]
-    if kill.anon_rss_kib is not None:
-        lines.append(f"anon-rss {_mib(kill.anon_rss_kib)}")
-    if kill.detected_by:
-        lines.append("confirmed by " + " + ".join(kill.detected_by))
-    lines.append(latency_text(kill))
-    lines.append("the show goes on")
-    return lines
+    return card(ShowState(), kill).lines()
 
 
 def victim_card(kill: KillRecord, stage: str = "", replay_of: str | None = None) -> list[str]:
-    """The victim card as lines of text (headless)."""
-    head = [f"replay of {replay_of}"] if replay_of else []
-    if is_rehearsal(stage):
-        lines = [*head, "REHEARSAL", REHEARSAL]
-        if kill.anon_rss_kib is not None:
-            lines.append(f"model       the hog reached {_mib(kill.anon_rss_kib)} anon-rss")
-        return lines
-    rss = _mib(kill.anon_rss_kib) if kill.anon_rss_kib is not None else "unknown"
-    if not kill.hog:
-        return [
-            *head,
-            "OOM KILL (not the hog)",
-            f"victim      {bystander_title(kill)}",
-            f"anon-rss    {rss}",
-            f"confirmed   {confirmed_by(kill)}",
-            latency_text(kill),
-        ]
-    if not kill.oom:
-        return [
-            *head,
-            "NOT AN OOM KILL",
-            f"victim      pid {kill.pid} ({kill.name})",
-            f"killed by   a signal from {killer_phrase(kill)}",
-            "status      exit 137 (SIGKILL), no kernel OOM evidence",
-        ]
-    exit_text = f"exit {kill.exit} (OOMKilled)" if kill.exit == 137 else f"exit {kill.exit}"
-    if kill.engine is not None:
-        # the kernel's part of a container's card: the engine's verdict is its own line
-        exit_text = f"exit {kill.exit} (SIGKILL)" if kill.exit == 137 else f"exit {kill.exit}"
-        head = [*head, *(f"engine      {x}" for x in engine_lines(kill))]
-    why = [f"{label:<12}{text}" for label, text in why_fields(kill)]
-    return [
-        *head,
-        "OOM KILL",
-        f"victim      pid {kill.pid} ({kill.name})",
-        f"anon-rss    {rss}",
-        *why,
-        f"status      {exit_text}",
-        f"confirmed   {confirmed_by(kill)}",
-        latency_text(kill),
-    ]
+    """The card of `kill` in columns (headless, the terminal's main screen)."""
+    return card(ShowState(stage=stage, replay_of=replay_of), kill).columns()
 
 
 def phase_line(state: ShowState, phase: Phase, t: float, cache_peak: int) -> str:

@@ -291,6 +291,12 @@ def test_throttle_step_is_pure_and_follows_its_readings():
     assert abs(rates[2] / rates[0] - 0.1) < 0.02
     speeds = [f.view["speed"] for f in frames if f.view and "speed" in f.view and not f.done]
     assert max(speeds) == 1.0 and min(speeds) < 0.15
+    # intensity is pressure, as in every act: the share of the work held back
+    running = [f.view for f in frames if f.view and "speed" in f.view and not f.done]
+    assert all(v["intensity"] == pytest.approx(1.0 - v["speed"]) for v in running)
+    assert (
+        min(v["intensity"] for v in running) == 0.0 and max(v["intensity"] for v in running) > 0.85
+    )
     end = frames[-1]
     assert end.enter is Phase.FINALE and end.view["closing"] and end.view["title"] == "THROTTLED"
     assert end.view["card"][0] == "throttled 100% of the time, killed: nobody"

@@ -95,6 +95,28 @@ def test_card_lines(case):
     assert card_lines(state) == want
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_one_card_builder_serves_every_output(case):
+    """summary.card composes the card once: the window and the terminal lay out its
+    lines under the same big word and title, headless and the terminal's main screen
+    its columns; each has every fact, nothing an output composed on its own."""
+    from beep_av.summary import card
+
+    state, _ = CASES[case]
+    c = card(state)
+    assert c.lines() and c.columns()
+    block = [x.strip() for x in card_block(state, 200, 60)]
+    assert [x for x in block if x in c.lines()] == c.lines()
+    assert (c.title in block) == bool(c.title)
+    out = io.StringIO()
+    HeadlessOutput(out, bell=False).frame(state)
+    printed = [x.strip() for x in out.getvalue().splitlines()]
+    assert [x for x in printed if x in c.columns()] == c.columns()
+    # a fact in both layouts says the same: the pid, the size, the time to detect it
+    for fact in ("4242", "190 MiB", "0.4 ms", "talk.jsonl", "nothing was killed"):
+        assert (fact in " ".join(c.lines())) == (fact in " ".join(c.columns())), fact
+
+
 def test_the_rehearsal_card_claims_no_confirmation():
     text = "\n".join(card_lines(finale(HOG, stage="rehearsal")))
     for claim in ("kernel killed", "confirmed", "detected in", "OOMKilled", "pid 4242"):

@@ -10,6 +10,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from beep_av.acts.spec import ACTS
@@ -87,6 +88,38 @@ def test_a_throttle_recording_without_a_gauge_still_draws_cpu():
     rec = load(str(FIXTURES / "real-throttle.jsonl"))
     assert "gauge" not in rec.header and rec.gauge == "cpu"
     assert load(str(FIXTURES / "real-bystander.jsonl")).gauge == "memory"
+
+
+def test_a_throttle_recording_that_kept_the_speed_in_intensity_reads_as_pressure():
+    """Before `intensity` meant pressure in every act, throttle kept its work speed
+    there while the quotas ran: it is read back as the share held back (1 - speed), so
+    the picture draws it as it did; the calm and the card stay 0."""
+    path = FIXTURES / "real-throttle.jsonl"
+    raw = [json.loads(x) for x in path.open()]
+    assert "intensity" not in raw[0]
+    written = np.array([r["intensity"] for r in raw if r["type"] == "sample"])
+    phases = [r["phase"] for r in raw if r["type"] == "sample"]
+    rec = load(str(path))
+    running = np.array([p not in ("calm", "oom", "finale") for p in phases])
+    assert running.sum() > 100 and (~running).sum() >= 2  # the calm and the card
+    assert np.allclose(rec.samples["intensity"][running], 1.0 - written[running])
+    assert np.array_equal(rec.samples["intensity"][~running], written[~running])
+    # the view's speed (the gauge's figure) is what it was
+    speeds = [v["speed"] for v in rec.views]
+    assert min(speeds) < 0.1 and max(speeds) == 1.0
+
+
+def test_every_new_recording_says_what_intensity_means(tmp_path):
+    from beep_av.recording import INTENSITY
+
+    out = tmp_path / "t.jsonl"
+    r = beep("rehearse", "--act", "throttle", "--output", "headless", "--audio", "off",
+             "--record", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    head = json.loads(out.open().readline())
+    assert head["intensity"] == INTENSITY == "pressure" and head["gauge"] == "cpu"
+    rec = load(str(out))
+    assert rec.samples["intensity"].max() > 0.5  # the lowest quota presses hardest
 
 
 @pytest.mark.slow

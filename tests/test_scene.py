@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 from beep_av.errors import BadInput
 from beep_av.model import KillRecord, MiB, Phase, ShowState, Snapshot
 from beep_av.noise import Noise
+from beep_av.summary import card_lines
 from beep_av.video import captions as captions_mod
 from beep_av.video.captions import REQUIRED, Captions, load_captions
 from beep_av.video.frames import FrameSaver
-from beep_av.video.scene import Scene, card_lines, fmt_time, grain_for
+from beep_av.video.scene import Scene, fmt_time, grain_for
 
 REFS = Path(__file__).resolve().parent / "references" / "video"
 SIZE = (320, 180)

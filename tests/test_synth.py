@@ -97,6 +97,20 @@ def test_voice_params_hostile_readings_are_clamped(junk):
     assert 2 <= p.bits <= 16 and 1 <= p.hold <= 8 and 0 <= p.drop <= 0.5
 
 
+def test_a_cpu_gauge_plays_the_work_speed_not_the_intensity():
+    """The CPU gauge's sound follows its work against full speed (the view's speed);
+    intensity is pressure (1 - speed there) and the voice does not read it twice."""
+    from beep_av.model import ActView
+
+    def voice(speed, intensity):
+        return voice_params(ShowState(phase=Phase.EVICTING, gauge="cpu", intensity=intensity,
+                                      act_view=ActView(speed=speed)))  # fmt: skip
+
+    assert voice(0.1, 0.9) == voice(0.1, 0.2)
+    slow, fast = voice(0.05, 0.95), voice(1.0, 0.0)
+    assert slow.cutoff_hz < fast.cutoff_hz and slow.hold > fast.hold
+
+
 def test_muted_silences_the_noise_settings():
     assert voice_params(ShowState(phase=Phase.SWAPPING, intensity=1), muted=True).gain == 0
     assert voice_params(ShowState(phase=Phase.SWAPPING, muted=True)).gain == 0

@@ -428,7 +428,7 @@ def throttle_step(
     throttled, periods = _throttled(st, r)
     quota = "no quota" if share is None else f"quota {100 * share:.0f}%"
     view = {
-        "intensity": speed,
+        "intensity": 1.0 - speed,  # pressure, as in every act: the share of work held back
         "stall": min(1.0, throttled / periods) if share else 0.0,
         "caption": "throttle_full" if share is None else "throttle_slow",
         "speed": speed,

@@ -18,6 +18,7 @@ import numpy as np
 
 from beep_av.model import Phase, ShowState
 from beep_av.noise import Noise
+from beep_av.summary import cpu_figures
 
 RATE = 48000
 BLOCK = 512  # frames per block, live and offline (10.7 ms at 48 kHz)
@@ -97,9 +98,9 @@ def voice_params(state: ShowState, muted: bool = False) -> VoiceParams:
     else:  # oom, finale: the noise stops dead
         p = VoiceParams(0.0, 250.0, 16, 1, 0.0, 0.0)
     if state.gauge == "cpu" and phase is not Phase.FINALE:
-        # the work rate is the intensity: slower work, darker and coarser noise; the
-        # throttled share of periods (stall) drops segments out
-        speed = i if phase is not Phase.CALM else 1.0
+        # the work against full speed (the gauge's figure): slower work, darker and
+        # coarser noise; the throttled share of periods (stall) drops segments out
+        speed = cpu_figures(state)[0] if phase is not Phase.CALM else 1.0
         p = VoiceParams(
             0.12 if phase is not Phase.CALM else 0.04,
             300.0 + 9000.0 * speed,

@@ -7,7 +7,7 @@ import sys
 from typing import TextIO
 
 from beep_av.model import Phase, ShowState
-from beep_av.summary import phase_line, progress_line, victim_card
+from beep_av.summary import card, phase_line, progress_line
 
 
 class HeadlessOutput:
@@ -56,7 +56,7 @@ class HeadlessOutput:
             if (b.pid, b.t) not in self._cards_shown:
                 self._cards_shown.add((b.pid, b.t))
                 self._line("")
-                for line in victim_card(b, state.stage, state.replay_of):
+                for line in card(state, b).columns():
                     self._line("  " + line)
                 self._line("")
         card_key = (state.kill.pid, state.kill.t) if state.kill else None
@@ -66,13 +66,14 @@ class HeadlessOutput:
             done = getattr(self, "_act_lines", 0)
             if not done:
                 self._line("")
-            for line in view.card[done:]:
+            lines = card(state).columns()
+            for line in lines[done:]:
                 self._line("  " + line)
-            self._act_lines = max(done, len(view.card))
+            self._act_lines = max(done, len(lines))
         elif state.phase is Phase.FINALE and card_key and card_key not in self._cards_shown:
             self._cards_shown.add(card_key)
             self._line("")
-            for line in victim_card(state.kill, state.stage, state.replay_of):
+            for line in card(state, state.kill).columns():
                 self._line("  " + line)
         elif self.tty and state.phase.index < Phase.OOM.index:
             self.stream.write("\r\033[K" + progress_line(state))

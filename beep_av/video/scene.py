@@ -101,11 +101,6 @@ def fmt_mib(n: float) -> str:
     return f"{n / MiB:.0f}"
 
 
-def card_lines(state: ShowState) -> list[str]:
-    """The victim card's lines under the big BEEP (plain text; summary.card_lines)."""
-    return summary.card_lines(state)
-
-
 def bystander_card(state: ShowState) -> list[str] | None:
     """The card of the latest kill that was not the hog's, while it is fresh (it stays
     BYSTANDER_S on screen over the running show), else None."""
@@ -185,9 +180,10 @@ class Scene:
     def draw_card(self, state: ShowState, surface: pygame.Surface) -> pygame.Rect:
         """The finale's big BEEP and victim card, centred; returns the rectangle drawn."""
         w, h = self.size
-        title = summary.card_word(state)
+        the_card = summary.card(state)
+        title = the_card.word
         beep = self._text(title, int(h * 0.26 if len(title) <= 5 else h * 0.16), WHITE)
-        lines = [self._text(s, int(h * 0.06), GREY) for s in card_lines(state)]
+        lines = [self._text(s, int(h * 0.06), GREY) for s in the_card.lines()]
         gap = int(h * 0.012)
         total = beep.get_height() + sum(s.get_height() + gap for s in lines)
         y = max(0, int(h * 0.45) - total // 2)

@@ -528,19 +528,6 @@ def big(word: str) -> list[str]:
     return [" ".join(BIG[ch][i] for ch in word) for i in range(5)]
 
 
-def card_title(state: ShowState) -> str:
-    """The word over the card: what happened, said plainly ("" when nobody was killed:
-    the throttle act's card says so in its own lines)."""
-    if state.stage == "rehearsal":
-        return "REHEARSAL"
-    k = state.kill
-    if k is None:
-        return ""
-    if not k.oom:
-        return "NOT AN OOM KILL"
-    return "OOM KILLED"
-
-
 def bystander_block(state: ShowState, width: int) -> list[str] | None:
     """A fresh kill of another process, as lines for a box over the running show."""
     from beep_av.video.scene import bystander_card
@@ -554,13 +541,10 @@ def bystander_block(state: ShowState, width: int) -> list[str] | None:
 
 def card_block(state: ShowState, width: int, height: int) -> list[str]:
     """The finale's victim card as lines (big BEEP when there is room)."""
-    from beep_av.video.scene import card_lines
-
-    lines = card_lines(state)
-    word = summary.card_word(state)
+    the_card = summary.card(state)
+    lines, word, title = the_card.lines(), the_card.word, the_card.title
     fits = all(ch in BIG for ch in word) and width >= 6 * len(word) + 3
     head = big(word) if height >= len(lines) + 8 and fits else [" ".join(word)]
-    title = card_title(state)
     body = [*head, "", *([title] if title else []), *lines]
     inner = min(max(len(x) for x in body), max(1, width - 4))
     return [fit(x, inner).center(inner) for x in body]
@@ -747,10 +731,8 @@ class TerminalOutput:
         kill = state.kill
         if kill is None or (kill.pid, kill.t) in self._card_keys:
             return
-        from beep_av.summary import victim_card
-
         self._card_keys.add((kill.pid, kill.t))
-        self.cards.append(["  " + line for line in victim_card(kill)])
+        self.cards.append(["  " + line for line in summary.card(state, kill).columns()])
 
     @staticmethod
     def _box(
