@@ -202,10 +202,17 @@ def _throttle(settings: Settings, plan: Plan):
     return ThrottleAct(settings)
 
 
+def _freeze(settings: Settings, plan: Plan):
+    from beep_av.acts.freeze import FreezeAct
+
+    return FreezeAct(settings, plan)
+
+
 ACTS: dict[str, Callable] = {
     "who-dies": _who_dies,
     "bystander": _bystander,
     "throttle": _throttle,
+    "freeze": _freeze,
 }
 
 

@@ -28,6 +28,8 @@ examples:
   beep-av show --act bystander --swap 128M
                                            another process's pages go to swap and back
   beep-av rehearse --act throttle          a CPU quota: everything slows, nobody dies
+  beep-av show --act freeze --ram 128M     swap thrash: the work crawls, nothing dies,
+                                           until a PSI trigger lets beep-av kill it
 
 SIZE: 512M, 1.5G, 256MiB, 10% (of available memory). RATE: 64M/s.
 exit codes: 0 finale reached or done; 1 an output failed mid-show; 2 bad input;
@@ -136,7 +138,9 @@ def _add_stage(p: argparse.ArgumentParser, with_stage: bool = True) -> None:
     g.add_argument(
         "--yes", action="store_true", default=None, help="confirm --stage host without asking"
     )
-    g.add_argument("--act", metavar="ACT", help="story|who-dies|bystander|throttle (default story)")
+    g.add_argument(
+        "--act", metavar="ACT", help="story|who-dies|bystander|throttle|freeze (default story)"
+    )
     g.add_argument(
         "--hogs", metavar="SPEC", help="who-dies: NAME:SIZE[:OOM_SCORE_ADJ],... (2 to 4 hogs)"
     )

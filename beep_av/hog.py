@@ -454,6 +454,99 @@ def idle(nbytes: int, report_fd: int | None, ctl_fd: int = 0) -> int:
                     os.write(report_fd, b"read %.6f\n" % dt)
 
 
+def thrash(nbytes: int, report_fd: int | None, ctl_fd: int = 0) -> int:
+    """`--mode thrash` (the freeze act): on "start", write random bytes into a working
+    set of `nbytes` (tiled from one random MiB: incompressible, and fast), then touch
+    every page of it in a loop, writing one byte a page, so a set that no longer fits
+    goes out to swap and comes straight back. "grow N" makes the set N bytes. Reports
+    the pages touched so far ("N\n", ~20 Hz) and the set's size ("ws BYTES") when it
+    changes; exits on EOF or "stop"."""
+    import time
+
+    try:
+        import numpy as np
+    except ImportError:
+        _fail("--mode thrash needs numpy (a strided write is one call a MiB)")
+        return EXIT_SETUP
+
+    block = np.frombuffer(os.urandom(1 << 20), dtype=np.uint8)
+    maps: list[tuple[mmap.mmap, object]] = []
+    size = 0
+    touched = 0
+    value = 0
+    started = False
+    next_report = 0.0
+    os.set_blocking(ctl_fd, False)
+    buf = b""
+
+    def say(line: bytes) -> bool:
+        if report_fd is None:
+            return True
+        try:
+            os.write(report_fd, line)
+        except BlockingIOError:
+            pass
+        except BrokenPipeError:
+            return False
+        return True
+
+    def grow(to: int) -> None:
+        nonlocal size, touched
+        while size < to:
+            n = min(16 << 20, to - size)
+            n -= n % PAGE
+            if n <= 0:
+                break
+            m = mmap.mmap(-1, n, mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+            a = np.frombuffer(m, dtype=np.uint8)
+            for off in range(0, n, 1 << 20):
+                end = min(n, off + (1 << 20))
+                a[off:end] = block[: end - off]
+                touched += (end - off) // PAGE
+            maps.append((m, a))
+            size += n
+        say(b"ws %d\n%d\n" % (size, touched))
+
+    say(b"0\n")  # ready: armed, in the cgroup
+    while True:
+        # the presenter's controls between pieces of work (one MiB: a few ms in swap)
+        try:
+            data = os.read(ctl_fd, 4096)
+            if not data:
+                return 0
+            buf += data
+        except BlockingIOError:
+            pass
+        *lines, buf = buf.split(b"\n")
+        for line in lines:
+            cmd = line.strip()
+            if cmd == b"stop":
+                return 0
+            if cmd == b"start" and not started:
+                started = True
+                grow(nbytes)
+            elif cmd.startswith(b"grow "):
+                grow(int(cmd.split()[1]))
+        if not started:
+            select.select([ctl_fd], [], [], 0.05)
+            continue
+        value = (value + 1) & 255
+        for m, a in maps:
+            for off in range(0, len(m), 1 << 20):
+                a[off : off + (1 << 20) : PAGE] = value
+                touched += min(1 << 20, len(m) - off) // PAGE
+                now = time.monotonic()
+                if now >= next_report:
+                    next_report = now + 0.05
+                    if not say(b"%d\n" % touched):
+                        return 0
+                    if select.select([ctl_fd], [], [], 0.0)[0]:
+                        break
+            else:
+                continue
+            break
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -502,6 +595,8 @@ def main(argv: list[str] | None = None) -> int:
         return spin(report_fd)
     if mode == "idle":
         return idle(int(args.get("size", "0")), report_fd)
+    if mode == "thrash":
+        return thrash(int(args.get("size", "0")), report_fd)
     hog = Hog(rate, report_fd, chunk=chunk, populate=populate)
     return hog.run()
 

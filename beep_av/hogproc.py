@@ -39,8 +39,9 @@ class HogProcess:
         size: int = 0,
         name: str | None = None,
     ) -> None:
-        """`mode`: climb (the story's hog), spin (burn CPU, report iterations) or idle
-        (touch `size` bytes once, then sleep; read them back on `read_back()`)."""
+        """`mode`: climb (the story's hog), spin (burn CPU, report iterations), idle
+        (touch `size` bytes once, then sleep; read them back on `read_back()`) or thrash
+        (touch every page of a `size`-byte working set in a loop; `grow(n)`)."""
         r, w = os.pipe()
         argv = [*wrapper, sys.executable, "-m", HOG_MODULE]
         argv += ["--rate", str(int(rate)), "--cache", str(int(cache)), "--cache-dir", cache_dir]
@@ -121,6 +122,10 @@ class HogProcess:
     def set_limit(self, nbytes: int) -> None:
         """Stop growing at `nbytes` touched (0: never)."""
         self._send(f"limit {int(nbytes)}")
+
+    def grow(self, nbytes: int) -> None:
+        """thrash: make the working set `nbytes`."""
+        self._send(f"grow {int(nbytes)}")
 
     def read_back(self) -> None:
         """An idle hog reads its memory back and reports "read SECONDS"."""

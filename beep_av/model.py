@@ -83,6 +83,11 @@ class Snapshot:
     user_killers: tuple[str, ...] = ()  # user-space OOM killers running at the hog's death
 
 
+# KillRecord.killer of a kill the show itself made from user space, by design (the
+# freeze act's PSI-triggered killer): an ending, not a failure to show the kernel's
+OWN_KILLER = "beep-av"
+
+
 @dataclass(frozen=True)
 class KillRecord:
     """The confirmed kill, as in the recording's `kill` record."""

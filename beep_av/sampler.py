@@ -87,8 +87,14 @@ class Sampler:
         kernel_clock=None,
         proc_root: str = "/proc",
         reports: bool = True,
+        psi_every: float = 0.0,
     ) -> None:
         self.files = files
+        # seconds between reads of the PSI file (0: every read). Reading a pressure file
+        # updates its group's averages, and the kernel then skips the unprivileged
+        # triggers of that 2 s period: a show that arms one reads the file seldom
+        self.psi_every = psi_every
+        self._psi_t = -1e9
         self.hog = hog
         # read the kernel's whole OOM report (oomreport) into the kill records; off for
         # a show that lives in the domain it watches (the host stage): parsing ~100
@@ -591,7 +597,9 @@ class Sampler:
         if self.t0 is None:
             self.t0 = time.monotonic() - t
         self._read_memory()
-        self._read_psi()
+        if t - self._psi_t >= self.psi_every:
+            self._psi_t = t
+            self._read_psi()
         self._read_hog(t)
         self._read_oom(t)
         self._drain_kmsg()

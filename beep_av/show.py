@@ -20,7 +20,7 @@ from beep_av import interrupt
 from beep_av.config import Settings
 from beep_av.errors import EXIT_OK, EXIT_USER_KILL, BeepError
 from beep_av.interrupt import Interrupted
-from beep_av.model import Phase, ShowState
+from beep_av.model import OWN_KILLER, Phase, ShowState
 
 Say = Callable[[str], None]
 
@@ -229,7 +229,12 @@ class Conductor:
                 if finished_at is not None and time.monotonic() - finished_at >= hold:
                     self.end_reason = "finale" if state.phase is Phase.FINALE else "end"
                     kill = state.kill
-                    if self.driver.kind != "replay" and kill is not None and not kill.oom:
+                    if (
+                        self.driver.kind != "replay"
+                        and kill is not None
+                        and not kill.oom
+                        and kill.killer != OWN_KILLER
+                    ):
                         self.end_reason = USER_KILL_REASON  # user space, not the kernel
                         return EXIT_USER_KILL
                     return EXIT_OK

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from beep_av.model import KillRecord, Phase, ShowState
+from beep_av.model import OWN_KILLER, KillRecord, Phase, ShowState
 
 MiB = 1024**2
 
@@ -41,6 +41,8 @@ def killer_phrase(kill: KillRecord) -> str:
     """ "user space", or "user space (systemd-oomd is running)"."""
     if kill.killer in ("user space", "kernel", ""):
         return "user space"
+    if kill.killer == OWN_KILLER:
+        return "user space (beep-av's own killer, on a PSI trigger)"
     verb = "are" if " or " in kill.killer else "is"
     return f"user space ({kill.killer} {verb} running)"
 
@@ -326,8 +328,17 @@ def phase_line(state: ShowState, phase: Phase, t: float, cache_peak: int) -> str
         k = state.kill
         who = f"pid {k.pid} ({k.name})" if k else "the hog"
         why = f"the kernel killed {who}, {hog}, swap {mib(s.swap_bytes)}"
+        if k is not None and not k.oom:
+            why = (
+                f"{who} killed by a signal from {killer_phrase(k)}, {hog}, swap {mib(s.swap_bytes)}"
+            )
         if is_rehearsal(state.stage):
-            why = f"{REHEARSAL} (the model's hog met the limit), {hog}, swap {mib(s.swap_bytes)}"
+            how = (
+                "the model's killer ended it"
+                if k is not None and not k.oom
+                else "the model's hog met the limit"
+            )
+            why = f"{REHEARSAL} ({how}), {hog}, swap {mib(s.swap_bytes)}"
     else:
         k = state.kill
         if state.act_view is not None and state.act_view.card:

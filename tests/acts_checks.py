@@ -167,6 +167,47 @@ def check_bystander(path: Path) -> dict:
     }
 
 
+def check_freeze(path: Path) -> dict:
+    """The freeze: the working set fitted, then grew past RAM inside RAM + swap; the
+    work rate fell at least 10x from its start while the stage swapped and the full
+    stall rose; the kernel's PSI trigger fired (Beep's reading of the stall agreeing)
+    and Beep killed the hog from user space: exit 137, no kernel OOM evidence, the
+    stage's oom_kill counter 0; the card says so. Returns the figures."""
+    recs = records(path)
+    (fits,) = acts(recs, "fits")
+    (grow,) = acts(recs, "grow")
+    assert fits["ws"] < grow["ram"] < grow["ws"], (fits, grow)
+    (fired,) = acts(recs, "fired")
+    assert fired["by"] == "the kernel's PSI trigger" and fired["firings"] >= 2, fired
+    assert fired["full_us_in_window"] >= 200_000 * 0.9, fired
+    (end,) = acts(recs, "end")
+    assert end["base_rate"] >= 10 * end["low_rate"] > 0, end
+    assert end["oom"] is False and end["killer"] == "beep-av" and end["oom_kill"] == 0, end
+    samples = [r for r in recs if r["type"] == "sample"]
+    during = [r for r in samples if grow["t"] < r["t"] <= fired["t"]]
+    before = [r for r in samples if r["t"] <= grow["t"]]
+    assert max(r["swap"] for r in during) > 0 and max(r["swap"] for r in before) == 0
+    full = during[-1]["psi_full_us"] - during[0]["psi_full_us"]
+    assert full > 0.1 * (during[-1]["t"] - during[0]["t"]) * 1e6, full  # >10% of the time
+    kills = [r for r in recs if r["type"] == "kill"]
+    assert len(kills) == 1 and kills[0]["oom"] is False and kills[0]["exit"] == 137, kills
+    assert kills[0]["killer"] == "beep-av" and kills[0]["oom_kill_count"] == 0, kills
+    assert "kmsg" not in kills[0]["detected_by"], kills
+    card = [r for r in recs if r["type"] == "view" and r.get("card")][-1]["card"]
+    assert any("never acted (oom_kill 0)" in x for x in card), card
+    assert any("PSI trigger full 0.2 s in 2 s" in x for x in card), card
+    lanes = [r for r in recs if r["type"] == "lanes"]
+    rates = [x["work_rate"] for r in lanes for x in r["lanes"] if x["work_rate"]]
+    assert max(rates) >= 10 * min(rates), (max(rates), min(rates))
+    return {
+        "fall": round(end["base_rate"] / end["low_rate"]),
+        "frozen_s": end["frozen_s"],
+        "firings": fired["firings"],
+        "ignored": fired["ignored"],
+        "stall_pct": round(100 * fired["full_us_in_window"] / 1e6 / fired["window_s"]),
+    }
+
+
 def readback_is_heard(wav: Path, path: Path, beep_hz: float = 880.0) -> dict:
     """The bystander's read-back is heard: after the beep (a clean tone, then silence)
     comes a crackle, broadband (no tone), that lasts as long as the recorded read-back

@@ -12,6 +12,7 @@ from beep_av.errors import BadInput
 from beep_av.model import Phase
 from tests.acts_checks import (
     check_bystander,
+    check_freeze,
     check_throttle,
     check_who_dies,
     closing_is_not_the_beep,
@@ -26,6 +27,7 @@ ACT_ARGS = {
     "throttle": [],
     "who-dies": ["--ram", "192M", "--swap", "96M", "--rate", "128M/s", "--calm", "0.3"],
     "bystander": ["--ram", "192M", "--swap", "96M", "--rate", "128M/s", "--calm", "0.3"],
+    "freeze": ["--ram", "128M", "--calm", "0.3"],
 }
 
 
@@ -66,6 +68,8 @@ def test_throttle_rehearsal_is_deterministic(tmp_path):
         (["--act", "who-dies", "--hogs", "a:1"], "1 hog(s)"),
         (["--act", "throttle", "--swap", "64M"], "--swap does not apply to throttle"),
         (["--act", "story", "--hogs", "a:1,b:1"], "--hogs applies to --act who-dies only"),
+        (["--act", "freeze", "--swap", "0"], "--act freeze needs swap on the stage"),
+        (["--act", "freeze", "--ram", "128M", "--swap", "64M"], "too small for the freeze"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_creates_nothing(args, words, tmp_path):
@@ -173,7 +177,15 @@ def test_bystander_rehearsal_passes_the_real_checks(tmp_path):
     print(f"bystander rehearsal: {figures}; {heard}")
 
 
-@pytest.mark.parametrize("act", ["throttle", "who-dies", "bystander"])
+def test_freeze_rehearsal_passes_the_real_checks(tmp_path):
+    rec, wav = tmp_path / "f.jsonl", tmp_path / "f.wav"
+    r = rehearse("freeze", rec, "--seed", "1", audio=f"wav:{wav}")
+    figures = check_freeze(rec)
+    assert figures["fall"] >= 100 and figures["firings"] >= 2, figures
+    assert "rehearsal: nothing was killed" in r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("act", ["throttle", "who-dies", "bystander", "freeze"])
 def test_an_acts_replay_performs_the_act(act, tmp_path):
     """The replay of an act's recording is the act again: the same lanes, events, card,
     captions, notes and samples (its own recording says so line for line), the same
@@ -186,7 +198,8 @@ def test_an_acts_replay_performs_the_act(act, tmp_path):
              "--record", str(again))  # fmt: skip
     assert r.returncode == 0, r.stderr
     counts = replay_performs_the_act(rec, again)
-    check = {"throttle": check_throttle, "who-dies": check_who_dies, "bystander": check_bystander}
+    check = {"throttle": check_throttle, "who-dies": check_who_dies, "bystander": check_bystander,
+             "freeze": check_freeze}  # fmt: skip
     assert check[act](again) == check[act](rec)
     if act == "throttle":
         closing_is_not_the_beep(wav)
@@ -415,3 +428,104 @@ def test_who_dies_step_is_pure_and_names_each_kill_in_the_kernels_order():
     assert last.view["card"][-1] == "then the kernel killed small too"
     # before the record and the exit are both in, the kill waits (the grace)
     assert not frames[7].kills and frames[7].wake and frames[8].kills
+
+
+def _freeze_readings(fire_at, stall=0.3, exit_at=None, kmsg_at=None):
+    """Readings of a freeze that fits for 3 s at 1e8 pages/s, then grows and thrashes at
+    4e4 pages/s with `stall` of the time stalled; the kernel fires at `fire_at`."""
+    from beep_av.acts.freeze import FreezeReading
+    from beep_av.model import Lane, Snapshot
+
+    def reading(t, touched, ws, full_us, fired, exit_code=None, kmsg=None):
+        snap = Snapshot(t=t, hog_bytes=ws, psi_full_us=int(full_us), psi_some_us=int(full_us),
+                        ram_limit=128 << 20, swap_limit=256 << 20, hog_exit=exit_code,
+                        kmsg_kill=kmsg, oom_kill_count=1 if kmsg else 0)  # fmt: skip
+        lane = Lane("hog", 77, 1, alive=exit_code is None)
+        return FreezeReading(t, snap, (lane,), int(touched), ws, int(touched), fired, "the test's")
+
+    return reading
+
+
+def _play_freeze(plan, fire_times, stall=0.3, kernel_kill_at=None, exit_on_own_at=None):
+    from beep_av.acts.freeze import FreezeState, freeze_step
+    from beep_av.procfs import parse_oom_kill
+
+    reading = _freeze_readings(fire_times)
+    st, t, touched, ws, full, killed = FreezeState(), 0.0, 0.0, 0, 0.0, None
+    frames, grown_t = [], None
+    fires = sorted(fire_times)
+    for _ in range(5000):
+        fired = bool(fires) and grown_t is not None and t - grown_t >= fires[0]
+        if fired:
+            fires.pop(0)
+        exit_code = kmsg = None
+        if killed is not None and t >= killed:
+            exit_code = 137
+        if kernel_kill_at is not None and grown_t is not None and t - grown_t >= kernel_kill_at:
+            exit_code = 137
+            kmsg = parse_oom_kill("Memory cgroup out of memory: Killed process 77 (beep-hog) "
+                                  "total-vm:1kB, anon-rss:131072kB, file-rss:0kB, "
+                                  "shmem-rss:0kB, UID:0 pgtables:1kB oom_score_adj:1000")  # fmt: skip
+        if exit_on_own_at is not None and grown_t is not None and t - grown_t >= exit_on_own_at:
+            exit_code = 1
+        st, frame = freeze_step(plan, st, reading(t, touched, ws, full, fired, exit_code, kmsg))
+        frames.append((t, frame))
+        if frame.done:
+            return st, frames
+        for name, *args in frame.actions:
+            if name == "start":
+                ws = plan.fit
+            elif name == "grow":
+                ws, grown_t = args[0], t
+            elif name == "kill_hog":
+                killed = t + 0.02
+        dt = frame.wait
+        t = round(t + dt, 6)
+        frozen = grown_t is not None and ws > plan.ram
+        touched += (4e4 if frozen else 1e8) * dt
+        full += (stall * 1e6 * dt) if frozen else 0.0
+    raise AssertionError("the freeze never ended")
+
+
+def test_freeze_step_is_pure_and_kills_only_when_the_pressure_lasted():
+    """The freeze act's step alone, fed readings it did not make: it grows the set after
+    the fit, arms the trigger, ignores a firing its own reading of the stall does not
+    bear out (the one at once on /proc's file), kills at the first firing after the
+    hold, and says on the card the kernel never acted. Same readings, same frames."""
+    from beep_av.acts.freeze import FreezePlan
+
+    plan = FreezePlan(128 << 20, 64 << 20, 240 << 20, calm_s=0.5)
+    fires = [0.05, 2.1, 4.1, 6.1, 8.1, 10.1, 12.1]
+    st, frames = _play_freeze(plan, fires)
+    actions = [a[0] for _, f in frames for a in f.actions]
+    assert actions == ["start", "grow", "arm", "kill_hog"]
+    events = {e[0]: e[1] for _, f in frames for e in f.events}
+    assert events["fired"]["by"] == "the kernel's PSI trigger" and events["fired"]["ignored"] == 1
+    grown = next(t for t, f in frames if any(a[0] == "grow" for a in f.actions))
+    killed = next(t for t, f in frames if any(a[0] == "kill_hog" for a in f.actions))
+    # the first agreeing firing at 2.1 s saw stall from 0.1 s: 8 s of it by the one at 8.1 s
+    assert killed - grown == pytest.approx(8.1, abs=0.05)
+    assert st.base_rate == pytest.approx(1e8, rel=0.01) and st.low_rate == pytest.approx(
+        4e4, rel=0.05
+    )
+    end = frames[-1][1]
+    assert end.enter is Phase.FINALE and end.view["kill"].killer == "beep-av"
+    assert not end.view["kill"].oom and "never acted (oom_kill 0)" in end.view["card"][-1]
+    assert _play_freeze(plan, fires)[1] == frames  # pure
+
+
+def test_freeze_step_says_when_the_kernel_killed_first_and_never_takes_an_exit_for_a_kill():
+    from beep_av.acts.freeze import FreezePlan
+    from beep_av.errors import CannotStage
+
+    plan = FreezePlan(128 << 20, 64 << 20, 240 << 20, calm_s=0.5)
+    _, frames = _play_freeze(plan, [], kernel_kill_at=3.0)
+    kill = frames[-1][1].view["kill"]
+    assert kill.oom and kill.killer == "kernel"
+    assert any("the kernel's OOM killer acted first" in x for x in frames[-1][1].view["card"])
+    with pytest.raises(CannotStage, match="ended on its own"):
+        _play_freeze(plan, [], exit_on_own_at=3.0)
+    # too little stall: every firing is ignored, and the freeze ends at its limit
+    short = FreezePlan(128 << 20, 64 << 20, 240 << 20, calm_s=0.5, freeze_max_s=12.0)
+    st, frames = _play_freeze(short, [2.1, 4.1, 6.1], stall=0.01)
+    assert st.fired_by.startswith("no lasting firing") and st.ignored == 3

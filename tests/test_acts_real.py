@@ -14,6 +14,7 @@ import pytest
 
 from tests.acts_checks import (
     check_bystander,
+    check_freeze,
     check_kernel_report,
     check_throttle,
     check_who_dies,
@@ -49,6 +50,20 @@ def cpu_stage():
     yield
     left = residue() + cpu_residue()
     assert left == [], f"the act left something behind: {left}"
+
+
+def test_freeze_slows_the_hog_and_a_psi_trigger_ends_it(memory_stage, tmp_path):
+    """The working set grows past RAM: the hog thrashes, its work rate falls from memory
+    speed to swap speed, the full stall rises; the kernel's PSI trigger fires and Beep
+    kills the hog from user space; the kernel's OOM killer never acts."""
+    rec = tmp_path / "f.jsonl"
+    r = beep("show", "--act", "freeze", "--ram", "128M", "--calm", "0.5", *QUIET, "--audio",
+             "off", "--record", str(rec), timeout=240)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    figures = check_freeze(rec)
+    assert "the kernel's OOM killer never acted" in r.stderr
+    print(f"freeze v1: {figures}")
+    _replays_as_the_act(rec, check_freeze, tmp_path)
 
 
 def test_throttle_slows_everything_and_kills_nobody(cpu_stage, tmp_path):

@@ -223,6 +223,7 @@ class ActDriver:
     kernel_clock = None  # the assembly's calibration (kclock.py), for the act's sampler
     source = None  # the act's source: its real stage, or its rehearsal model
     guard = None  # the host guard of a cgroup stage (guard.py), checked in state()
+    psi_every = 0.0  # s between its sampler's PSI reads (0: every sample)
 
     def __init__(self, settings) -> None:
         self.settings = settings
@@ -236,6 +237,7 @@ class ActDriver:
         self._closed = False
         self._next_guard = 0.0
         self._prev_snap: Snapshot | None = None  # memory(): the previous reading
+        self._psi_prev: Snapshot | None = None  # memory(): the last with new PSI totals
         self._cache_peak = 0
         self._stall = 0.0
         self.lines: list[str] = []  # said after the show (stderr)
@@ -299,7 +301,14 @@ class ActDriver:
         target = memory_phase(cfg, prev, snap, self._cache_peak)
         if target is not None and target.index > self.phase.index:
             self.enter(target, snap.t)
-        self._stall = stall_share(prev, snap, self._stall)
+        psi = self._psi_prev if self._psi_prev is not None else snap
+        if not (
+            self.psi_every
+            and snap.psi_some_us == psi.psi_some_us
+            and snap.t - psi.t < 1.5 * self.psi_every
+        ):  # a PSI file read seldom: the stall since it was last read, held in between
+            self._stall = stall_share(psi if self.psi_every else prev, snap, self._stall)
+            self._psi_prev = snap
         self._prev_snap = snap
         fill = stage_fill(cfg, snap)
         return {"intensity": intensity(fill, self._stall, self.phase), "stall": self._stall}

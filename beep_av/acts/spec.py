@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from beep_av.errors import BadInput
 
-ACTS = ("story", "who-dies", "bystander", "throttle")
+ACTS = ("story", "who-dies", "bystander", "throttle", "freeze")
 # the acts' own caption keys (optional in assets/captions/*.toml, shipped in en and fr)
 CAPTION_KEYS = (
     "throttle_calm",
@@ -21,6 +21,9 @@ CAPTION_KEYS = (
     "who_dies_release",
     "bystander_cold",
     "bystander_readback",
+    "freeze_fits",
+    "freeze_thrash",
+    "freeze_end",
 )
 MAX_HOGS = 4
 MIN_HOGS = 2
