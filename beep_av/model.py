@@ -135,6 +135,7 @@ class Lane:
     alive: bool = True
     work_rate: float | None = None
     full_rate: float | None = None
+    work_unit: str = "it/s"  # what work_rate counts: iterations (throttle), pages (freeze)
 
 
 @dataclass(frozen=True)

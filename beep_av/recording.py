@@ -32,7 +32,7 @@ FORMAT_PREFIX = "beep-av/"
 EVENT_TYPES = ("phase", "skip", "kill", "beep", "end")
 # an act's lines (beep-av/1, compatibly: older readers ignore unknown types): `lanes`
 # (the act's processes at a sample: name, pid, colour, rss, swap, oom_score,
-# oom_score_adj, alive, work_rate, full_rate), `act` (an act's event: `event` and its fields) and
+# oom_score_adj, alive, work_rate, full_rate, work_unit), `act` (an act's event: `event` and its fields) and
 # `view` (what the act shows and plays from then on: VIEW_KEYS, written when it changes;
 # a replay performs the act's card, captions, notes and closing tones from them)
 ACT_TYPES = ("lanes", "act", "view")
@@ -136,7 +136,9 @@ def view_fields(view) -> dict[str, Any]:
 
 
 def lane_fields(lane) -> dict[str, Any]:
-    """A model.Lane as a `lanes` line's item."""
+    """A model.Lane as a `lanes` line's item (`work_unit` only when it is not the
+    default iterations, so older lines read back the same)."""
+    unit = {"work_unit": lane.work_unit} if lane.work_unit != "it/s" else {}
     return {
         "name": lane.name,
         "pid": lane.pid,
@@ -148,6 +150,7 @@ def lane_fields(lane) -> dict[str, Any]:
         "alive": lane.alive,
         "work_rate": lane.work_rate,
         "full_rate": lane.full_rate,
+        **unit,
     }
 
 

@@ -117,6 +117,12 @@ def _caption(lang: str, key: str, default: str) -> str:
     return _CAPTIONS[lang].get(key) or default
 
 
+def share_text(x: float) -> str:
+    """A share as a percentage a person reads: "37%", and "0.033%" below 1%."""
+    pct = 100 * x if math.isfinite(x) else 0.0
+    return f"{pct:.0f}%" if pct >= 1 or pct == 0 else f"{pct:.2g}%"
+
+
 def hud_word(state: ShowState) -> str:
     """The HUD's big word, in every output: the act's own (throttle's FULL SPEED,
     THROTTLING), else the phase's name."""

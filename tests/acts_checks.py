@@ -187,6 +187,8 @@ def check_freeze(path: Path) -> dict:
     during = [r for r in samples if grow["t"] < r["t"] <= fired["t"]]
     before = [r for r in samples if r["t"] <= grow["t"]]
     assert max(r["swap"] for r in during) > 0 and max(r["swap"] for r in before) == 0
+    stalls = sorted(r["stall"] for r in during[len(during) // 4 :])
+    assert stalls[len(stalls) // 2] > 0.05, stalls[len(stalls) // 2]  # the state's stall rose
     full = during[-1]["psi_full_us"] - during[0]["psi_full_us"]
     assert full > 0.1 * (during[-1]["t"] - during[0]["t"]) * 1e6, full  # >10% of the time
     kills = [r for r in recs if r["type"] == "kill"]

@@ -301,7 +301,9 @@ class ActDriver:
         target = memory_phase(cfg, prev, snap, self._cache_peak)
         if target is not None and target.index > self.phase.index:
             self.enter(target, snap.t)
-        psi = self._psi_prev if self._psi_prev is not None else snap
+        if self._psi_prev is None:
+            self._psi_prev = snap  # the baseline
+        psi = self._psi_prev
         if not (
             self.psi_every
             and snap.psi_some_us == psi.psi_some_us

@@ -24,6 +24,7 @@ from beep_av.errors import BadInput, CannotStage
 from beep_av.model import OWN_KILLER, Lane, Phase, Snapshot
 from beep_av.stages.cgroup import CgroupStage
 from beep_av.story import evidence_record
+from beep_av.summary import share_text
 
 MiB = 1 << 20
 PAGE = 4096
@@ -414,12 +415,11 @@ def _step(plan: FreezePlan, st: FreezeState, r: FreezeReading):
     base = st.base_rate
     speed = max(0.0, min(1.0, rate / base)) if base else 1.0
     full = _rate(hist, 3, 2.0) / 1e6  # share of the last 2 s every task waited
-    lane = replace(r.lanes[0], work_rate=round(rate, 1), full_rate=round(base, 1) if base else None)
+    lane = replace(r.lanes[0], work_rate=round(rate, 1), full_rate=round(base, 1) if base else None,
+                   work_unit="pages/s")  # fmt: skip
     lanes = (lane,)
-    pct = 100 * speed
-    work = f"{pct:.0f}%" if pct >= 1 else f"{pct:.2g}%"
     fig = (
-        f"work {work} of its start, "
+        f"work {share_text(speed)} of its start, "
         + (f"{refault_rate:,.0f} refaults/s, " if refault_rate is not None else "")
         + f"PSI full {100 * full:.0f}% ({r.psi_where})"
     )
@@ -545,9 +545,8 @@ def _ended(plan: FreezePlan, st: FreezeState, r: FreezeReading, lanes):
     else:
         if st.fired_by == "the kernel's PSI trigger":
             n = len(st.fired)
-            lines.append(f"PSI trigger {trig} ({r.psi_where} pressure) fired {n} time"
-                         f"{'s' if n > 1 else ''} over {at - st.fired[0]:.1f} s, "
-                         f"{100 * st.stall_at_kill:.0f}% full stall at the kill")  # fmt: skip
+            lines.append(f"PSI trigger {trig} ({r.psi_where}): fired {n}x in "
+                         f"{at - st.fired[0]:.1f} s, {100 * st.stall_at_kill:.0f}% full stall")  # fmt: skip
         else:
             lines.append(f"the PSI trigger ({trig}) did not fire for long: {st.fired_by}")
         who = "the model's killer ended" if plan.rehearsal else "beep-av killed"

@@ -293,6 +293,7 @@ def _lanes(row: dict) -> tuple[Lane, ...]:
                 alive=x.get("alive") is not False,
                 work_rate=float(rate) if _num(rate) else None,
                 full_rate=float(full) if _num(full) and full > 0 else None,
+                work_unit=str(x.get("work_unit") or "it/s")[:16],
             )
         )
     return tuple(out)

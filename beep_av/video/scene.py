@@ -183,7 +183,11 @@ class Scene:
         the_card = summary.card(state)
         title = the_card.word
         beep = self._text(title, int(h * 0.26 if len(title) <= 5 else h * 0.16), WHITE)
-        lines = [self._text(s, int(h * 0.06), GREY) for s in the_card.lines()]
+        # one size for every line, small enough that the widest fits the width
+        px = int(h * 0.06)
+        widest = max((self._text(s, px, GREY).get_width() for s in the_card.lines()), default=1)
+        px = max(8, int(px * min(1.0, 0.96 * w / max(1, widest))))
+        lines = [self._text(s, px, GREY) for s in the_card.lines()]
         gap = int(h * 0.012)
         total = beep.get_height() + sum(s.get_height() + gap for s in lines)
         y = max(0, int(h * 0.45) - total // 2)
@@ -421,9 +425,9 @@ class Scene:
                 fill = int(bar_w * min(1.0, max(0.0, ln.work_rate / ref)))
                 surface.fill(mix(colour, PANEL, 0.7), (m, y + 2, bar_w, lane_h - 4))
                 surface.fill(colour, (m, y + 2, fill, lane_h - 4))
-                text = f"{ln.name}  pid {ln.pid}  {ln.work_rate:,.0f} it/s"
+                text = f"{ln.name}  pid {ln.pid}  {ln.work_rate:,.0f} {ln.work_unit}"
                 if ln.full_rate:
-                    text += f"  ({100 * ln.work_rate / ln.full_rate:.0f}% of full speed)"
+                    text += f"  ({summary.share_text(ln.work_rate / ln.full_rate)} of full speed)"
             else:
                 rw = int(bar_w * ln.rss / biggest)
                 sw = int(bar_w * ln.swap / biggest)

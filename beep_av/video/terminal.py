@@ -444,7 +444,7 @@ def lane_figures(lane: Lane) -> str:
     or the work rate (throttle)."""
     if lane.work_rate is not None:
         rate = lane.work_rate if math.isfinite(lane.work_rate) else 0.0
-        return f"{rate:,.0f} it/s"
+        return f"{rate:,.0f} {lane.work_unit}"
     score = "?" if lane.oom_score is None else str(lane.oom_score)
     adj = f" (adj {lane.oom_score_adj})" if lane.oom_score_adj else ""
     return f"RSS {lane.rss / MiB:.0f}M  swap {lane.swap / MiB:.0f}M  oom_score {score}{adj}"
