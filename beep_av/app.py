@@ -208,11 +208,18 @@ def _freeze(settings: Settings, plan: Plan):
     return FreezeAct(settings, plan)
 
 
+def _high(settings: Settings, plan: Plan):
+    from beep_av.acts.high import HighAct
+
+    return HighAct(settings, plan)
+
+
 ACTS: dict[str, Callable] = {
     "who-dies": _who_dies,
     "bystander": _bystander,
     "throttle": _throttle,
     "freeze": _freeze,
+    "high": _high,
 }
 
 

@@ -30,6 +30,7 @@ examples:
   beep-av rehearse --act throttle          a CPU quota: everything slows, nobody dies
   beep-av show --act freeze --ram 128M     swap thrash: the work crawls, nothing dies,
                                            until a PSI trigger lets beep-av kill it
+  beep-av show --act high --ram 256M       cgroup v2's memory.high: held, not killed
 
 SIZE: 512M, 1.5G, 256MiB, 10% (of available memory). RATE: 64M/s.
 exit codes: 0 finale reached or done; 1 an output failed mid-show; 2 bad input;
@@ -139,7 +140,7 @@ def _add_stage(p: argparse.ArgumentParser, with_stage: bool = True) -> None:
         "--yes", action="store_true", default=None, help="confirm --stage host without asking"
     )
     g.add_argument(
-        "--act", metavar="ACT", help="story|who-dies|bystander|throttle|freeze (default story)"
+        "--act", metavar="ACT", help="story|who-dies|bystander|throttle|freeze|high (default story)"
     )
     g.add_argument(
         "--hogs", metavar="SPEC", help="who-dies: NAME:SIZE[:OOM_SCORE_ADJ],... (2 to 4 hogs)"

@@ -109,6 +109,34 @@ def check_psi() -> tuple[bool | None, str]:
     return None, "no PSI: intensity follows fill only (boot with psi=1 for stall sounds)"
 
 
+def check_slow_acts() -> list[tuple[str, bool | None, str]]:
+    """The acts that slow instead of kill: --act freeze (a PSI trigger on the stage's
+    pressure, or the machine's on v1; swap on the stage) and --act high (cgroup v2's
+    memory.high)."""
+    from beep_av.errors import CannotStage
+    from beep_av.stages.cgroup import _readable, pick_route
+
+    try:
+        kind = pick_route("/sys/fs/cgroup", "/proc").kind
+    except CannotStage:
+        return [("freeze", False, "no memory cgroup (see cgroup)"),
+                ("high", False, "no memory cgroup (see cgroup)")]  # fmt: skip
+    v2 = kind != "v1"
+    psi = "the stage's memory.pressure" if v2 else "the machine's /proc/pressure/memory"
+    if not os.path.exists("/proc/pressure/memory"):
+        freeze = (False, "no PSI here (boot with psi=1): the freeze's killer needs a PSI trigger")
+    elif os.geteuid() != 0 and not parse_swaps(_readable("/proc/swaps") or ""):
+        freeze = (False, "no swap and not root: the freeze needs swap on the stage")
+    else:
+        freeze = (True, f"--act freeze: a PSI trigger on {psi}")
+    high = (
+        (True, "--act high: memory.high on the stage's cgroup v2")
+        if v2
+        else (None, "--act high needs cgroup v2 (this machine stages on v1)")
+    )
+    return [("freeze", *freeze), ("high", *high)]
+
+
 def check_kmsg() -> tuple[bool | None, str]:
     from beep_av.kernlog import kernel_log_route
 
@@ -203,6 +231,11 @@ def run_doctor(say: Say = print) -> int:
         except Exception as e:  # a broken probe is a finding, not a crash
             ok, detail = False, f"check failed: {e}"
         _line(say, ok, name, detail)
+    try:
+        for name, ok, detail in check_slow_acts():
+            _line(say, ok, name, detail)
+    except Exception as e:  # a broken probe is a finding, not a crash
+        _line(say, False, "acts", f"check failed: {e}")
     try:
         from beep_av.engines import doctor_lines
 

@@ -210,6 +210,30 @@ def check_freeze(path: Path) -> dict:
     }
 
 
+def check_high(path: Path) -> dict:
+    """memory.high held the hog: the kernel counted `high` events, the climb's rate fell
+    at least 3x once held, nobody died (no kill line, the hog alive, oom_kill 0), the
+    card says so, and the act ended on its closing tones. Returns the figures."""
+    recs = records(path)
+    (held,) = acts(recs, "held")
+    (end,) = acts(recs, "end")
+    head = recs[0]
+    assert held["high"] > 0 and end["high"] >= held["high"], (held, end)
+    assert end["base_rate"] >= 3 * end["low_rate"], end
+    assert end["alive"] is True and end["oom_kill"] == 0, end
+    assert end["hog"] > head["memory_high"], (end, head)
+    assert not [r for r in recs if r["type"] == "kill"]
+    view = [r for r in recs if r["type"] == "view" and r.get("card")][-1]
+    assert (
+        view["card"][-3].startswith("held at memory.high") and "killed: nobody" in view["card"][-3]
+    )
+    assert view["closing"] and view["title"] == "THROTTLED", view
+    return {
+        "high_events": end["high"],
+        "fall": round(end["base_rate"] / max(end["low_rate"], 1.0), 1),
+    }
+
+
 def readback_is_heard(wav: Path, path: Path, beep_hz: float = 880.0) -> dict:
     """The bystander's read-back is heard: after the beep (a clean tone, then silence)
     comes a crackle, broadband (no tone), that lasts as long as the recorded read-back

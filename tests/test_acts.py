@@ -13,6 +13,7 @@ from beep_av.model import Phase
 from tests.acts_checks import (
     check_bystander,
     check_freeze,
+    check_high,
     check_throttle,
     check_who_dies,
     closing_is_not_the_beep,
@@ -28,6 +29,7 @@ ACT_ARGS = {
     "who-dies": ["--ram", "192M", "--swap", "96M", "--rate", "128M/s", "--calm", "0.3"],
     "bystander": ["--ram", "192M", "--swap", "96M", "--rate", "128M/s", "--calm", "0.3"],
     "freeze": ["--ram", "128M", "--calm", "0.3"],
+    "high": ["--ram", "256M", "--rate", "64M/s", "--calm", "0.3"],
 }
 
 
@@ -185,7 +187,15 @@ def test_freeze_rehearsal_passes_the_real_checks(tmp_path):
     assert "rehearsal: nothing was killed" in r.stdout + r.stderr
 
 
-@pytest.mark.parametrize("act", ["throttle", "who-dies", "bystander", "freeze"])
+def test_high_rehearsal_passes_the_real_checks(tmp_path):
+    rec, wav = tmp_path / "h.jsonl", tmp_path / "h.wav"
+    rehearse("high", rec, "--seed", "1", audio=f"wav:{wav}")
+    figures = check_high(rec)
+    assert figures["high_events"] > 0 and figures["fall"] >= 3, figures
+    closing_is_not_the_beep(wav)
+
+
+@pytest.mark.parametrize("act", ["throttle", "who-dies", "bystander", "freeze", "high"])
 def test_an_acts_replay_performs_the_act(act, tmp_path):
     """The replay of an act's recording is the act again: the same lanes, events, card,
     captions, notes and samples (its own recording says so line for line), the same
@@ -199,9 +209,9 @@ def test_an_acts_replay_performs_the_act(act, tmp_path):
     assert r.returncode == 0, r.stderr
     counts = replay_performs_the_act(rec, again)
     check = {"throttle": check_throttle, "who-dies": check_who_dies, "bystander": check_bystander,
-             "freeze": check_freeze}  # fmt: skip
+             "freeze": check_freeze, "high": check_high}  # fmt: skip
     assert check[act](again) == check[act](rec)
-    if act == "throttle":
+    if act in ("throttle", "high"):
         closing_is_not_the_beep(wav)
     if act == "bystander":
         readback_is_heard(wav, again)
@@ -529,3 +539,52 @@ def test_freeze_step_says_when_the_kernel_killed_first_and_never_takes_an_exit_f
     short = FreezePlan(128 << 20, 64 << 20, 240 << 20, calm_s=0.5, freeze_max_s=12.0)
     st, frames = _play_freeze(short, [2.1, 4.1, 6.1], stall=0.01)
     assert st.fired_by.startswith("no lasting firing") and st.ignored == 3
+
+
+def test_high_step_is_pure_holds_at_memory_high_and_never_names_a_kill_it_did_not_see():
+    """The high act's step alone, on readings it did not make: a hog that climbs at
+    100 MiB/s to memory.high, then crawls at 1 MiB/s while the kernel counts `high`
+    events; held for held_s, the act ends on its closing tones, nobody killed. A hog
+    the kernel kills after all is said as that kill, never as the act's end."""
+    from beep_av.acts.high import HighPlan, HighReading, HighState, high_step
+    from beep_av.model import Lane, Snapshot
+    from beep_av.procfs import parse_oom_kill
+
+    mib = 1 << 20
+    plan = HighPlan(256 * mib, 128 * mib, 204 * mib, 0, calm_s=0.5)
+
+    def play(kill_at=None):
+        st, t, hog, high, frames, started = HighState(), 0.0, 0.0, 0, [], False
+        for _ in range(5000):
+            kmsg = None
+            if kill_at is not None and t >= kill_at:
+                kmsg = parse_oom_kill("Memory cgroup out of memory: Killed process 9 (beep-hog) "
+                                      "total-vm:1kB, anon-rss:1kB, file-rss:0kB, shmem-rss:0kB, "
+                                      "UID:0 pgtables:1kB oom_score_adj:1000")  # fmt: skip
+            snap = Snapshot(t=t, hog_bytes=int(hog), ram_limit=plan.ram, kmsg_kill=kmsg,
+                            hog_exit=137 if kmsg else None, oom_kill_count=1 if kmsg else 0)  # fmt: skip
+            st, frame = high_step(plan, st, HighReading(t, snap, (Lane("hog", 9, 1),), high))
+            frames.append(frame)
+            if frame.done:
+                return st, frames
+            started = started or any(a[0] == "start" for a in frame.actions)
+            t = round(t + frame.wait, 6)
+            if started:
+                over = hog >= plan.high
+                hog = min(plan.target, hog + (1 if over else 100) * mib * frame.wait)
+                high += 1 if over else 0
+        raise AssertionError("the act never ended")
+
+    st, frames = play()
+    assert [a for f in frames for a in f.actions] == [("start",)]
+    events = {e[0]: e[1] for f in frames for e in f.events}
+    assert events["held"]["high"] > 0 and events["end"]["alive"] is True
+    assert st.base_rate == pytest.approx(100 * mib, rel=0.05)
+    assert st.low_rate == pytest.approx(1 * mib, rel=0.1)
+    end = frames[-1]
+    assert end.enter is Phase.FINALE and end.view["closing"] and end.ok
+    assert end.view["card"][0].startswith("held at memory.high") and "nobody" in end.view["card"][0]
+    assert not any(f.kills for f in frames)
+    assert play()[1] == frames  # pure
+    st, frames = play(kill_at=3.0)
+    assert frames[-1].kills and frames[-1].kills[0].oom and not frames[-1].ok

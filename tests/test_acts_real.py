@@ -66,6 +66,18 @@ def test_freeze_slows_the_hog_and_a_psi_trigger_ends_it(memory_stage, tmp_path):
     _replays_as_the_act(rec, check_freeze, tmp_path)
 
 
+def test_high_on_cgroup_v1_exits_3_with_one_line_before_any_stage_exists(memory_stage, tmp_path):
+    """memory.high is cgroup v2's: on v1 (this machine) the act says so and creates
+    nothing: no cgroup, no swapfile, no recording."""
+    rec = tmp_path / "h.jsonl"
+    r = beep("show", "--act", "high", "--ram", "128M", *QUIET, "--audio", "off",
+             "--record", str(rec))  # fmt: skip
+    assert r.returncode == 3, r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.startswith("beep-av:")]
+    assert len(lines) == 1 and "--act high needs cgroup v2" in lines[0], r.stderr
+    assert "swap:" not in r.stderr and not rec.exists(), r.stderr
+
+
 def test_throttle_slows_everything_and_kills_nobody(cpu_stage, tmp_path):
     rec, wav = tmp_path / "t.jsonl", tmp_path / "t.wav"
     r = beep("show", "--act", "throttle", *QUIET, "--audio", f"wav:{wav}", "--record", str(rec))

@@ -7,7 +7,6 @@ pages still in swap. A few seconds later (or on space) it reads them back: the s
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 
 from beep_av import interrupt
@@ -18,6 +17,7 @@ from beep_av.acts.common import (
     ModelClock,
     ProcWatch,
     ReportPipe,
+    StageClock,
 )
 from beep_av.errors import CannotStage
 from beep_av.model import KillRecord, Lane, Phase, Snapshot
@@ -75,7 +75,7 @@ class ByReading:
     swapins: int = 0  # pages swapped in since the read-back began
 
 
-class ByStageSource:
+class ByStageSource(StageClock):
     """The real stage as a source: BystanderStage (a memory cgroup, the bystander, the
     hog), the story's sampler on its files (woken by its event fds), the processes'
     /proc watches (at most every LANE_EVERY) and report pipe, /proc/vmstat pswpin
@@ -112,15 +112,6 @@ class ByStageSource:
         st = self.stage
         self.sampler = Sampler(st.files(), st.climber, t0=t0, ram_limit=ram,
                                swap_limit=self.swap_limit, kernel_clock=kernel_clock)  # fmt: skip
-
-    def now(self) -> float:
-        return time.monotonic() - self.t0
-
-    def wait(self, s: float, stop, wake: bool = False) -> None:
-        if wake:  # woken by the hog's exit, a kernel record, an OOM event
-            self.sampler.wait(s)
-        else:
-            stop.wait(s)
 
     def _lanes_now(self, t: float) -> tuple[Lane, Lane]:
         procs = (self.stage.idle, self.stage.climber)

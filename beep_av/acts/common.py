@@ -136,6 +136,33 @@ class Frame:
     ok: bool = True
 
 
+class StageClock:
+    """A real stage's source clock: show time from t0 (time.monotonic()); a wait that
+    wakes on its sampler's event fds when the step asks (`wake`), else a plain one."""
+
+    t0 = 0.0
+    sampler = None
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    def wait(self, s: float, stop, wake: bool = False) -> None:
+        if wake:  # woken by the hog's exit, a kernel record, an OOM event
+            self.sampler.wait(s)
+        else:
+            stop.wait(s)
+
+
+def watched_lane(name: str, proc, watch: ProcWatch, colour: int = 1) -> Lane:
+    """One process's lane from its /proc watch (read while it lives; the last figures
+    stay once it is gone)."""
+    alive = proc.poll() is None
+    if alive:
+        watch.read()
+    return Lane(name, proc.pid, colour, rss=watch.rss, swap=watch.swap,
+                oom_score=watch.oom_score, oom_score_adj=watch.oom_score_adj, alive=alive)  # fmt: skip
+
+
 class ModelClock:
     """A rehearsal model source's clock: show time is the model's own, advanced by each
     wait (so a rehearsal plays the same whatever the machine; it still waits in real

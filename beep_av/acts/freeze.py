@@ -15,11 +15,19 @@ from __future__ import annotations
 import os
 import select
 import signal
-import time
 from dataclasses import dataclass, replace
 
 from beep_av import interrupt
-from beep_av.acts.common import LANE_EVERY, ActDriver, Frame, ModelClock, ProcWatch, ReportPipe
+from beep_av.acts.common import (
+    LANE_EVERY,
+    ActDriver,
+    Frame,
+    ModelClock,
+    ProcWatch,
+    ReportPipe,
+    StageClock,
+    watched_lane,
+)
 from beep_av.errors import BadInput, CannotStage
 from beep_av.model import OWN_KILLER, Lane, Phase, Snapshot
 from beep_av.stages.cgroup import CgroupStage
@@ -148,7 +156,7 @@ class _NoReport:
         return self._hog.poll()
 
 
-class FreezeStageSource:
+class FreezeStageSource(StageClock):
     """The real stage as a source: FreezeStage, the story's sampler on its files (woken
     by its event fds), the hog's /proc watch and report pipe, the refault counter and
     the PSI trigger; the real clock. Actions: start, grow, arm, kill_hog."""
@@ -197,25 +205,9 @@ class FreezeStageSource:
                                ram_limit=ram, swap_limit=self.swap_limit,
                                kernel_clock=kernel_clock, psi_every=PSI_EVERY)  # fmt: skip
 
-    def now(self) -> float:
-        return time.monotonic() - self.t0
-
-    def wait(self, s: float, stop, wake: bool = False) -> None:
-        if wake:
-            self.sampler.wait(s)
-        else:
-            stop.wait(s)
-
-    def _lane_now(self, t: float, rate: float | None, full: float | None) -> Lane:
-        hog = self.stage.hog
+    def _lane_now(self, t: float) -> Lane:
         if self._lane is None or t - self._lane_t >= LANE_EVERY:
-            alive = hog.poll() is None
-            if alive:
-                self.watch.read()
-            w = self.watch
-            self._lane = Lane("hog", hog.pid, 1, rss=w.rss, swap=w.swap, oom_score=w.oom_score,
-                              oom_score_adj=w.oom_score_adj, alive=alive)  # fmt: skip
-            self._lane_t = t
+            self._lane, self._lane_t = watched_lane("hog", self.stage.hog, self.watch), t
         return self._lane
 
     def read(self) -> FreezeReading:
@@ -234,7 +226,7 @@ class FreezeStageSource:
                 count = None
         fired = self.trigger.fired() if self.trigger is not None else False
         snap = replace(snap, hog_bytes=self._ws)
-        lane = self._lane_now(t, None, None)
+        lane = self._lane_now(t)
         return FreezeReading(t, snap, (lane,), touched, self._ws, count, fired, self.psi_where)
 
     def start(self) -> None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from beep_av.errors import BadInput
 
-ACTS = ("story", "who-dies", "bystander", "throttle", "freeze")
+ACTS = ("story", "who-dies", "bystander", "throttle", "freeze", "high")
 # the acts' own caption keys (optional in assets/captions/*.toml, shipped in en and fr)
 CAPTION_KEYS = (
     "throttle_calm",
@@ -24,6 +24,9 @@ CAPTION_KEYS = (
     "freeze_fits",
     "freeze_thrash",
     "freeze_end",
+    "high_climb",
+    "high_held",
+    "high_end",
 )
 MAX_HOGS = 4
 MIN_HOGS = 2

@@ -76,6 +76,7 @@ def systemd_run_argv(
     *,
     user: bool = True,
     systemd_version: int = 0,
+    extra: tuple[str, ...] = (),
 ) -> list[str]:
     """The argv that runs `command` in a transient scope limited to `ram` bytes of RAM and
     `swap` bytes of swap (MemoryHigh left unset, as with the other routes); `user`: the
@@ -88,6 +89,7 @@ def systemd_run_argv(
     props = [f"MemoryMax={int(ram)}", f"MemorySwapMax={int(swap)}", "OOMPolicy=continue"]
     if systemd_version >= OOMD_PREFERENCE_SINCE:
         props.append("ManagedOOMPreference=omit")
+    props += extra  # an act's own properties (MemoryHigh=...)
     argv = ["systemd-run"] + (["--user"] if user else [])
     argv += ["--scope", "--quiet", "--collect", f"--unit={unit}"]
     for prop in props:
@@ -227,6 +229,7 @@ class CgroupStage(HogStage):
     `cache` bytes of page cache warmed inside, climbing at `rate` bytes/s (0 = flat out)."""
 
     kind = "cgroup"
+    scope_props: tuple[str, ...] = ()  # more systemd-run -p properties (an act's)
 
     def __init__(
         self,
@@ -417,6 +420,7 @@ class CgroupStage(HogStage):
                 [],
                 user=self.route.kind == "systemd-user",
                 systemd_version=_systemd_version(),
+                extra=self.scope_props,
             )
         else:
             assert self.cgroup_dir
