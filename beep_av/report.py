@@ -168,8 +168,23 @@ def _columns(lay: Layout, t: np.ndarray, values: list[np.ndarray]) -> tuple:
     return out
 
 
-def _stall_share(t: np.ndarray, psi_us: np.ndarray) -> np.ndarray:
-    """PSI "some" stall share of each sample interval, from the total counter's deltas."""
+def _stall_share(t: np.ndarray, psi_us: np.ndarray, every: float = 0.0) -> np.ndarray:
+    """PSI "some" stall share of each sample interval, from the total counter's deltas.
+    `every` > 0: the show read the counter only that often (the header's `psi_every`),
+    so each rise is spread over the samples since the counter last moved."""
+    if every > 0 and t.size > 1:
+        moved = np.flatnonzero(np.diff(psi_us) != 0) + 1
+        share = np.zeros(t.size)
+        last, held = 0, 0.0
+        for i in moved:
+            dt = t[i] - t[last]
+            if last > 0 and dt > 0:  # from the first reading on: its value is the baseline
+                held = min(1.0, max(0.0, (psi_us[i] - psi_us[last]) / 1e6 / dt))
+                share[last + 1 : i + 1] = held
+            last = i
+        if last > 0 and t[-1] - t[last] < 1.5 * every:  # not read again yet: held
+            share[last + 1 :] = held
+        return share
     share = np.zeros(t.size)
     if t.size > 1:
         dt = np.diff(t)
@@ -231,7 +246,9 @@ def draw(rec: Recording, size: tuple[int, int] = (1600, 900)):
     # a CPU act fills no memory: its left axis is the work against full speed, its right
     # one the share of periods throttled so far (the samples' stall), not PSI
     cpu = rec.gauge == "cpu"
-    stall = s["stall"].astype(np.float64) if cpu else _stall_share(t, s["psi_some_us"])
+    every = rec.header.get("psi_every")
+    every = float(every) if isinstance(every, int | float) and every > 0 else 0.0
+    stall = s["stall"].astype(np.float64) if cpu else _stall_share(t, s["psi_some_us"], every)
     stall = np.clip(np.nan_to_num(stall), 0.0, 1.0)
     c_ram, c_cache, c_total, c_stall, c_ramlim, c_totlim = _columns(
         lay, t, [ram, cache_top, total, stall, s["ram_limit"], s["ram_limit"] + s["swap_limit"]]

@@ -16,6 +16,8 @@ import pytest
 from beep_av.recording import load
 from tests.acts_checks import (
     check_bystander,
+    check_freeze,
+    check_high,
     check_kernel_report,
     check_throttle,
     check_who_dies,
@@ -116,6 +118,37 @@ def test_bystander_on_v2_pages_go_to_swap_and_come_back(root_run):
     print(f"bystander v2 (guest): {figures}; {heard}")
 
 
+def _check_freeze(run, who: str) -> dict:
+    rc, err = run.rc_of("g/freeze.rc"), run.text("g/freeze.err")
+    assert rc == 0, err
+    assert "stage: systemd" in err, err
+    rec = run.out / "g" / "freeze.jsonl"
+    figures = check_freeze(rec)
+    fired = next(r for r in _records(rec) if r.get("event") == "fired")
+    assert fired["psi"] == "the stage's", fired  # the scope's own memory.pressure
+    assert run.text("g/freeze.left").strip() == "", run.text("g/freeze.left")
+    print(f"freeze v2 ({who}, guest): {figures}")
+    return figures
+
+
+def test_freeze_on_v2_is_ended_by_a_psi_trigger_on_the_scopes_pressure(root_run):
+    """Issue 23: the freeze in a system scope: the trigger on the scope's own
+    memory.pressure fires, Beep kills the hog, the kernel's OOM killer never acts."""
+    _check_freeze(root_run, "root")
+
+
+def test_high_on_v2_holds_the_hog_and_kills_nobody(root_run):
+    """Issue 23: memory.high (MemoryHigh= of the scope) holds the climbing hog: `high`
+    events, the climb falls, nobody dies, exit 0, the closing tones, nothing left."""
+    rc, err = root_run.rc_of("g/high.rc"), root_run.text("g/high.err")
+    assert rc == 0, err
+    assert "stage: systemd scope" in err, err
+    figures = check_high(root_run.out / "g" / "high.jsonl")
+    closing_is_not_the_beep(root_run.out / "g" / "high.wav")
+    assert root_run.text("g/high.left").strip() == "", root_run.text("g/high.left")
+    print(f"high v2 (guest): {figures}")
+
+
 def test_guest_is_a_systemd_v2_laptop(root_run):
     cg = root_run.text("info/cgroup.txt").strip()
     assert cg.startswith("0::/user.slice/user-0.slice/session-"), cg  # a logind session
@@ -195,6 +228,12 @@ def test_systemd_oomd_active_is_reported_truthfully(root_run):
 
 
 # ---------------------------------------------------------------- the normal user
+
+
+def test_freeze_as_the_normal_user_is_ended_by_an_unprivileged_trigger(user_run):
+    """Issue 23: the freeze as the normal user: an unprivileged trigger (2 s windows) on
+    the user scope's memory.pressure, read once a second."""
+    _check_freeze(user_run, "user")
 
 
 def test_user_doctor_says_ok_for_the_user_scope(user_run):

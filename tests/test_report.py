@@ -166,6 +166,20 @@ def test_report_through_the_command_line(tmp_path):
     assert r.returncode == 2 and "--size" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_stall_share_of_a_counter_read_once_a_second():
+    """A show that read PSI once a second (`psi_every`): each rise is the stall of the
+    second before it, not a one-sample burst the 50 Hz rule would throw away."""
+    from beep_av.report import _stall_share
+
+    t = np.arange(0, 5, 0.02)
+    psi = (np.floor(t) * 300_000).astype(np.int64)  # 30% stall, read on each whole second
+    psi[t < 1] = 0
+    share = _stall_share(t, psi, every=1.0)
+    assert share[t < 1.0].max() == 0.0  # before the first rise: the baseline
+    assert np.allclose(share[(t > 2.0) & (t < 4.9)], 0.3)
+    assert _stall_share(t, psi).max() == 0.0  # as 50 Hz bursts: thrown away
+
+
 def test_stall_share_from_counter_deltas():
     from beep_av.report import _stall_share
 

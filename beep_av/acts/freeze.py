@@ -598,7 +598,7 @@ class FreezeAct(ActDriver):
     def header(self) -> dict:
         p = self.freeze_plan
         kind, stall_us, window_us = p.trigger
-        return {"act": self.act, "fit_bytes": p.fit,
+        return {"act": self.act, "psi_every": self.psi_every, "fit_bytes": p.fit,
                 "freeze_bytes": p.freeze, "trigger": f"{kind} {stall_us} {window_us}"}  # fmt: skip
 
     def prepare(self, say) -> None:

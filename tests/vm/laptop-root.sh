@@ -74,4 +74,15 @@ beep-av show --act bystander --ram 128M --swap 64M --cache 32M --rate 96M/s --ca
   >"$OUT/f/bystander.out" 2>"$OUT/f/bystander.err"
 echo $? >"$OUT/f/bystander.rc"
 leftovers "$OUT/f/bystander.left"
+# g. the acts that slow instead of kill (issue 23): the freeze, ended by Beep's kernel PSI
+#    trigger on the scope's own memory.pressure; memory.high holding a climbing hog
+mkdir -p "$OUT/g"
+beep-av show --act freeze --ram 128M --swap 256M --calm 0.3 --output headless --audio off \
+  --record "$OUT/g/freeze.jsonl" >"$OUT/g/freeze.out" 2>"$OUT/g/freeze.err"
+echo $? >"$OUT/g/freeze.rc"
+leftovers "$OUT/g/freeze.left"
+beep-av show --act high --ram 256M --rate 64M/s --calm 0.3 --output headless \
+  --audio "wav:$OUT/g/high.wav" --record "$OUT/g/high.jsonl" >"$OUT/g/high.out" 2>"$OUT/g/high.err"
+echo $? >"$OUT/g/high.rc"
+leftovers "$OUT/g/high.left"
 echo done >"$OUT/done"

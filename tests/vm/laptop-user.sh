@@ -1,7 +1,7 @@
 # The laptop as a normal user (no sudo): logind session, the user's systemd manager.
 # Run by tests/test_guest_laptop.py through scripts/vm.sh --user, results in $OUT.
 set -u
-mkdir -p "$OUT/info" "$OUT/b" "$OUT/e"
+mkdir -p "$OUT/info" "$OUT/b" "$OUT/e" "$OUT/g"
 id >"$OUT/info/id.txt"
 cat /proc/self/cgroup >"$OUT/info/cgroup.txt"
 leftovers() {
@@ -18,6 +18,13 @@ for i in 1 2; do
   echo $? >"$OUT/b/show$i.rc"
   leftovers "$OUT/b/show$i.left"
 done
+
+# g. the freeze as the normal user (issue 23): an unprivileged PSI trigger (2 s windows)
+#    on the user scope's memory.pressure, the guest's swap
+beep-av show --act freeze --ram 128M --swap 256M --calm 0.3 --output headless --audio off \
+  --record "$OUT/g/freeze.jsonl" >"$OUT/g/freeze.out" 2>"$OUT/g/freeze.err"
+echo $? >"$OUT/g/freeze.rc"
+leftovers "$OUT/g/freeze.left"
 
 # e. the wheel: a fresh venv with only the built wheel and its dependencies (offline)
 python3 -m venv /tmp/fresh >"$OUT/e/venv.log" 2>&1
