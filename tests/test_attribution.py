@@ -199,8 +199,10 @@ def test_calibrate_against_the_real_kernel():
     clock, why = calibrate()
     assert clock is not None, why
     assert 0 < clock.uncertainty_ns < 1_000_000 and clock.markers >= 1
-    # this machine: printk runs within a few ms of CLOCK_MONOTONIC
-    assert abs(clock.offset_ns) < 50_000_000
+    # printk's clock (local_clock) and CLOCK_MONOTONIC both count from boot, but drift
+    # apart while NTP slews the latter: here +1 ms a quarter hour after boot, -51 ms
+    # 7.5 h after (~7 ms an hour); a second would take days: each show calibrates.
+    assert abs(clock.offset_ns) < 1_000_000_000
     again, _ = calibrate()
     drift = abs(again.offset_ns - clock.offset_ns)
     assert drift <= clock.uncertainty_ns + again.uncertainty_ns + 20_000, (clock, again)
