@@ -39,6 +39,7 @@ SWAP_COLOUR = (160, 100, 210)  # anonymous memory in swap
 RAM_LIMIT_COLOUR = (240, 240, 240)
 TOTAL_LIMIT_COLOUR = (150, 150, 160)
 STALL_COLOUR = (250, 220, 60)
+FULL_COLOUR = (255, 140, 40)  # PSI full: every task stalled at once
 KILL_COLOUR = (255, 40, 200)  # the kill marker: a colour no area or band uses
 BYSTANDER_COLOUR = (255, 200, 90)  # a kill of another process (not the hog)
 QUOTA_COLOUR = (170, 170, 180)  # the throttle act's quota steps
@@ -254,6 +255,8 @@ def draw(rec: Recording, size: tuple[int, int] = (1600, 900)):
         lay, t, [ram, cache_top, total, stall, s["ram_limit"], s["ram_limit"] + s["swap_limit"]]
     )
     c_stall_min = -_columns(lay, t, [-stall])[0]
+    full = None if cpu else _stall_share(t, s["psi_full_us"], every)
+    c_full = _columns(lay, t, [np.clip(full, 0.0, 1.0)])[0] if full is not None else None
 
     # Stacked areas, column by column in one numpy pass: y grows downwards, an area
     # covers the rows below its top.
@@ -325,7 +328,10 @@ def draw(rec: Recording, size: tuple[int, int] = (1600, 900)):
         pygame.draw.line(surf, STALL_COLOUR, (lay.left + x, y0), (lay.left + x, y1))
         prev_hi, prev_lo = hi, lo
 
+    if c_full is not None and np.nanmax(np.nan_to_num(c_full)) > 0:
+        _polyline(surf, lay, c_full, lay.y_of_share, FULL_COLOUR)
     _draw_bands(surf, lay, rec, small, {Phase.FILLING: "throttling"} if cpu else {})
+    _draw_marks(surf, lay, rec, small)
     _draw_kill(surf, lay, rec, font)
     if cpu:
         _draw_quotas(surf, lay, rec, small)
@@ -371,6 +377,7 @@ def draw(rec: Recording, size: tuple[int, int] = (1600, 900)):
             ("RAM limit", RAM_LIMIT_COLOUR),
             ("RAM + swap limit", TOTAL_LIMIT_COLOUR),
             ("PSI some stall", STALL_COLOUR),
+            ("PSI full", FULL_COLOUR),
             ("kill", KILL_COLOUR),
         )
     )
@@ -454,6 +461,25 @@ def _draw_quotas(surf, lay: Layout, rec: Recording, font) -> None:
         q = e.get("quota_pct")
         text = "no quota" if q is None else f"quota {q:g}%"
         surf.blit(font.render(text, True, QUOTA_COLOUR), (x + 4, lay.top + 4))
+
+
+def _draw_marks(surf, lay: Layout, rec: Recording, font) -> None:
+    """An act's events that carry a `mark` (its words for the timeline: a working set
+    grown past RAM, a trigger fired, a hog held at memory.high): a thin line and the
+    words, stacked down from the top so neighbours do not overlap."""
+    import pygame
+
+    row = 0
+    for e in rec.act_events:
+        mark, t = e.get("mark"), e.get("t")
+        if not isinstance(mark, str) or not isinstance(t, int | float):
+            continue
+        x = round(lay.x_of(float(t)))
+        pygame.draw.line(surf, QUOTA_COLOUR, (x, lay.top), (x, lay.bottom), 1)
+        label = font.render(mark[:80], True, QUOTA_COLOUR)
+        x = min(x + 4, lay.right - label.get_width() - 4)
+        surf.blit(label, (x, lay.top + 28 + row * (label.get_height() + 4)))
+        row = (row + 1) % 4
 
 
 def _draw_bands(surf, lay: Layout, rec: Recording, font, names: dict | None = None) -> None:

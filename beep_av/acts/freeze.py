@@ -440,7 +440,8 @@ def _step(plan: FreezePlan, st: FreezeState, r: FreezeReading):
             return st, Frame(view=view, pressure=True, wait=0.05), lanes
         ev = ("fits", {"ws": r.ws, "rate": round(rate, 1)})
         st = replace(st, where="freeze", since=r.t, base_rate=rate, hist=hist[-1:])
-        grow = ("grow", {"ws": plan.freeze, "ram": plan.ram})
+        grow = ("grow", {"ws": plan.freeze, "ram": plan.ram,
+                         "mark": f"working set {plan.freeze // MiB} MiB > RAM {plan.ram // MiB} MiB"})  # fmt: skip
         arm = ("armed", {"trigger": f"{kind} {stall_us} {window_us}", "psi": r.psi_where})
         return st, Frame(actions=(("grow", plan.freeze), ("arm", kind, stall_us, window_us)),
                          events=(ev, grow, arm), view=view, pressure=True, wait=TICK), lanes  # fmt: skip
@@ -495,7 +496,10 @@ def _killer(plan: FreezePlan, st: FreezeState, r: FreezeReading, view: dict, lan
     if not by:
         return st, Frame(view=view, pressure=True, wait=TICK, wake=True), lanes
     st = replace(st, where="confirm", since=r.t, killed_t=r.t, fired_by=by)
-    ev = ("fired", {"by": by, "trigger": f"{kind} {stall_us} {window_us}", "psi": r.psi_where,
+    mark = (
+        f"PSI trigger fired {len(st.fired)}x: beep-av kills" if st.fired else f"{by}: beep-av kills"
+    )
+    ev = ("fired", {"by": by, "mark": mark, "trigger": f"{kind} {stall_us} {window_us}", "psi": r.psi_where,
                     "firings": len(st.fired), "first_t": round(st.fired[0], 4) if st.fired else None,
                     "full_us_in_window": int(waited), "window_s": round(span, 3),
                     "ignored": st.ignored})  # fmt: skip

@@ -160,14 +160,17 @@ class HighModelSource(ModelClock):
         say("stage: rehearsal, a modelled hog under memory.high (nothing is allocated)")
 
     def advance(self, s: float) -> None:
-        if not self.running or self.hog >= self.plan.target:
-            return
-        over = max(0.0, self.hog - self.plan.high) / max(1.0, self.plan.ram - self.plan.high)
-        speed = 1.0 if over <= 0 else max(0.004, 0.03 * (1 - over) ** 2)
-        self.hog = min(float(self.plan.target), self.hog + self.rate * speed * s)
-        if self.hog > self.plan.high:
-            self.high += 50 * s
-            self.stall_us += 0.33 * s * 1e6
+        while s > 1e-9:  # in steps of at most 20 ms: the brake depends on where it is
+            dt = min(s, TICK)
+            s -= dt
+            if not self.running or self.hog >= self.plan.target:
+                return
+            over = max(0.0, self.hog - self.plan.high) / max(1.0, self.plan.ram - self.plan.high)
+            speed = 1.0 if self.hog < self.plan.high else max(0.004, 0.03 * (1 - over) ** 2)
+            self.hog = min(float(self.plan.target), self.hog + self.rate * speed * dt)
+            if self.hog > self.plan.high:
+                self.high += 50 * dt
+                self.stall_us += 0.33 * dt * 1e6
 
     def read(self) -> HighReading:
         hog = int(self.hog)
@@ -234,11 +237,12 @@ def high_step(plan: HighPlan, st: HighState, r: HighReading) -> tuple[HighState,
     st = replace(st, hist=hist, lanes=(lane,))
     mb = MiB
     where = f"memory.high {plan.high // mb} MiB, memory.max {plan.ram // mb} MiB"
-    if st.where == "new":
+    if st.where == "new":  # the calm, then the climb
         view = {"caption": "high_climb", "note": where, "word": "FULL SPEED"}
-        return replace(st, where="climb", since=r.t), Frame(
-            actions=(("start",),), view=view, pressure=True, wait=plan.calm_s
-        )
+        return replace(st, where="calm"), Frame(view=view, pressure=True, wait=plan.calm_s)
+    if st.where == "calm":
+        st = replace(st, where="climb", since=r.t)
+        return st, Frame(actions=(("start",),), wait=TICK, wake=True)
     if snap.hog_exit is not None or snap.kmsg_kill is not None:
         return _killed(plan, st, r)
     if st.where == "climb":
@@ -251,6 +255,7 @@ def high_step(plan: HighPlan, st: HighState, r: HighReading) -> tuple[HighState,
         if r.high > 0 and snap.hog_bytes >= plan.high * 0.95:
             st = replace(st, where="held", held_t=r.t)
             ev = ("held", {"at": round(r.t, 4), "hog": snap.hog_bytes, "high": r.high,
+                           "mark": f"held at memory.high {plan.high // mb} MiB",
                            "base_rate": round(base or 0.0, 1)})  # fmt: skip
             return st, Frame(events=(ev,), view=view, pressure=True, wait=TICK, wake=True)
         if r.t - st.since > plan.climb_max_s:
