@@ -219,9 +219,10 @@ def check_high(path: Path) -> dict:
     (end,) = acts(recs, "end")
     head = recs[0]
     assert held["high"] > 0 and end["high"] >= held["high"], (held, end)
-    assert end["base_rate"] >= 3 * end["low_rate"], end
+    assert end["base_rate"] >= 3 * end["low_rate"] and end["base_rate"] > 0, end
     assert end["alive"] is True and end["oom_kill"] == 0, end
-    assert end["hog"] > head["memory_high"], (end, head)
+    # memory.high holds the cgroup's charge (the hog and its interpreter), not the hog
+    assert end["usage"] >= 0.95 * head["memory_high"], (end, head)
     assert not [r for r in recs if r["type"] == "kill"]
     view = [r for r in recs if r["type"] == "view" and r.get("card")][-1]
     assert (

@@ -584,6 +584,7 @@ def test_high_step_is_pure_holds_at_memory_high_and_never_names_a_kill_it_did_no
     end = frames[-1]
     assert end.enter is Phase.FINALE and end.view["closing"] and end.ok
     assert end.view["card"][0].startswith("held at memory.high") and "nobody" in end.view["card"][0]
+    assert "charged at memory.high 128 MiB" in end.view["card"][2]
     assert not any(f.kills for f in frames)
     assert play()[1] == frames  # pure
     st, frames = play(kill_at=3.0)

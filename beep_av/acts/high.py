@@ -252,7 +252,7 @@ def high_step(plan: HighPlan, st: HighState, r: HighReading) -> tuple[HighState,
         st = replace(st, base_rate=base)
         view = {"caption": "high_climb", "word": "FULL SPEED", "speed": 1.0,
                 "note": f"{snap.hog_bytes // mb} MiB at {rate / mb:,.0f} MiB/s; {where}"}  # fmt: skip
-        if r.high > 0 and snap.hog_bytes >= plan.high * 0.95:
+        if r.high > 0 and _charged(snap) >= plan.high * 0.95:
             st = replace(st, where="held", held_t=r.t)
             ev = ("held", {"at": round(r.t, 4), "hog": snap.hog_bytes, "high": r.high,
                            "mark": f"held at memory.high {plan.high // mb} MiB",
@@ -279,19 +279,26 @@ def high_step(plan: HighPlan, st: HighState, r: HighReading) -> tuple[HighState,
     raise AssertionError(st.where)
 
 
+def _charged(snap: Snapshot) -> int:
+    """What the cgroup is charged (memory.current: the hog's pages and its interpreter),
+    which is what memory.high holds; the hog's own bytes where the stage has no figure."""
+    return max(snap.usage_bytes, snap.hog_bytes)
+
+
 def _end(plan: HighPlan, st: HighState, r: HighReading, view: dict):
     base, low = st.base_rate or 0.0, st.low_rate if st.low_rate is not None else 0.0
     mb = MiB
+    charged = _charged(r.snap)
     card = (
         f"held at memory.high {r.high} times, killed: nobody",
         f"the climb fell from {base / mb:,.0f} to {low / mb:,.1f} MiB/s",
-        f"{r.snap.hog_bytes // mb} MiB: over memory.high {plan.high // mb} MiB, "
-        f"under memory.max {plan.ram // mb} MiB; the kernel slowed it, it did not kill",
+        f"{charged // mb} MiB charged at memory.high {plan.high // mb} MiB, under memory.max "
+        f"{plan.ram // mb} MiB: the kernel slowed it, it did not kill",
     )
     if plan.rehearsal:
         card = ("rehearsal: nothing was throttled", *card)
     ev = ("end", {"high": r.high, "base_rate": round(base, 1), "low_rate": round(low, 1),
-                  "hog": r.snap.hog_bytes, "oom_kill": r.snap.oom_kill_count,
+                  "hog": r.snap.hog_bytes, "usage": charged, "oom_kill": r.snap.oom_kill_count,
                   "alive": r.lanes[0].alive})  # fmt: skip
     final = {**view, "caption": "high_end", "title": "THROTTLED", "card": card,
              "word": "THROTTLED", "closing": CLOSING, "note": "", "intensity": 0.0}  # fmt: skip
