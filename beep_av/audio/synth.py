@@ -477,26 +477,65 @@ def render_offline(
     each block sounds the state published at its first frame's time."""
     if not (duration >= 0) or not math.isfinite(duration):
         raise ValueError(f"duration must be a finite number of seconds >= 0, got {duration!r}")
-    if blocksize <= 0:
-        raise ValueError("blocksize must be positive")
-    events = sorted(timeline, key=lambda e: e[0])
-    synth = Synth(rate, beep, max_block=blocksize)
-    synth.muted = muted
-    noise = Noise(seed=seed, raw=raw)
-    frames = round(duration * rate)
-    out = np.zeros((frames, 2), dtype=np.float32)
-    k = 0
-    j = 0
-    current = events[0][1] if events else ShowState()
-    while k < frames:
-        now = k / rate
-        while j < len(events) and events[j][0] <= now:
-            current = events[j][1]
-            j += 1
-        n = min(blocksize, frames - k)
-        synth.render(current, out[k : k + n], noise, now)
-        k += n
-    return out
+    sound = OfflineSound(
+        timeline, rate=rate, beep=beep, seed=seed, raw=raw, blocksize=blocksize, muted=muted
+    )
+    return sound.take(round(duration * rate))
+
+
+class OfflineSound:
+    """A show's sound rendered in order, as much as asked each time (`take`): block by
+    block exactly as the live callback does (each block sounds the state published at
+    its first frame's time), so taking it in pieces gives the same samples as taking it
+    whole. `beep-av render` takes one video frame's worth at a time."""
+
+    def __init__(
+        self,
+        timeline: Sequence[tuple[float, ShowState]],
+        *,
+        rate: int = RATE,
+        beep: BeepSpec | None = None,
+        seed: int | None = 0,
+        raw: bool = False,
+        blocksize: int = BLOCK,
+        muted: bool = False,
+    ) -> None:
+        if blocksize <= 0:
+            raise ValueError("blocksize must be positive")
+        self.rate = int(rate)
+        self.blocksize = int(blocksize)
+        self.synth = Synth(rate, beep, max_block=blocksize)
+        self.synth.muted = muted
+        self.noise = Noise(seed=seed, raw=raw)
+        self._events = sorted(timeline, key=lambda e: e[0])
+        self._j = 0
+        self._current = self._events[0][1] if self._events else ShowState()
+        self._k = 0  # frames rendered into blocks so far
+        self._block = np.zeros((self.blocksize, 2), dtype=np.float32)
+        self._pos = self.blocksize  # frames of the current block already handed out
+
+    def take(self, frames: int) -> np.ndarray:
+        """The next `frames` frames, (frames, 2) float32."""
+        out = np.empty((max(0, int(frames)), 2), dtype=np.float32)
+        done = 0
+        while done < out.shape[0]:
+            if self._pos >= self.blocksize:
+                self._next_block()
+            m = min(out.shape[0] - done, self.blocksize - self._pos)
+            out[done : done + m] = self._block[self._pos : self._pos + m]
+            self._pos += m
+            done += m
+        return out
+
+    def _next_block(self) -> None:
+        now = self._k / self.rate
+        events = self._events
+        while self._j < len(events) and events[self._j][0] <= now:
+            self._current = events[self._j][1]
+            self._j += 1
+        self.synth.render(self._current, self._block, self.noise, now)
+        self._k += self.blocksize
+        self._pos = 0
 
 
 def scripted_timeline(

@@ -690,12 +690,20 @@ class TerminalOutput:
 
     def build(self, state: ShowState) -> bytes:
         """The bytes of one whole frame of `state`."""
+        head, pixels, tail = self.compose(state)
+        enc = self._encoder
+        rows = pixels.shape[0] // 2
+        if enc is None or (enc.cols, enc.rows) != (pixels.shape[1], rows):
+            enc = self._encoder = Encoder(self.mode, pixels.shape[1], rows)
+        return head.encode() + enc.encode(pixels) + tail.encode()
+
+    def compose(self, state: ShowState) -> tuple[str, np.ndarray, str]:
+        """One frame of `state` in three parts: the escapes before the picture, the
+        picture's pixels ((2 x picture rows, cols, 3) RGB, two a cell, from the top
+        left) and the escapes after it (text lines, boxes, the cursor's rest)."""
         cols, full, text = self.layout()
         nlanes = self.lane_rows(state, cols, full)
         prows = full - nlanes
-        enc = self._encoder
-        if enc is None or (enc.cols, enc.rows) != (cols, prows):
-            enc = self._encoder = Encoder(self.mode, cols, prows)
         colour = self.mode != "none"
         head = ""
         if self._clear:
@@ -723,7 +731,7 @@ class TerminalOutput:
                 self._bell_rung = True
                 tail.append("\a")
         tail.append(f"\033[{prows + nlanes + text};{cols}H")
-        return head.encode() + enc.encode(pixels) + "".join(tail).encode()
+        return head, pixels, "".join(tail)
 
     def _keep_card(self, state: ShowState) -> None:
         """Remember the victim card's text for the main screen (the lines headless
