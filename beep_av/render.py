@@ -245,10 +245,11 @@ class Painter:
         if job.style == "terminal":
             self._draw = self._terminal(job, caps)
         else:
-            from beep_av.video.scene import Scene
+            from beep_av.video.scene import MIN_GRAIN, Scene
 
             lang = job.captions if job.captions != "off" else "en"
-            scene = Scene(job.size, caps if job.captions != "off" else None, lang)
+            least = GIF_GRAIN if job.target.pix_fmt == "pal8" else MIN_GRAIN
+            scene = Scene(job.size, caps if job.captions != "off" else None, lang, least)
             self._draw = lambda state: scene.draw(state, self.noise, self.surface)
 
     def _terminal(self, job: RenderJob, caps: Any) -> Callable[[ShowState], None]:
@@ -301,7 +302,7 @@ def gif_palette(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         for c in range(3):
             sums[:, c] += np.bincount(key, weights=rgb[:, c], minlength=4096)
     order = np.argsort(-counts, kind="stable")
-    top = order[counts[order] > 0][:254]
+    top = order[counts[order] > 0][: GIF_COLOURS - 2]
     colours = sums[top] / counts[top, None]
     rgb = np.concatenate([[[0, 0, 0], [255, 255, 255]], colours]).round().astype(np.int64)
     rgb = np.concatenate([rgb, np.zeros((256 - len(rgb), 3), dtype=np.int64)])  # unused
@@ -319,6 +320,8 @@ def gif_palette(frames: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 GIF_SAMPLES = 48  # frames drawn ahead to choose a GIF's palette
+GIF_COLOURS = 256  # entries of its palette used
+GIF_GRAIN = 4  # a GIF's static is at least 3 px a grain: LZW cannot pack finer noise
 
 
 def sample_frames(job: RenderJob) -> list[np.ndarray]:

@@ -69,11 +69,12 @@ SEG_FREE: RGB = (40, 40, 48)
 SEG_SWAP_FREE: RGB = (32, 26, 44)
 
 
-def grain_for(height: int, intensity: float) -> int:
-    """Size of one static grain in output pixels: coarse when calm, fine under pressure."""
+def grain_for(height: int, intensity: float, least: int = MIN_GRAIN) -> int:
+    """Size of one static grain in output pixels: coarse when calm, fine under pressure;
+    never under `least`."""
     x = min(1.0, max(0.0, intensity)) if math.isfinite(intensity) else 0.0
     rows = ROWS_CALM + (ROWS_MAX - ROWS_CALM) * x
-    return max(MIN_GRAIN, round(height / rows))
+    return max(least, round(height / rows))
 
 
 def lut_levels(intensity: float, gain: float) -> np.ndarray:
@@ -120,9 +121,14 @@ class Scene:
     but no clock: a fresh Scene with a seeded Noise draws the same frame every time."""
 
     def __init__(
-        self, size: tuple[int, int], captions: Captions | None = None, lang: str = "en"
+        self,
+        size: tuple[int, int],
+        captions: Captions | None = None,
+        lang: str = "en",
+        min_grain: int = MIN_GRAIN,
     ) -> None:
         self.captions = captions
+        self.min_grain = max(MIN_GRAIN, int(min_grain))  # a GIF's: coarser, a smaller file
         self.lang = lang  # words of the HUD (badges, skip notes) when captions are off
         self.size = (1, 1)
         self.resize(size)
@@ -235,7 +241,7 @@ class Scene:
     def _draw_static(self, state: ShowState, noise: Noise, surface: pygame.Surface) -> None:
         look = LOOKS[state.phase]
         intensity = state.intensity if math.isfinite(state.intensity) else 0.0
-        grain = grain_for(self.size[1], intensity)
+        grain = grain_for(self.size[1], intensity, self.min_grain)
         arr, low = self._buffer(grain)
         lut = self._lut(state.phase, intensity)
         lh, lw = arr.shape
