@@ -22,6 +22,7 @@ examples:
   beep-av replay talk.jsonl --speed 2      re-perform last night's run
   beep-av replay example                   the real show shipped with beep-av
   beep-av report talk.jsonl -o talk.png    one picture of the show
+  beep-av render talk.jsonl -o talk.mp4    the show as a video with its sound (or .webm, .gif)
   beep-av explain kern.log                 every OOM kill in a kernel log: who, why, who asked
   beep-av show --act who-dies --hogs big:1.0,small:0.4:500
                                            two hogs: whom does the kernel kill?

@@ -238,3 +238,18 @@ def test_the_header_of_a_render_job_comes_from_the_recording():
     assert job.beep.freq == head["beep_freq"] and job.beep.length_ms == head["beep_length_ms"]
     assert job.frames == round(rec.duration * 30)
     assert job_for(rec, "x.gif", name="example").size == (480, 270)
+
+
+@pytest.mark.real
+@pytest.mark.slow
+def test_the_readme_opens_with_the_example_gif_as_make_gif_renders_it(tmp_path):
+    need_ffmpeg()
+    readme = (ROOT / "README.md").read_text()
+    first = next(line for line in readme.splitlines()[1:] if line.strip())
+    assert first.startswith("![") and "(docs/example.gif)" in readme.split("\n\n")[1]
+    gif = ROOT / "docs" / "example.gif"
+    assert gif.stat().st_size < 2 << 20
+    fresh = tmp_path / "example.gif"
+    r = beep("render", "example", "-o", str(fresh))
+    assert r.returncode == 0, r.stderr
+    assert np.array_equal(frames(gif, (480, 270)), frames(fresh, (480, 270))), "run `make gif`"
