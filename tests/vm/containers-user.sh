@@ -1,6 +1,10 @@
 # The container stage with rootless Podman, as the normal user (#14), in the guest: run
 # by tests/test_guest_containers.py through scripts/vm.sh --user, results in $OUT.
 set -u
+# one stuck command fails its own checks, not the whole boot: each beep-av is bounded, and
+# on the limit SIGABRT makes Python print every thread's stack (faulthandler) to its stderr
+export PYTHONFAULTHANDLER=1
+beep-av() { timeout -s ABRT -k 10 "${BEEP_LIMIT:-300}" "$(type -P beep-av)" "$@"; }
 mkdir -p "$OUT/info" "$OUT/b" "$OUT/c"
 id >"$OUT/info/id.txt"
 SHOW=(beep-av show --stage container:podman --ram 128M --swap 64M --cache 16M --rate 96M/s

@@ -1,6 +1,10 @@
 # The laptop as root (`sudo` from a terminal: a login shell in a logind session scope),
 # in the guest: run by tests/test_guest_laptop.py through scripts/vm.sh, results in $OUT.
 set -u
+# one stuck command fails its own checks, not the whole boot: each beep-av is bounded, and
+# on the limit SIGABRT makes Python print every thread's stack (faulthandler) to its stderr
+export PYTHONFAULTHANDLER=1
+beep-av() { timeout -s ABRT -k 10 "${BEEP_LIMIT:-300}" "$(type -P beep-av)" "$@"; }
 SHOW=(beep-av show --ram 128M --cache 32M --rate 96M/s --output headless --audio off)
 leftovers() {  # anything of ours left in the cgroup tree, the unit list or swap
   { find /sys/fs/cgroup -name 'beep-av*'

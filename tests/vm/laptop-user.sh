@@ -1,6 +1,10 @@
 # The laptop as a normal user (no sudo): logind session, the user's systemd manager.
 # Run by tests/test_guest_laptop.py through scripts/vm.sh --user, results in $OUT.
 set -u
+# one stuck command fails its own checks, not the whole boot: each beep-av is bounded, and
+# on the limit SIGABRT makes Python print every thread's stack (faulthandler) to its stderr
+export PYTHONFAULTHANDLER=1
+beep-av() { timeout -s ABRT -k 10 "${BEEP_LIMIT:-300}" "$(type -P beep-av)" "$@"; }
 mkdir -p "$OUT/info" "$OUT/b" "$OUT/e" "$OUT/g"
 id >"$OUT/info/id.txt"
 cat /proc/self/cgroup >"$OUT/info/cgroup.txt"
