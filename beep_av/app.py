@@ -26,9 +26,10 @@ Where to plug in:
 
 from __future__ import annotations
 
-import time
+import threading
 from collections.abc import Callable
 
+from beep_av import clock
 from beep_av.config import Settings
 from beep_av.errors import (
     EXIT_INTERRUPTED,
@@ -38,6 +39,7 @@ from beep_av.errors import (
 )
 from beep_av.model import ShowState, Snapshot
 from beep_av.plan import Plan, auto_swap_size, resolve_plan
+from beep_av.quiet import StderrFilter
 
 Say = Callable[[str], None]
 MiB = 1024**2
@@ -310,7 +312,7 @@ def run_live(
         raise BadInput("--restarts goes with --stage container")
 
     with Teardown(say, fds_start=fds_start) as ladder:
-        t0 = time.monotonic()
+        t0 = clock.now()
         stage = make_stage(settings, plan, t0, say)
         ladder.push("stage", stage.teardown)  # safe before (and after a failed) prepare
         check()
@@ -342,7 +344,7 @@ def run_live(
             captions=settings.captions,
             act=act,
             snapshot=Snapshot(
-                t=time.monotonic() - t0,
+                t=clock.now() - t0,
                 ram_limit=stage.ram_limit,
                 swap_limit=stage.swap_limit,
                 cache_bytes=stage.cache_bytes,
@@ -415,6 +417,12 @@ def _perform(
     from beep_av.show import Conductor, Latest
 
     latest = Latest(initial)
+    # from the audio's opening on, the C libraries' own messages go to the recording
+    # (`log` lines), not to the user's terminal (beep_av/quiet.py)
+    held = _HeldLines(t0)
+    quiet = StderrFilter(held)
+    quiet.start()
+    ladder.push("stderr filter", quiet.stop)
     audio = (make_audio or _open_audio)(settings, latest.get, t0, say)
     ladder.close_audio(audio)
     check()
@@ -422,6 +430,7 @@ def _perform(
     if settings.record and make_recorder is not None:
         recorder = make_recorder(t0)
         ladder.record(recorder, t0)
+        held.attach(recorder)
         if record_initial:
             recorder.write_state(initial)  # the recording opens with the stage's limits
     conductor = Conductor(
@@ -432,6 +441,32 @@ def _perform(
     ladder.conductor = conductor
     audio.start()
     return conductor.run()
+
+
+class _HeldLines:
+    """The library lines held back from the terminal: kept (a few) until the recording
+    exists, then written there as `log` lines as they come."""
+
+    def __init__(self, t0: float) -> None:
+        self.t0 = t0
+        self.lines: list[tuple[float, str]] = []
+        self.recorder = None
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> None:
+        t = clock.now() - self.t0
+        with self._lock:
+            if self.recorder is not None:
+                self.recorder.log(t, text)
+            elif len(self.lines) < 50:
+                self.lines.append((t, text))
+
+    def attach(self, recorder) -> None:
+        with self._lock:
+            self.recorder = recorder
+            for t, text in self.lines:
+                recorder.log(t, text)
+            self.lines = []
 
 
 def _recorder(settings: Settings, header: dict, say: Say, every_kill: bool = False):
@@ -530,7 +565,7 @@ def run_replay(settings: Settings, path: str, keys: str | None = None, say: Say 
         ladder.push("output", output.close)
         output.open()
         ladder.code = _perform(
-            ladder, settings, driver, output, output_name, initial, time.monotonic(), say,
+            ladder, settings, driver, output, output_name, initial, clock.now(), say,
             make_recorder=recorder,
         )  # fmt: skip
     return ladder.code
@@ -549,7 +584,7 @@ def _perform_watch(ladder, settings: Settings, driver, what: str, ram: int, swap
     def recorder(t0: float):
         header = header_for(settings, "watch", ram, swap, 0, 0)
         header["watch"] = what
-        header["t0_monotonic"] = t0  # show time t is time.monotonic() - t0_monotonic
+        header["t0_monotonic"] = t0  # show time t is clock.now() - t0_monotonic
         header.update(clock_fields)
         return _recorder(settings, header, say, every_kill=True)
 
@@ -557,7 +592,7 @@ def _perform_watch(ladder, settings: Settings, driver, what: str, ram: int, swap
     ladder.push("output", output.close)
     output.open()
     ladder.code = _perform(
-        ladder, settings, driver, output, output_name, initial, time.monotonic(), say,
+        ladder, settings, driver, output, output_name, initial, clock.now(), say,
         make_recorder=recorder,
     )  # fmt: skip
 

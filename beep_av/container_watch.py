@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 
+from beep_av import clock
 from beep_av.model import KillRecord, KmsgKill, Phase, ShowState
 from beep_av.stages.base import memory_files
 
@@ -152,7 +153,7 @@ class ContainerWatchDriver:
         self.open()
         src, ev = self.sampler, self.events
         src.t0 = t0
-        wall0 = time.time() - (time.monotonic() - t0)
+        wall0 = time.time() - (clock.now() - t0)
 
         def to_show(epoch: float) -> float:
             return epoch - wall0
@@ -164,7 +165,7 @@ class ContainerWatchDriver:
         state = ShowState(stage="watch")
         tick = 1.0 / self.hz
         while not stop.is_set():
-            t = time.monotonic() - t0
+            t = clock.now() - t0
             snap = src.read(t)
             kmsgs += src.kills
             src.kills.clear()

@@ -11,6 +11,9 @@ points, never as an exception raised at whatever line the signal happened to lan
   signal has come, and the show ends the normal way (teardown, exit 130).
 - `sleep(s)` and `wait_readable(fds, s)` are the waits that return early on a signal.
 - `ignore()` (the teardown) sets SIG_IGN: further signals cannot cut the cleanup short.
+- SIGTSTP (Ctrl-Z) is noted the same way, in its own flag: the conductor takes it at
+  its safe point (`take_suspend()`), pauses the hog, gives the terminal back, and only
+  then stops the process (`stop_here()`), the shell's `fg` continuing it.
 
 Nothing here takes a lock: a Python handler runs between two bytecodes of the main
 thread, maybe inside a `with lock:` of that same thread."""
@@ -36,6 +39,7 @@ class Interrupted(Exception):
 
 
 _pending: int | None = None  # the first ending signal since install()
+_suspend = False  # a SIGTSTP came and the conductor has not taken it yet
 _pipe: tuple[int, int] | None = None  # (read, write) of the wake-up pipe
 _old_wakeup: int = -1
 
@@ -45,6 +49,11 @@ def _handler(signum: int, frame: Any) -> None:
     global _pending
     if _pending is None:
         _pending = signum
+
+
+def _tstp(signum: int, frame: Any) -> None:
+    global _suspend
+    _suspend = True
 
 
 def install() -> dict[int, Any]:
@@ -60,6 +69,9 @@ def install() -> dict[int, Any]:
         _old_wakeup = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
     old = {sig: signal.signal(sig, _handler) for sig in ENDING}
     signal.pthread_sigmask(signal.SIG_UNBLOCK, ENDING)
+    global _suspend
+    _suspend = False
+    signal.signal(signal.SIGTSTP, _tstp)
     return old
 
 
@@ -70,6 +82,7 @@ def ignore() -> None:
     global _pipe, _old_wakeup
     for sig in ENDING:
         signal.signal(sig, signal.SIG_IGN)
+    signal.signal(signal.SIGTSTP, signal.SIG_DFL)  # Ctrl-Z stops the teardown as usual
     if _pipe is not None:
         try:
             signal.set_wakeup_fd(_old_wakeup)
@@ -89,6 +102,31 @@ def check() -> None:
     """Raise Interrupted if an ending signal has come (a safe point of the show)."""
     if _pending is not None:
         raise Interrupted(_pending)
+
+
+def take_suspend() -> bool:
+    """True once for each Ctrl-Z (SIGTSTP) that came since the last call."""
+    global _suspend
+    if not _suspend:
+        return False
+    _suspend = False
+    return True
+
+
+def stop_here() -> float:
+    """Stop this process as Ctrl-Z would have (SIGTSTP, default action), until a
+    SIGCONT (`fg`, `bg`); then take Ctrl-Z again. Returns the seconds it was stopped.
+    A process the shell cannot resume (an orphaned process group) is not stopped: the
+    kernel drops the signal, and this returns at once."""
+    global _suspend
+    t = time.monotonic()
+    signal.signal(signal.SIGTSTP, signal.SIG_DFL)
+    try:
+        os.kill(os.getpid(), signal.SIGTSTP)
+    finally:
+        signal.signal(signal.SIGTSTP, _tstp)
+        _suspend = False  # a second Ctrl-Z while stopping is this one
+    return time.monotonic() - t
 
 
 def wake_fd() -> int | None:
@@ -142,6 +180,8 @@ __all__ = [
     "install",
     "pending",
     "sleep",
+    "stop_here",
+    "take_suspend",
     "wait_readable",
     "wake_fd",
 ]

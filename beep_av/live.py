@@ -11,8 +11,8 @@ resume, rate up and down, release."""
 from __future__ import annotations
 
 import threading
-import time
 
+from beep_av import clock
 from beep_av.errors import CannotStage
 from beep_av.model import KillRecord, Phase, ShowState
 from beep_av.story import StoryConfig
@@ -84,10 +84,10 @@ class LiveDriver:
         try:
             tick = 1.0 / self.hz
             state = self.state
-            next_at = time.monotonic()
+            next_at = clock.now()
             next_guard = 0.0
             while not stop.is_set():
-                t = time.monotonic() - t0
+                t = clock.now() - t0
                 if not self.started and t >= self.calm and not self.paused:
                     self.stage.start()
                     self.started = True
@@ -114,7 +114,7 @@ class LiveDriver:
                 if state.phase is Phase.FINALE:
                     return True
                 next_at += tick
-                now = time.monotonic()
+                now = clock.now()
                 if next_at < now:  # fell behind (a slow read): do not burst to catch up
                     next_at = now + tick
                 src.wait(max(0.0, next_at - now))

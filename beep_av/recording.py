@@ -254,6 +254,19 @@ class Recorder:
         if not self._closing:
             self._put("line", {"type": "beep", "t": _r(t, 4), **fields})
 
+    def pause(self, t: float, seconds: float, reason: str = "suspended") -> None:
+        """A `pause` line: the show stood still at `t` for `seconds` (Ctrl-Z, then `fg`)
+        that its clock does not count: the next line's `t` goes on from `t`."""
+        if not self._closing:
+            self._put("line", {"type": "pause", "t": _r(t, 4), "seconds": _r(seconds, 3),
+                               "reason": reason})  # fmt: skip
+
+    def log(self, t: float, text: str, source: str = "library") -> None:
+        """A `log` line: a message a C library wrote to stderr (PortAudio, ALSA), kept
+        here instead of on the user's terminal (quiet.StderrFilter)."""
+        if not self._closing:
+            self._put("line", {"type": "log", "t": _r(t, 4), "source": source, "text": text[:500]})
+
     def end(self, t: float, reason: str, **fields: Any) -> None:
         """An `end` line: why the show ended (finale, quit, released, interrupted...)."""
         if not self._closing:

@@ -35,7 +35,7 @@ import select
 import time
 from dataclasses import replace
 
-from beep_av import attribution
+from beep_av import attribution, clock
 from beep_av.model import KmsgKill, Snapshot
 from beep_av.oomreport import OomParser
 from beep_av.procfs import (
@@ -448,9 +448,9 @@ class Sampler:
         # report (~100 records) must not delay the moment the kill's own record is read
         records = self._kmsg_records()
         if self.reports:
-            records = [(raw, time.monotonic() - self.t0) for raw in records]
+            records = [(raw, clock.now() - self.t0) for raw in records]
         else:  # no parsing between reads: read lazily, allocating nothing more
-            records = ((raw, time.monotonic() - self.t0) for raw in records)
+            records = ((raw, clock.now() - self.t0) for raw in records)
         for raw, seen in records:  # `seen`: the show has this record from then on
             # cheap filter first: nearly every record is not about an OOM kill; the
             # records of an OOM report (from its trigger line on) go to the report parser
@@ -486,7 +486,7 @@ class Sampler:
         """A printk timestamp as show time, when the clocks are calibrated."""
         if self.kernel_clock is None or timestamp_us is None or self.t0 is None:
             return None
-        return self.kernel_clock.to_monotonic(timestamp_us) - self.t0
+        return clock.from_monotonic(self.kernel_clock.to_monotonic(timestamp_us)) - self.t0
 
     def _take_kill(self, kill: KmsgKill) -> None:
         """One kernel kill record: the hog's, another's in the stage's domain, or none
@@ -595,7 +595,7 @@ class Sampler:
     def read(self, t: float) -> Snapshot:
         """Read everything now; `t` is the show time in seconds."""
         if self.t0 is None:
-            self.t0 = time.monotonic() - t
+            self.t0 = clock.now() - t
         self._read_memory()
         if t - self._psi_t >= self.psi_every:
             self._psi_t = t

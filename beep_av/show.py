@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from beep_av import interrupt
+from beep_av import clock, interrupt
 from beep_av.config import Settings
 from beep_av.errors import EXIT_OK, EXIT_USER_KILL, BeepError
 from beep_av.interrupt import Interrupted
@@ -114,12 +114,12 @@ class Conductor:
         """Frames drawn per second over the run so far."""
         if not self.run_started or self.frames < 2:
             return None
-        return self.frames / max(1e-6, time.monotonic() - self.run_started)
+        return self.frames / max(1e-6, clock.now() - self.run_started)
 
     # -------------------------------------------------------------- publishing
 
     def now(self) -> float:
-        return time.monotonic() - self.t0
+        return clock.now() - self.t0
 
     def publish(self, state: ShowState) -> None:
         state = replace(state, **self.flags)
@@ -169,6 +169,34 @@ class Conductor:
             self.publish(self.state)
         return True
 
+    def suspend(self) -> None:
+        """Ctrl-Z: the hog pauses as space pauses it, the output gives the terminal
+        back (main screen, cursor, line mode), and the process stops; on `fg` the output
+        takes the terminal again and redraws, the hog resumes, and the show's clock goes
+        on from where it stopped (the recording has a `pause` line, not a jump)."""
+        t = self.now()
+        # a live hog that climbs (in calm, space would start it instead)
+        d = self.driver
+        hold_hog = getattr(d, "started", False) and getattr(d, "paused", True) is False
+        if hold_hog:
+            d.command("toggle_pause")
+        parts = [p for p in (self.output, self.audio) if p is not None]
+        for part in parts:
+            give = getattr(part, "suspend", None)
+            if give is not None:
+                give()
+        seconds = interrupt.stop_here()
+        clock.hold(seconds)
+        if self.recorder is not None and seconds > 0:
+            with self._rec_lock:
+                self.recorder.pause(t, seconds)
+        for part in parts:
+            take = getattr(part, "resume", None)
+            if take is not None:
+                take()
+        if hold_hog:
+            d.command("toggle_pause")
+
     # -------------------------------------------------------------- main loop
 
     def _record_beep(self) -> None:
@@ -198,11 +226,14 @@ class Conductor:
         ended_at: float | None = None
         beeps_s = self.settings.beep_length * self.settings.beep_repeats / 1000.0
         next_frame = time.monotonic()
-        self.run_started = time.monotonic()
+        self.run_started = clock.now()
         while True:
             # the one place a signal ends a running show: between two frames, never in
             # the middle of one (the handler only noted it)
             interrupt.check()
+            if interrupt.take_suspend():
+                self.suspend()
+                next_frame = time.monotonic()
             self.frames += 1
             for cmd in self._frame():
                 if not self.command(cmd):

@@ -116,16 +116,9 @@ class Teardown:
         self._stack.close()
         if self._recorder is not None:
             self._end_recording()
-        report = self.audio_report
-        if (
-            report is not None
-            and getattr(report, "underflows", None) is not None
-            and getattr(report, "device", "off") != "off"
-        ):
-            self.say(
-                f"audio: {report.underflows} underflow(s) on "
-                f"{getattr(report, 'device', 'the device')}"
-            )
+        line = sound_line(self.audio_report)
+        if line:
+            self.say(line)
         for err in self.errors:
             self.say(f"warning: cleanup {err}")
         return suppress
@@ -158,3 +151,22 @@ class Teardown:
 
 
 __all__ = ["Teardown", "open_fds"]
+
+
+def sound_line(report: Any) -> str | None:
+    """The last word on the sound, for a newcomer: why it was silent, or how often it
+    dropped out; nothing when there is nothing to say (it played, or --audio off)."""
+    if report is None:
+        return None
+    device = str(getattr(report, "device", "off"))
+    underflows = getattr(report, "underflows", 0) or 0
+    if device == "none":
+        return "sound: no sound device, so the show played silently; `beep-av doctor` says why"
+    if device == "off" or device.startswith("wav:") and " + " not in device:
+        return None
+    if underflows:
+        return (
+            f"sound: {underflows} dropout(s) on {device} (the machine was too busy to "
+            "feed the sound card in time)"
+        )
+    return None

@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from beep_av import clock
 from beep_av.errors import BadInput
 from beep_av.model import KillRecord, KmsgKill, Phase, ShowState, Snapshot
 from beep_av.procfs import cgroup_mount_path, in_memcg
@@ -321,7 +321,7 @@ class WatchStory:
 
     def step(self, snap: Snapshot, kills: list[KmsgKill], t0: float) -> ShowState:
         """The next ShowState after `snap` and the kmsg kill records read with it
-        (`t0`: time.monotonic() at show start, to place kernel timestamps)."""
+        (`t0`: clock.now() at show start, to place kernel timestamps)."""
         cfg, state = self.cfg, self.state
         t = snap.t if math.isfinite(snap.t) else state.t
         prev = self._prev
@@ -447,15 +447,15 @@ class WatchDriver:
         assert src is not None and story is not None
         src.t0 = t0
         tick = 1.0 / self.hz
-        next_at = time.monotonic()
+        next_at = clock.now()
         try:
             while not stop.is_set():
-                snap = src.read(time.monotonic() - t0)
+                snap = src.read(clock.now() - t0)
                 new = list(src.kills)
                 src.kills.clear()  # ours to consume: it would grow for as long as we watch
                 publish(story.step(snap, new, t0))
                 next_at += tick
-                now = time.monotonic()
+                now = clock.now()
                 if next_at < now:  # fell behind: do not burst to catch up
                     next_at = now + tick
                 src.wait(max(0.0, next_at - now))

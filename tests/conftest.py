@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,13 @@ def pytest_addoption(parser):
         default=False,
         help="regenerate golden reference files (PNG frames, WAV) instead of comparing",
     )
+
+
+def wait_until(pred, limit: float, every: float = 0.05) -> bool:
+    """Poll `pred` until it is true (True) or `limit` s have passed (False)."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(every)
+    return False

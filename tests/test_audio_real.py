@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -16,7 +20,7 @@ import pytest
 
 from beep_av.audio.output import open_audio
 from beep_av.audio.synth import RATE, BeepSpec, scripted_timeline
-from tests.conftest import ROOT, beep, require
+from tests.conftest import ROOT, beep, require, wait_until
 
 pytestmark = pytest.mark.real
 
@@ -193,6 +197,74 @@ def test_cli_show_on_a_cgroup_stage_through_pulseaudio(pulse_server, monitor_rec
     figures = check_show_sound(rec, beeps[0]["t"], calm=calm, swapping=swapping)
     underflows = [e.get("underflows") for e in events if e.get("type") == "end"]
     print(f"phases {phases}, underflows {underflows}, {figures}")
-    assert "underflow" in r.stdout + r.stderr  # the show reports the count
+    said = [x for x in r.stderr.splitlines() if x.startswith("sound:")]
+    assert said == ([] if not underflows[0] else [x for x in said if "dropout" in x]), said
     # through swapping and the kill, as in the scripted show: 0 in 4 of 4 runs here
     assert underflows and underflows[0] <= MAX_UNDERFLOWS, underflows
+
+
+def _tone_windows(x: np.ndarray, freq: float, win: int = RATE // 20) -> np.ndarray:
+    """The level of `freq` in consecutive 50 ms windows."""
+    n = len(x) // win
+    k = np.arange(win)
+    probe = np.exp(-2j * np.pi * freq * k / RATE)
+    return np.abs(x[: n * win].reshape(n, win) @ probe) / win
+
+
+@pytest.mark.slow
+def test_sound_server_killed_and_restarted_mid_show_comes_back_for_the_beep(tmp_path):
+    """A private PulseAudio is SIGKILLed mid-show, then started again: the show goes
+    on, says the sound was lost and came back, the final beep is in the new server's
+    capture, and stderr holds no line of PortAudio's or ALSA's own."""
+    from tests.fx_pulse import SCRIPT, MonitorRecording, _parse_exports
+
+    require(shutil.which("pulseaudio") is not None, "pulseaudio is not installed")
+    rundir = f"/tmp/beep-av-pulse-back-{os.getpid()}"
+    script_env = {**os.environ, "BEEP_PULSE_DIR": rundir}
+
+    def start_server() -> dict[str, str]:
+        r = subprocess.run(["sh", str(SCRIPT)], env=script_env, capture_output=True,
+                           text=True, timeout=60)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        return _parse_exports(r.stdout)
+
+    env = start_server()
+    rec = tmp_path / "back.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "beep_av", "rehearse", "--ram", "192M", "--swap", "128M",
+         "--cache", "48M", "--rate", "24M/s", "--calm", "1", "--output", "headless",
+         "--audio", "device", "--beep-freq", str(FREQ), "--record", str(rec)],
+        cwd=ROOT, env={**os.environ, **env, "SDL_VIDEODRIVER": "dummy"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    err: list[str] = []
+    reader = threading.Thread(target=lambda: err.extend(proc.stderr), daemon=True)
+    reader.start()
+    monitor = None
+    try:
+        assert wait_until(lambda: any(x.startswith("stage:") for x in err), 30), err
+        time.sleep(1.5)
+        os.kill(int(env["BEEP_PULSE_PID"]), signal.SIGKILL)  # the server we started
+        assert wait_until(lambda: any("vanished mid-show" in x for x in err), 15), err
+        env = start_server()  # the same socket, a new server (as a desktop restarts it)
+        monitor = MonitorRecording(tmp_path / "after.f32", env)
+        assert wait_until(lambda: any("back on" in x for x in err), 20), err
+        out, _ = proc.communicate(timeout=120)
+        reader.join(timeout=5)
+        time.sleep(0.3)
+        capture = monitor.stop()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if monitor is not None:
+            monitor.stop()
+        subprocess.run(["sh", str(SCRIPT), "--stop"], env=script_env, timeout=30)
+    assert proc.returncode == 0, "".join(err)
+    lines = "".join(err)
+    assert not re.search(r"Expression '|pa_linux_alsa|ALSA lib|PaAlsa", lines), lines
+    said = [x for x in err if x.startswith("audio:")]
+    assert any("vanished mid-show" in x for x in said) and any("back on" in x for x in said)
+    events = [json.loads(x) for x in rec.read_text().splitlines()]
+    assert [e for e in events if e["type"] == "beep"], "no beep recorded"
+    levels = _tone_windows(capture[:, 0], FREQ)
+    assert levels.max() > 0.1, f"no {FREQ:.0f} Hz beep in the new server's capture"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, require
+from tests.conftest import ROOT, require, wait_until
 
 COLS, ROWS = 120, 40
 
@@ -314,3 +314,83 @@ def test_cli_who_dies_lanes_in_the_terminal(tmux, tmp_path):
     assert colours and all(
         re.search(r"38;2;235;95;55m(\x1b\[[0-9;]*m)*█(\x1b\[[0-9;]*m)* big ", c) for c in colours
     ), [c.splitlines()[-6] for c in colours]
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(x) for x in text.split()]
+
+
+def _hog_rss_kib(shell_pid: int) -> int | None:
+    """VmRSS of the hog: a grandchild of the pane's shell (shell -> beep-av -> hog)."""
+    for show in _children(shell_pid):
+        for kid in _children(show):
+            try:
+                cmd = Path(f"/proc/{kid}/cmdline").read_bytes()
+                status = Path(f"/proc/{kid}/status").read_text()
+            except OSError:
+                continue
+            if b"hog" in cmd:
+                m = re.search(r"^VmRSS:\s+(\d+) kB", status, re.M)
+                return int(m.group(1)) if m else None
+    return None
+
+
+@pytest.mark.parametrize("stage", ["rehearsal", "cgroup"])
+def test_ctrl_z_gives_the_terminal_back_and_fg_takes_it_again(stage, tmux, tmp_path):
+    """Ctrl-Z in a job-control shell: the pane is back on the main screen with the cursor
+    shown and the shell says Stopped; a real stage's hog does not grow meanwhile; after
+    `fg` the picture is back and `q` alone (no Enter) ends the show at once; the
+    recording has the pause and no jump in its samples."""
+    import json
+
+    if stage == "cgroup":
+        from tests.test_show_real import _can_stage
+
+        require(_can_stage(), "needs root and a writable cgroup v1 memory controller")
+        args = "show --ram 192M --swap 128M --cache 48M --rate 24M/s --calm 0.5"
+    else:
+        args = "rehearse --calm 0.5 --seed 2"
+    status, rec = tmp_path / "status", tmp_path / "z.jsonl"
+    tmux("new-session", "-d", "-x", str(COLS), "-y", str(ROWS), "-c", str(ROOT),
+         "env PS1='$ ' COLORTERM=truecolor SDL_VIDEODRIVER=dummy bash --norc --noprofile -i")  # fmt: skip
+    tmux("send-keys", f"{sys.executable} -m beep_av {args} --output terminal --audio off "
+         f"--record {rec} 2>{tmp_path}/err", "Enter")  # fmt: skip
+    assert wait_until(lambda: modes(tmux)[0] == "1" and "▀" in pane(tmux), 60), pane(tmux)
+    assert wait_until(lambda: rec.exists() and '"filling"' in rec.read_text(), 60)
+    time.sleep(1.0)
+    tmux("send-keys", "C-z")
+    assert wait_until(lambda: modes(tmux) == ("0", "1"), 10), modes(tmux)
+    assert wait_until(lambda: "Stopped" in pane(tmux, escapes=False), 5), pane(tmux, escapes=False)
+    if stage == "cgroup":
+        shell = int(tmux("display", "-p", "#{pane_pid}").strip())
+        before = _hog_rss_kib(shell)
+        time.sleep(2.5)
+        after = _hog_rss_kib(shell)
+        assert before and after and after - before < 2048, (before, after)  # 24M/s: 60 MiB
+    else:
+        time.sleep(2.5)
+    assert modes(tmux) == ("0", "1")
+    tmux("send-keys", "fg", "Enter")
+    assert wait_until(lambda: modes(tmux) == ("1", "0") and "▀" in pane(tmux), 10), modes(tmux)
+    time.sleep(0.5)
+    t = time.monotonic()
+    tmux("send-keys", "q")
+    assert wait_until(lambda: '"type":"end"' in rec.read_text(), 10), pane(tmux, escapes=False)
+    took = time.monotonic() - t
+    assert took < 3.0, took  # at once: the keys are raw again, no Enter needed
+    assert wait_until(lambda: modes(tmux) == ("0", "1"), 5)
+    # (a stopped job's list would go on at once: its status is asked for afterwards)
+    tmux("send-keys", f"echo $? >{status}", "Enter")
+    assert wait_until(lambda: status.exists() and status.read_text().strip(), 10)
+    assert status.read_text().strip() == "0", (tmp_path / "err").read_text()
+    lines = [json.loads(x) for x in rec.read_text().splitlines()]
+    pauses = [x for x in lines if x["type"] == "pause"]
+    assert len(pauses) == 1 and pauses[0]["seconds"] >= 2.5, pauses
+    ts = [x["t"] for x in lines if x["type"] == "sample"]
+    assert max(b - a for a, b in zip(ts, ts[1:], strict=False)) < 0.5  # no jump
+    assert any(t > pauses[0]["t"] for t in ts)  # the show went on after it
+    assert lines[-1]["type"] == "end" and lines[-1]["reason"] == "quit"

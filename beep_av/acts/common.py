@@ -10,6 +10,7 @@ import re
 import time
 from dataclasses import dataclass
 
+from beep_av import clock
 from beep_av.model import ActView, KillRecord, Lane, Phase, ShowState, Snapshot
 from beep_av.readings import close_fds
 from beep_av.story import (
@@ -144,7 +145,7 @@ class StageClock:
     sampler = None
 
     def now(self) -> float:
-        return time.monotonic() - self.t0
+        return clock.now() - self.t0
 
     def wait(self, s: float, stop, wake: bool = False) -> None:
         if wake:  # woken by the hog's exit, a kernel record, an OOM event

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from beep_av import interrupt
+from beep_av import clock, interrupt
 from beep_av.acts.common import ActDriver, Frame, ModelClock, ProcWatch, ReportPipe
 from beep_av.errors import CannotStage
 from beep_av.model import Lane, Phase, Snapshot
@@ -299,7 +299,7 @@ class CpuSource:
         self.t0 = t0
 
     def now(self) -> float:
-        return time.monotonic() - self.t0
+        return clock.now() - self.t0
 
     def wait(self, s: float, stop, wake: bool = False) -> None:
         stop.wait(s)

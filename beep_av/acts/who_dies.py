@@ -14,10 +14,9 @@ to the stage as the kernel does."""
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, replace
 
-from beep_av import interrupt, summary
+from beep_av import clock, interrupt, summary
 from beep_av.acts.common import ActDriver, Frame, ModelClock, ProcWatch
 from beep_av.errors import CannotStage
 from beep_av.model import KillRecord, KmsgKill, Lane, Phase, Snapshot
@@ -350,7 +349,7 @@ class WhoStageSource:
         return out
 
     def now(self) -> float:
-        return time.monotonic() - self.t0
+        return clock.now() - self.t0
 
     def wait(self, s: float, stop, wake: bool = False) -> None:
         if wake:  # woken by the kernel's record or OOM event

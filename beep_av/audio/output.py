@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from beep_av import outfiles
+from beep_av import clock, outfiles
 from beep_av.audio.synth import BLOCK, RATE, BeepSpec, Synth
 from beep_av.audio.wav import WavWriter
 from beep_av.errors import BadInput, CannotStage
@@ -40,6 +40,7 @@ RING_SLOTS = 64  # blocks the WAV writer may lag behind (~0.7 s at 512 frames)
 # for 1-2 s (FIELD-NOTES, Sound).
 STALL_S = 3.0
 WATCH_EVERY = 0.1  # s
+RETRY_EVERY = 1.0  # s between tries to open the device again once it vanished
 # who renders the synth: exactly one of these at a time (see AudioOut._hand_over)
 DEVICE, CLOCK = "device", "clock"
 NO_PORTAUDIO = "PortAudio library not found (install libportaudio2)"
@@ -72,6 +73,7 @@ class AudioOut:
         *,
         device: str = "none",
         stream_factory: Callable[[Callable[..., None]], Any] | None = None,
+        reopen: Callable[[], Callable[[Callable[..., None]], Any] | None] | None = None,
         wav_path: str | None = None,
         blocksize: int = BLOCK,
         notes: tuple[str, ...] = (),
@@ -94,15 +96,20 @@ class AudioOut:
         self._t0 = t0
         self._last_state = ShowState()
         self._stream_factory = stream_factory
+        # after the device vanished: a fresh factory once the device is there again
+        # (PortAudio re-initialised, the device found anew), or None while it is not
+        self._reopen = reopen
         self._stream: Any = None
         self._owner = DEVICE if stream_factory is not None else CLOCK
         self._in_callback = False  # the device's callback is inside a block
+        self._in_clock = False  # the clock thread is inside a block
         self._feeder = Feeder(noise)
         self._latency = 0.0
         self._clock: threading.Thread | None = None
         self._stop = threading.Event()
         self._closed = False
         self._last_cb = 0.0  # monotonic time of the last device callback
+        self._suspended = False  # the show is stopped (Ctrl-Z): see suspend()
         self._watchdog: threading.Thread | None = None
         self._watch_stop = threading.Event()
         self._report: AudioReport | None = None
@@ -161,11 +168,21 @@ class AudioOut:
                 return
             if status and status.output_underflow:
                 self.underflows += 1
-            self._fill(outdata, now - self._t0)
+            self._fill(outdata, clock.from_monotonic(now) - self._t0)
         finally:
             self._in_callback = False
 
     # ------------------------------------------------------------ threads
+
+    def suspend(self) -> None:
+        """The process is about to stop (Ctrl-Z): the watchdog and the clock thread
+        stand by until `resume`, so the stop counts as neither a vanished device nor an
+        underrun."""
+        self._suspended = True
+
+    def resume(self) -> None:
+        self._last_cb = time.monotonic()
+        self._suspended = False
 
     def _run_clock(self) -> None:
         """Stand-in for a device: render a block every blocksize/rate seconds."""
@@ -173,24 +190,40 @@ class AudioOut:
         period = self.blocksize / self.synth.rate
         due = time.monotonic()
         while not self._stop.is_set():
+            # flag first, owner second, as the callback (see _take_back)
+            self._in_clock = True
+            if self._owner is not CLOCK:
+                self._in_clock = False
+                return  # the device is back: it renders from here
+            self._in_clock = False
             now = time.monotonic()
             if now < due:
                 self._stop.wait(due - now)
                 continue
+            if self._suspended:  # stopped with the process (Ctrl-Z): not an underrun
+                due = now
+                self._stop.wait(period)
+                continue
             if now - due > 0.5:  # the machine stalled: a real device would have underrun
                 self.underflows += 1
                 due = now
-            self._fill(buf, now - self._t0)
+            self._in_clock = True
+            if self._owner is CLOCK:
+                self._fill(buf, clock.from_monotonic(now) - self._t0)
+            self._in_clock = False
             due += period
 
     def _run_watchdog(self) -> None:
         """Notice a device that vanished mid-show (sound server killed, USB unplugged):
         its callbacks stop. Then go on silent on the clock thread, so the story, and
-        the beep's timing, carry on to the finale."""
+        the beep's timing, carry on to the finale; and try the device again once a
+        second (off the audio path): when it plays again, it takes the synth back."""
         while not self._watch_stop.wait(WATCH_EVERY):
             stream = self._stream
             if stream is None:
                 return
+            if self._suspended:
+                continue  # stopped with the process (Ctrl-Z): no callback is due
             stale = time.monotonic() - self._last_cb if self._last_cb else 0.0
             try:
                 active = bool(getattr(stream, "active", True))
@@ -203,10 +236,72 @@ class AudioOut:
                 return  # closing meanwhile: nobody renders any more
             self.vanished = f"{self.device} vanished mid-show ({why})"
             self._notes.append(self.vanished)
+            gone = time.monotonic()
             self._say(f"audio: {self.vanished}; the show goes on silent")
             self._clock = threading.Thread(target=self._run_clock, name="beep-clock", daemon=True)
             self._clock.start()
-            return
+            if self._reopen is None or not self._retry(stream):
+                return
+            back = time.monotonic() - gone
+            self._notes.append(f"{self.device} back after {back:.1f} s")
+            self._say(f"audio: back on {self.device} after {back:.1f} s")
+            self.vanished = None
+
+    def _retry(self, dead: Any) -> bool:
+        """Try the device once a second until it plays again (True) or the output
+        closes (False). The dead stream is closed first: PortAudio is initialised
+        afresh to find a server that came back."""
+        try:
+            dead.close()
+        except Exception:  # a stream of a dead server: nothing to close cleanly
+            pass
+        self._stream = None
+        while not self._watch_stop.wait(RETRY_EVERY):
+            if self._suspended:
+                continue
+            assert self._reopen is not None
+            try:
+                factory = self._reopen()
+                stream = factory(self.callback) if factory is not None else None
+            except Exception:  # not back yet (PortAudioError and friends)
+                continue
+            if stream is None:
+                continue
+            took = self._take_back(stream)
+            if took:
+                return True
+            try:
+                stream.close()
+            except Exception:
+                pass
+            if took is None:
+                return False  # closing
+        return False
+
+    def _take_back(self, stream: Any) -> bool | None:
+        """Give the synth back to the device: owner first, then wait out the clock
+        thread's block (as _hand_over, the other way), then start the new stream.
+        False: it would not start (the clock renders on); None: closing meanwhile."""
+        self._owner = DEVICE
+        while self._in_clock:
+            if self._watch_stop.wait(0.001):
+                self._owner = CLOCK
+                return None
+        if self._clock is not None:
+            self._clock.join(timeout=1.0)
+            self._clock = None
+        self._last_cb = time.monotonic()
+        self._stream = stream
+        try:
+            self._latency = float(getattr(stream, "latency", 0.0) or 0.0)
+            stream.start()
+        except Exception:
+            self._stream = None
+            self._owner = CLOCK
+            self._clock = threading.Thread(target=self._run_clock, name="beep-clock", daemon=True)
+            self._clock.start()
+            return False
+        return True
 
     def _hand_over(self) -> bool:
         """Take the synth from the device's callback for the clock thread. Owner first,
@@ -257,7 +352,7 @@ class AudioOut:
         ft = self.synth.finished_t
         if not self.synth.finished or ft is None:
             return False
-        return time.monotonic() - self._t0 >= ft + self._latency
+        return clock.now() - self._t0 >= ft + self._latency
 
     def start(self) -> None:
         """Open the WAV (if any), start feeding the noise, and start the sound."""
@@ -397,6 +492,22 @@ def _stream_factory(sd: Any, index: int, rate: int, blocksize: int) -> Callable[
     return make
 
 
+def _reopener(sd: Any, which: str | None, rate: int, blocksize: int) -> Callable[[], Any]:
+    """After the device vanished: PortAudio initialised afresh (it lists devices once,
+    at its start, so a sound server that came back is only seen by a new list), the
+    same device looked up again, and a factory for it; None while it is not there."""
+
+    def reopen() -> Callable[..., Any] | None:
+        sd._terminate()
+        sd._initialize()
+        found = _find_device(sd, which)
+        if found is None:
+            return None
+        return _stream_factory(sd, found[0], rate, blocksize)
+
+    return reopen
+
+
 def check_wav_path(path: str) -> None:
     """Raise BadInput unless a WAV could be written at `path` (creates nothing)."""
     if not path:
@@ -431,6 +542,7 @@ def open_audio(
         wav: str | None = None,
         notes: tuple = (),
         required: bool = False,
+        reopen: Any = None,
     ) -> AudioOut:
         return AudioOut(
             Synth(rate, beep, max_block=max(blocksize, 4096)),
@@ -439,6 +551,7 @@ def open_audio(
             t0,
             device=device,
             stream_factory=factory,
+            reopen=reopen,
             wav_path=wav,
             blocksize=blocksize,
             notes=notes,
@@ -458,7 +571,8 @@ def open_audio(
             say(f"audio: writing {path} only — {why or NO_DEVICE}")
             return build(f"wav:{path}", wav=path, notes=(why or NO_DEVICE,))
         index, name = found
-        return build(f"wav:{path} + {name}", _stream_factory(sd, index, rate, blocksize), wav=path)
+        return build(f"wav:{path} + {name}", _stream_factory(sd, index, rate, blocksize), wav=path,
+                     reopen=_reopener(sd, None, rate, blocksize))  # fmt: skip
 
     if spec == "auto":
         sd, why = _import_sounddevice()
@@ -468,7 +582,8 @@ def open_audio(
             say(f"audio: silent — {why}")
             return build("none", notes=(why,))
         index, name = found
-        return build(name, _stream_factory(sd, index, rate, blocksize))
+        return build(name, _stream_factory(sd, index, rate, blocksize),
+                     reopen=_reopener(sd, None, rate, blocksize))  # fmt: skip
 
     if spec == "device" or spec.startswith("device:"):
         which = spec[7:] if spec.startswith("device:") else None
@@ -484,6 +599,7 @@ def open_audio(
             what = "no output device" if which is None else f"no output device {which!r}"
             raise CannotStage(f"--audio {spec}: {what}{listing}; {FIX}")
         index, name = found
-        return build(name, _stream_factory(sd, index, rate, blocksize), required=True)
+        return build(name, _stream_factory(sd, index, rate, blocksize), required=True,
+                     reopen=_reopener(sd, which, rate, blocksize))  # fmt: skip
 
     raise BadInput(f"--audio: unknown output {spec!r} (use auto, device[:NAME], wav:PATH or off)")

@@ -28,7 +28,7 @@ import threading
 import time
 from dataclasses import replace
 
-from beep_av import interrupt
+from beep_av import clock, interrupt
 from beep_av.config import format_mib
 from beep_av.errors import BadInput, CannotStage
 from beep_av.model import KillRecord, Phase, ShowState, Snapshot
@@ -640,7 +640,7 @@ class ContainerDriver:
         from beep_av.story import advance
 
         stage = self.stage
-        wall0 = time.time() - (time.monotonic() - t0)  # show t = epoch - wall0
+        wall0 = time.time() - (clock.now() - t0)  # show t = epoch - wall0
 
         def to_show(epoch: float) -> float:
             return epoch - wall0
@@ -653,7 +653,7 @@ class ContainerDriver:
                 stage._start_life(after=stage.life_started + 0.001, stop=stop)
                 if die is not None and die["t"] is not None:
                     self.backoffs.append(round(stage.life_started - die["t"], 4))
-                now = time.monotonic() - t0
+                now = clock.now() - t0
                 state = ShowState(
                     t=now, stage="container", entered=((Phase.CALM, now),),
                     snapshot=Snapshot(t=now, ram_limit=stage.ram_limit, swap_limit=stage.swap_limit,
@@ -665,7 +665,7 @@ class ContainerDriver:
             try:
                 next_at = time.monotonic()
                 while not stop.is_set():
-                    snap = src.read(time.monotonic() - t0)
+                    snap = src.read(clock.now() - t0)
                     if snap.hog_exit not in (None, -9, 137):
                         raise CannotStage(
                             f"the hog ended on its own (exit {snap.hog_exit}) before the kernel"

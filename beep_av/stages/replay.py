@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from beep_av import clock
 from beep_av.acts.spec import ACTS
 from beep_av.errors import BadInput
 from beep_av.model import PHASES, ActView, KillRecord, KmsgKill, Lane, Phase, ShowState, Snapshot
@@ -339,7 +339,7 @@ def _sleep_until(target: float, stop: threading.Event) -> bool:
     while True:
         if stop.is_set():
             return False
-        left = target - time.monotonic()
+        left = target - clock.now()
         if left <= 0:
             return True
         stop.wait(left)  # wakes at once on stop.set()

@@ -663,6 +663,30 @@ class TerminalOutput:
         except OSError:
             pass  # the terminal went away: nothing left to restore
 
+    def suspend(self) -> None:
+        """Ctrl-Z: give the terminal back as it was (main screen, cursor, line mode)
+        before the process stops."""
+        if not self._open:
+            return
+        self._stop_keys()
+        reset = RESET if self.mode != "none" else ""
+        try:
+            self._write((reset + CURSOR_SHOW + ALT_OFF).encode())
+        except OSError:
+            pass
+
+    def resume(self) -> None:
+        """`fg`: the alternate screen, raw keys and a whole frame again."""
+        if not self._open:
+            return
+        self._start_keys()
+        self._clear = True
+        self._resized = True  # the terminal may have changed size meanwhile
+        try:
+            self._write((ALT_ON + CURSOR_HIDE + CLEAR).encode())
+        except OSError:
+            pass
+
     # -- building a frame (pure given the noise)
 
     def layout(self) -> tuple[int, int, int]:
