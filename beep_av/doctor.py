@@ -189,6 +189,38 @@ def check_audio() -> tuple[bool | None, str]:
     return True, f"{len(devs)} output device(s); default: {name}"
 
 
+def name_sound_server(sockets: set[str], processes: set[str]) -> str:
+    """The sound server from what is there: `sockets` among "pipewire", "pulse" (a
+    PulseAudio-protocol socket), `processes` the names of this user's processes."""
+    if "pipewire" in sockets or "pipewire" in processes:
+        if "pulse" in sockets or "pipewire-pulse" in processes:
+            return "PipeWire (pipewire-pulse serves PulseAudio clients: `--audio device:pulse`)"
+        return "PipeWire (without pipewire-pulse: ALSA's `default` must lead to it)"
+    if "pulse" in sockets or "pulseaudio" in processes:
+        return "PulseAudio"
+    return "plain ALSA (no sound server): the sound goes straight to the card"
+
+
+def check_sound_server() -> tuple[bool | None, str]:
+    """Which sound server this session has: PipeWire, PulseAudio or plain ALSA."""
+    import psutil
+
+    run = os.environ.get("XDG_RUNTIME_DIR") or f"/run/user/{os.getuid()}"
+    sockets = set()
+    if os.path.exists(os.path.join(run, "pipewire-0")):
+        sockets.add("pipewire")
+    server = os.environ.get("PULSE_SERVER", "")
+    pulse = server[5:] if server.startswith("unix:") else os.path.join(run, "pulse", "native")
+    if os.path.exists(pulse):
+        sockets.add("pulse")
+    names = set()
+    for p in psutil.process_iter(["name", "uids"]):
+        uids = p.info.get("uids")
+        if uids is not None and uids.real == os.getuid():
+            names.add(p.info.get("name") or "")
+    return True, name_sound_server(sockets, names)
+
+
 def check_video() -> tuple[bool | None, str]:
     try:
         from beep_av.video.select import describe_choice
@@ -223,6 +255,7 @@ def run_doctor(say: Say = print) -> int:
         ("mlock", check_mlock),
         ("tools", check_tools),
         ("killers", check_killers),
+        ("sound", check_sound_server),
         ("audio", check_audio),
         ("video", check_video),
     ):

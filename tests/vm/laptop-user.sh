@@ -30,6 +30,28 @@ beep-av show --act freeze --ram 128M --swap 256M --calm 0.3 --output headless --
 echo $? >"$OUT/g/freeze.rc"
 leftovers "$OUT/g/freeze.left"
 
+# p. PipeWire (issue 25): the user manager starts PipeWire, WirePlumber and pipewire-pulse
+#    (their user units, as a desktop session does); a real show plays through it to the
+#    sound card (card.wav on the host), its beep at 1500 Hz
+mkdir -p "$OUT/p"
+systemctl --user start pipewire.socket pipewire-pulse.socket pipewire.service \
+  wireplumber.service pipewire-pulse.service >"$OUT/p/start.log" 2>&1
+for _ in $(seq 100); do
+  [ -S "$XDG_RUNTIME_DIR/pulse/native" ] && break
+  sleep 0.2
+done
+sleep 2  # WirePlumber finds the card
+systemctl --user is-active pipewire.service wireplumber.service pipewire-pulse.service \
+  >"$OUT/p/active.txt" 2>&1
+beep-av doctor >"$OUT/p/doctor.txt" 2>&1
+beep-av show --ram 128M --swap 64M --cache 32M --rate 96M/s --output headless \
+  --audio device:pulse --beep-freq 1500 --record "$OUT/p/show.jsonl" \
+  >"$OUT/p/show.out" 2>"$OUT/p/show.err"
+echo $? >"$OUT/p/show.rc"
+leftovers "$OUT/p/show.left"
+systemctl --user stop pipewire-pulse.socket pipewire.socket pipewire-pulse.service \
+  pipewire.service wireplumber.service >/dev/null 2>&1
+
 # e. the wheel: a fresh venv with only the built wheel and its dependencies (offline)
 python3 -m venv /tmp/fresh >"$OUT/e/venv.log" 2>&1
 /tmp/fresh/bin/pip install -q --no-index --find-links /opt/wheelhouse beep-av >>"$OUT/e/venv.log" 2>&1
