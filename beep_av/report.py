@@ -332,6 +332,7 @@ def draw(rec: Recording, size: tuple[int, int] = (1600, 900)):
         _polyline(surf, lay, c_full, lay.y_of_share, FULL_COLOUR)
     _draw_bands(surf, lay, rec, small, {Phase.FILLING: "throttling"} if cpu else {})
     _draw_marks(surf, lay, rec, small)
+    counted = _draw_counters(surf, lay, rec, small)
     _draw_kill(surf, lay, rec, font)
     if cpu:
         _draw_quotas(surf, lay, rec, small)
@@ -381,7 +382,7 @@ def draw(rec: Recording, size: tuple[int, int] = (1600, 900)):
             ("kill", KILL_COLOUR),
         )
     )
-    for name, colour in legend:
+    for name, colour in (*legend, *counted):
         pygame.draw.rect(surf, colour, (x, y + 3, 14, font.get_height() - 8))
         lab = font.render(name, True, TEXT)
         surf.blit(lab, (x + 20, y))
@@ -461,6 +462,56 @@ def _draw_quotas(surf, lay: Layout, rec: Recording, font) -> None:
         q = e.get("quota_pct")
         text = "no quota" if q is None else f"quota {q:g}%"
         surf.blit(font.render(text, True, QUOTA_COLOUR), (x + 4, lay.top + 4))
+
+
+# an act's counters, from its events' fields: (label, colour, drawn as a rate per second)
+COUNTERS = {
+    "refaults": ("refaults/s", (120, 230, 230), True),
+    "high": ("memory.high events", (230, 120, 230), False),
+}
+
+
+def counter_series(rec: Recording, key: str, rate: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(t, value) of an act's counter `key` from the events that carry it: the count,
+    or with `rate` its rise per second between two events."""
+    pts = sorted(
+        (float(e["t"]), float(e[key]))
+        for e in rec.act_events
+        if isinstance(e.get(key), int | float) and not isinstance(e.get(key), bool)
+        and isinstance(e.get("t"), int | float)
+    )  # fmt: skip
+    t = np.array([p[0] for p in pts], dtype=np.float64)
+    v = np.array([p[1] for p in pts], dtype=np.float64)
+    if not rate:
+        return t, v
+    if t.size < 2:
+        return t[:0], v[:0]
+    dt = np.diff(t)
+    ok = dt > 0
+    return t[1:][ok], np.clip(np.diff(v)[ok] / dt[ok], 0.0, None)
+
+
+def _draw_counters(surf, lay: Layout, rec: Recording, font) -> list[tuple[str, tuple]]:
+    """An act's counters (refaults per second, memory.high events) as lines on the
+    share axis, each scaled to its own peak, which its label names. Returns their
+    legend entries."""
+    import pygame
+
+    legend = []
+    for key, (label, colour, rate) in COUNTERS.items():
+        t, v = counter_series(rec, key, rate)
+        if t.size < 2 or not np.nanmax(v) > 0:
+            continue
+        peak = float(np.nanmax(v))
+        xs = [round(lay.x_of(x)) for x in t]
+        ys = [round(lay.y_of_share(y / peak)) for y in v]
+        pygame.draw.lines(surf, colour, False, list(zip(xs, ys, strict=True)), 2)
+        text = f"{label}: peak {peak:,.0f}" if rate else f"{label}: {peak:,.0f}"
+        lab = font.render(text, True, colour)
+        x = min(xs[-1] + 4, lay.right - lab.get_width() - 4)
+        surf.blit(lab, (max(lay.left + 4, x), max(lay.top + 2, ys[-1] - lab.get_height() - 2)))
+        legend.append((text, colour))
+    return legend
 
 
 def _draw_marks(surf, lay: Layout, rec: Recording, font) -> None:

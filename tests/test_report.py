@@ -249,3 +249,37 @@ def test_the_throttle_report_is_work_and_throttling_not_memory(tmp_path):
     legend = px[:, lay.height - 30 :]
     for memory in (ANON_COLOUR, CACHE_COLOUR, SWAP_COLOUR):
         assert not (legend == np.array(memory)).all(axis=2).any()
+
+
+def test_an_acts_counters_are_drawn_refaults_as_a_rate_high_as_a_count(tmp_path):
+    """Issue 23: the freeze's `count` events (the refault counter) become refaults per
+    second; the high act's `held` events its memory.high count; both drawn in their
+    colours, scaled to their own peak, named in the legend."""
+    import json
+
+    import pygame
+
+    from beep_av.report import COUNTERS, counter_series, draw
+
+    head = {"type": "header", "format": "beep-av/1", "stage": "cgroup", "act": "freeze"}
+    lines = [head]
+    for i in range(50):
+        t = i * 0.1
+        lines.append({"type": "sample", "t": t, "ram": 1 << 20, "cache": 0, "swap": 0,
+                      "usage": 1 << 20, "ram_limit": 64 << 20, "swap_limit": 64 << 20,
+                      "psi_some_us": 0, "psi_full_us": 0, "hog": 1 << 20, "intensity": 0.2,
+                      "stall": 0.0, "phase": "swapping"})  # fmt: skip
+    for k, t in enumerate((1.0, 2.0, 3.0, 4.0)):
+        lines.append({"type": "act", "t": t, "event": "count", "refaults": 1000 * k * k})
+        lines.append({"type": "act", "t": t + 0.5, "event": "held", "high": 10 * k})
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    rec = load(str(path))
+    t, v = counter_series(rec, "refaults", rate=True)
+    assert t.tolist() == [2.0, 3.0, 4.0] and v.tolist() == [1000.0, 3000.0, 5000.0]
+    t, v = counter_series(rec, "high", rate=False)
+    assert v.tolist() == [0.0, 10.0, 20.0, 30.0]
+    img = pygame.surfarray.array3d(draw(rec, (800, 450)))
+    for key in ("refaults", "high"):
+        colour = np.array(COUNTERS[key][1])
+        assert (np.abs(img - colour).sum(axis=2) == 0).sum() > 50, key

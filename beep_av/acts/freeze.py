@@ -45,6 +45,7 @@ SWAP_SHARE = 2.0  # of RAM: the stage's swap for an `auto` stage (room for the s
 AUTO_RAM_MAX = 256 * MiB  # the default stage: a pass over the set stays a few seconds
 TRIGGER = ("full", 200_000, 2_000_000)  # 0.2 s of full stall within 2 s (10%)
 PSI_EVERY = 1.0  # s between reads of the pressure file (each read can starve the trigger)
+COUNT_EVERY = 1.0  # s between two `count` events (the refault counter, for the report)
 HOLD_S = 8.0  # the killer waits out this much pressure (systemd-oomd's default: 30 s)
 FREEZE_MAX_S = 90.0  # the trigger never fired: Beep says so and ends the hog
 CARD_S = 0.3  # the kill, then the card and the beep
@@ -376,6 +377,7 @@ class FreezeState:
     stall_at_kill: float = 0.0  # full stall share over the window when Beep killed
     lanes: tuple[Lane, ...] = ()  # to publish: the hog's, with its work rate
     card: dict | None = None  # the view of the ending, kept for the finale
+    counted_t: float = -1e9  # when the refault counter was last written (a `count` event)
 
 
 def _rate(hist, i: int, window: float = RATE_WINDOW) -> float:
@@ -392,6 +394,11 @@ def freeze_step(plan: FreezePlan, st: FreezeState, r: FreezeReading) -> tuple[Fr
     """The freeze act's pure step: (plan, state, reading) -> (next state, frame); the
     state keeps the lanes to publish (the hog's, with its work rate)."""
     st, frame, lanes = _step(plan, st, r)
+    if r.refaults is not None and st.where in ("fits", "freeze", "confirm"):
+        if r.t - st.counted_t >= COUNT_EVERY:  # the report draws refaults/s from these
+            ev = ("count", {"refaults": r.refaults})
+            frame = replace(frame, events=(*frame.events, ev))
+            st = replace(st, counted_t=r.t)
     return replace(st, lanes=lanes), frame
 
 
