@@ -467,7 +467,7 @@ def _draw_quotas(surf, lay: Layout, rec: Recording, font) -> None:
 # an act's counters, from its events' fields: (label, colour, drawn as a rate per second)
 COUNTERS = {
     "refaults": ("refaults/s", (120, 230, 230), True),
-    "high": ("memory.high events", (230, 120, 230), False),
+    "held_count": ("times held at the soft limit (memory.events)", (230, 120, 230), False),
 }
 
 

@@ -191,7 +191,7 @@ def test_high_rehearsal_passes_the_real_checks(tmp_path):
     rec, wav = tmp_path / "h.jsonl", tmp_path / "h.wav"
     rehearse("high", rec, "--seed", "1", audio=f"wav:{wav}")
     figures = check_high(rec)
-    assert figures["high_events"] > 0 and figures["fall"] >= 3, figures
+    assert figures["held_count"] > 0 and figures["fall"] >= 3, figures
     closing_is_not_the_beep(wav)
 
 
@@ -578,7 +578,7 @@ def test_high_step_is_pure_holds_at_memory_high_and_never_names_a_kill_it_did_no
     st, frames = play()
     assert [a for f in frames for a in f.actions] == [("start",)]
     events = {e[0]: e[1] for f in frames for e in f.events}
-    assert events["held"]["high"] > 0 and events["end"]["alive"] is True
+    assert events["held"]["held_count"] > 0 and events["end"]["alive"] is True
     assert st.base_rate == pytest.approx(100 * mib, rel=0.05)
     assert st.low_rate == pytest.approx(1 * mib, rel=0.1)
     end = frames[-1]

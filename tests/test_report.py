@@ -271,15 +271,15 @@ def test_an_acts_counters_are_drawn_refaults_as_a_rate_high_as_a_count(tmp_path)
                       "stall": 0.0, "phase": "swapping"})  # fmt: skip
     for k, t in enumerate((1.0, 2.0, 3.0, 4.0)):
         lines.append({"type": "act", "t": t, "event": "count", "refaults": 1000 * k * k})
-        lines.append({"type": "act", "t": t + 0.5, "event": "held", "high": 10 * k})
+        lines.append({"type": "act", "t": t + 0.5, "event": "held", "held_count": 10 * k})
     path = tmp_path / "c.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
     rec = load(str(path))
     t, v = counter_series(rec, "refaults", rate=True)
     assert t.tolist() == [2.0, 3.0, 4.0] and v.tolist() == [1000.0, 3000.0, 5000.0]
-    t, v = counter_series(rec, "high", rate=False)
+    t, v = counter_series(rec, "held_count", rate=False)
     assert v.tolist() == [0.0, 10.0, 20.0, 30.0]
     img = pygame.surfarray.array3d(draw(rec, (800, 450)))
-    for key in ("refaults", "high"):
+    for key in ("refaults", "held_count"):
         colour = np.array(COUNTERS[key][1])
         assert (np.abs(img - colour).sum(axis=2) == 0).sum() > 50, key

@@ -36,7 +36,7 @@ RATE_WINDOW = 1.0  # s: the fill rate is measured over this
 CLIMB_MAX_S = 120.0  # the hog never reached memory.high: the act says so
 
 
-def high_events(raw: bytes) -> int | None:
+def events_high(raw: bytes) -> int | None:
     """memory.events' `high`: how many times the cgroup went over memory.high and the
     kernel throttled it (reclaim and a sleep)."""
     i = (b"\n" + raw).find(b"\nhigh ")
@@ -108,7 +108,7 @@ class HighStageSource(StageClock):
 
     def _high(self) -> int:
         try:
-            return high_events(os.pread(self._events_fd, 4096, 0)) or 0
+            return events_high(os.pread(self._events_fd, 4096, 0)) or 0
         except OSError:
             return 0
 
@@ -254,7 +254,7 @@ def high_step(plan: HighPlan, st: HighState, r: HighReading) -> tuple[HighState,
                 "note": f"{snap.hog_bytes // mb} MiB at {rate / mb:,.0f} MiB/s; {where}"}  # fmt: skip
         if r.high > 0 and _charged(snap) >= plan.high * 0.95:
             st = replace(st, where="held", held_t=r.t)
-            ev = ("held", {"at": round(r.t, 4), "hog": snap.hog_bytes, "high": r.high,
+            ev = ("held", {"at": round(r.t, 4), "hog": snap.hog_bytes, "held_count": r.high,
                            "mark": f"held at memory.high {plan.high // mb} MiB",
                            "base_rate": round(base or 0.0, 1)})  # fmt: skip
             return st, Frame(events=(ev,), view=view, pressure=True, wait=TICK, wake=True)
@@ -297,7 +297,7 @@ def _end(plan: HighPlan, st: HighState, r: HighReading, view: dict):
     )
     if plan.rehearsal:
         card = ("rehearsal: nothing was throttled", *card)
-    ev = ("end", {"high": r.high, "base_rate": round(base, 1), "low_rate": round(low, 1),
+    ev = ("end", {"held_count": r.high, "base_rate": round(base, 1), "low_rate": round(low, 1),
                   "hog": r.snap.hog_bytes, "usage": charged, "oom_kill": r.snap.oom_kill_count,
                   "alive": r.lanes[0].alive})  # fmt: skip
     final = {**view, "caption": "high_end", "title": "THROTTLED", "card": card,
@@ -315,7 +315,7 @@ def _killed(plan: HighPlan, st: HighState, r: HighReading):
                            snap.kmsg_kill, r.t, kernel_t=snap.kmsg_t, seen_t=snap.kmsg_seen_t)  # fmt: skip
     if not kill.oom and snap.hog_exit not in (-9, 137):
         raise CannotStage(f"the hog ended on its own (exit {snap.hog_exit}) under memory.high")
-    ev = ("killed", {"oom": kill.oom, "high": r.high})
+    ev = ("killed", {"oom": kill.oom, "held_count": r.high})
     view = {"kill": kill, "oom_t": kill.t, "card": ("the hog was killed under memory.high",)}
     return replace(st, where="done"), Frame(events=(ev,), kills=(kill,), enter=Phase.FINALE,
                                             view=view, done=True, ok=False)  # fmt: skip
