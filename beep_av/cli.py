@@ -221,8 +221,8 @@ def build_parser() -> Parser:
     ren = sub.add_parser(
         "render",
         help="a recording as a video with its sound (MP4, WebM) or a GIF",
-        description="Draw a recording offline, frame by frame, with the window's picture"
-        " (or the terminal's) and the live sound, and write it as a video.",
+        description="Draw a recording offline, frame by frame, with the window's picture\n"
+        "(or the terminal's) and the live show's sound, and write it as a video.",
         epilog=EPILOG_RENDER,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -21,7 +21,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -122,25 +122,27 @@ def check_fps(fps: object) -> int:
 
 
 class Timeline:
-    """The recorded states in order; `at(t)` is the one on screen at show time t (the
-    latest at or before t; the first before anything). Times only move forward."""
+    """The recorded states in order, read as time goes (an hour's recording is never
+    held whole); `at(t)` is the one on screen at show time t (the latest at or before
+    t; the first before anything). Times only move forward."""
 
-    def __init__(self, states: Sequence[ShowState]) -> None:
-        self.states = list(states) or [ShowState()]
-        self._i = 0
+    def __init__(self, states: Iterable[ShowState]) -> None:
+        self._it = iter(states)
+        self._now = next(self._it, ShowState())
+        self._next = next(self._it, None)
 
     def at(self, t: float) -> ShowState:
-        s = self.states
-        while self._i + 1 < len(s) and s[self._i + 1].t <= t + 1e-9:
-            self._i += 1
-        return s[self._i]
+        while self._next is not None and self._next.t <= t + 1e-9:
+            self._now, self._next = self._next, next(self._it, None)
+        return self._now
 
 
 @dataclass(frozen=True)
 class RenderJob:
     """Everything one render needs, checked."""
 
-    states: tuple[ShowState, ...]
+    rec: Any  # the loaded Recording
+    name: str  # how the card names it
     duration: float  # s of show: the recording's
     out: str
     target: Target
@@ -151,6 +153,13 @@ class RenderJob:
     captions: str  # en | fr | off
     beep: Any  # synth.BeepSpec
     style: str = "window"  # window | terminal
+
+    def states(self) -> Iterator[ShowState]:
+        """The recording's states as replay publishes them, in the render's captions."""
+        from beep_av.stages.replay import ReplayDriver
+
+        for s in ReplayDriver(self.rec, name=self.name).states():
+            yield replace(s, captions=self.captions)
 
     @property
     def frames(self) -> int:
@@ -181,7 +190,6 @@ def job_for(
     """Check a render's input and gather what it needs from `rec` (a loaded Recording).
     Raises BadInput before anything is written."""
     from beep_av.audio.synth import BeepSpec
-    from beep_av.stages.replay import ReplayDriver
 
     target = target_for(out)
     size = check_size(size or target.size, target)
@@ -207,9 +215,9 @@ def job_for(
         length_ms=num(first.get("length_ms", head.get("beep_length_ms")), 400.0),
         repeats=int(num(first.get("repeats", head.get("beep_repeats")), 1)),
     )
-    states = tuple(replace(s, captions=captions) for s in ReplayDriver(rec, name=name).states())
     return RenderJob(
-        states=states,
+        rec=rec,
+        name=name,
         duration=max(rec.duration, 1.0 / fps),
         out=out,
         target=target,
@@ -239,7 +247,7 @@ class Painter:
         caps = Captions.load()
         self.surface = pygame.Surface(job.size, depth=32)
         self.noise = Noise(seed=job.seed, raw=job.raw)
-        self.timeline = Timeline(job.states)
+        self.timeline = Timeline(job.states())
         self.fps = job.fps
         self._tobytes = pygame.image.tobytes
         if job.style == "terminal":
@@ -418,7 +426,7 @@ def render(job: RenderJob, progress: Progress | None = None) -> RenderResult:
     outfiles.check_file(job.out, label)
     painter = Painter(job)
     sound = OfflineSound(
-        [(s.t, s) for s in job.states],
+        ((s.t, s) for s in job.states()),
         rate=job.target.audio_rate,
         beep=job.beep,
         seed=None if job.seed is None else job.seed + 1,

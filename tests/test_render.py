@@ -170,7 +170,7 @@ def test_every_kind_of_recording_renders_its_picture_and_its_sound(tmp_path):
         theirs = frames(out, (320, 180))[-1]
         mse = np.mean((mine.astype(float) - theirs) ** 2)
         assert 10 * np.log10(255**2 / max(mse, 1e-9)) > 24, name
-        synth = OfflineSound([(s.t, s) for s in job.states], beep=job.beep, seed=1)
+        synth = OfflineSound([(s.t, s) for s in job.states()], beep=job.beep, seed=1)
         want = synth.take(round(job.frames / 10 * 48000)).mean(axis=1)
         got = sound(out)[: len(want)]
         a, b = envelope(want, 48000), envelope(got, 48000)

@@ -56,7 +56,7 @@ def test_the_finale_frame_shows_the_card(real_recording, mp4):  # noqa: F811
     rec = load(str(real_recording))
     video = frames(mp4, SIZE)
     job = job_for(rec, str(mp4), name=str(real_recording), size=SIZE, fps=FPS)
-    last = job.states[-1]
+    last = list(job.states())[-1]
     assert last.phase is Phase.FINALE
     pygame.font.init()
     scene = Scene(SIZE, Captions.load(), "en")

@@ -10,7 +10,7 @@ is fit for the real-time callback."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -491,7 +491,7 @@ class OfflineSound:
 
     def __init__(
         self,
-        timeline: Sequence[tuple[float, ShowState]],
+        timeline: Iterable[tuple[float, ShowState]],
         *,
         rate: int = RATE,
         beep: BeepSpec | None = None,
@@ -507,9 +507,14 @@ class OfflineSound:
         self.synth = Synth(rate, beep, max_block=blocksize)
         self.synth.muted = muted
         self.noise = Noise(seed=seed, raw=raw)
-        self._events = sorted(timeline, key=lambda e: e[0])
-        self._j = 0
-        self._current = self._events[0][1] if self._events else ShowState()
+        # a sequence is sorted here; an iterator is read as time goes, in its own order
+        # (a recording's states: an hour of them is never held whole)
+        if isinstance(timeline, Sequence):
+            timeline = sorted(timeline, key=lambda e: e[0])
+        self._it = iter(timeline)
+        first = next(self._it, None)
+        self._current = first[1] if first is not None else ShowState()
+        self._pending = next(self._it, None) if first is not None else None
         self._k = 0  # frames rendered into blocks so far
         self._block = np.zeros((self.blocksize, 2), dtype=np.float32)
         self._pos = self.blocksize  # frames of the current block already handed out
@@ -529,10 +534,9 @@ class OfflineSound:
 
     def _next_block(self) -> None:
         now = self._k / self.rate
-        events = self._events
-        while self._j < len(events) and events[self._j][0] <= now:
-            self._current = events[self._j][1]
-            self._j += 1
+        while self._pending is not None and self._pending[0] <= now:
+            self._current = self._pending[1]
+            self._pending = next(self._it, None)
         self.synth.render(self._current, self._block, self.noise, now)
         self._k += self.blocksize
         self._pos = 0
