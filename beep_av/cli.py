@@ -161,6 +161,12 @@ def _add_stage(p: argparse.ArgumentParser, with_stage: bool = True) -> None:
     g.add_argument(
         "--hogs", metavar="SPEC", help="who-dies: NAME:SIZE[:OOM_SCORE_ADJ],... (2 to 4 hogs)"
     )
+    g.add_argument(
+        "--killer",
+        metavar="WHO",
+        help="freeze: beep-av (its own PSI trigger, default) or systemd-oomd (cgroup v2: the"
+        " running systemd-oomd acts on the stage, after its 30 s)",
+    )
 
 
 def build_parser() -> Parser:
@@ -303,6 +309,7 @@ SETTING_FLAGS = (
     "restarts",
     "act",
     "hogs",
+    "killer",
 )
 
 

@@ -115,6 +115,7 @@ class Settings:
     restarts: int = 0  # the container stage: the engine's restart policy on-failure:N
     act: str = "story"  # story | who-dies | bystander | throttle (beep_av.acts)
     hogs: str | None = None  # who-dies: NAME:SIZE[:ADJ],... (beep_av.acts.parse_hogs)
+    killer: str = "beep-av"  # freeze: who ends it, beep-av (its PSI trigger) | systemd-oomd
 
 
 SETTING_TYPES: dict[str, type | tuple[type, ...]] = {
@@ -142,6 +143,7 @@ SETTING_TYPES: dict[str, type | tuple[type, ...]] = {
     "restarts": int,
     "act": str,
     "hogs": str,
+    "killer": str,
 }
 assert set(SETTING_TYPES) == {f.name for f in fields(Settings)}
 
@@ -289,7 +291,7 @@ def validate_values(values: dict[str, Any], source: str) -> None:
             raise BadInput(f"{flag}: {value} must be at least 1")
         elif key == "speed" and not (0.01 <= value <= 1000):
             raise BadInput(f"{flag}: {value} is outside 0.01..1000")
-        elif key in ("act", "hogs"):
+        elif key in ("act", "hogs", "killer"):
             from beep_av.acts.spec import validate_act_value
 
             validate_act_value(key, value, flag)

@@ -264,7 +264,8 @@ class Conductor:
                         self.driver.kind != "replay"
                         and kill is not None
                         and not kill.oom
-                        and kill.killer != OWN_KILLER
+                        and kill.killer
+                        not in getattr(self.driver, "expected_killers", (OWN_KILLER,))
                     ):
                         self.end_reason = USER_KILL_REASON  # user space, not the kernel
                         return EXIT_USER_KILL

@@ -168,6 +168,39 @@ def check_bystander(path: Path) -> dict:
     }
 
 
+def check_freeze_by_oomd(path: Path, rehearsal: bool = False) -> dict:
+    """The freeze ended by systemd-oomd (--killer systemd-oomd): the set fitted, then
+    grew past RAM; the work fell at least 10x; Beep never killed (no `fired` event) and
+    the hog died by SIGKILL after oomd's duration (30 s) with no kernel OOM evidence;
+    the kill record names systemd-oomd and the card quotes its journal line (the
+    model's words in a rehearsal); the stage's oom_kill counter stayed 0."""
+    recs = records(path)
+    (fits,) = acts(recs, "fits")
+    (grow,) = acts(recs, "grow")
+    assert fits["ws"] < grow["ram"] < grow["ws"], (fits, grow)
+    assert acts(recs, "fired") == [], "Beep killed: systemd-oomd was to"
+    (end,) = acts(recs, "end")
+    assert end["base_rate"] >= 10 * end["low_rate"] > 0, end
+    assert end["oom"] is False and end["killer"] == "systemd-oomd" and end["oom_kill"] == 0, end
+    assert end["frozen_s"] >= 20, end  # oomd waits out its 30 s of pressure
+    line = end["killer_line"]
+    if rehearsal:
+        assert line.startswith("the model's systemd-oomd"), line
+    else:
+        assert line.startswith("Killed ") and "due to memory pressure" in line, line
+    kills = [r for r in recs if r["type"] == "kill"]
+    assert len(kills) == 1 and kills[0]["oom"] is False and kills[0]["exit"] == 137, kills
+    assert kills[0]["killer"] == "systemd-oomd" and kills[0]["oom_kill_count"] == 0, kills
+    assert "kmsg" not in kills[0]["detected_by"], kills
+    card = [r for r in recs if r["type"] == "view" and r.get("card")][-1]["card"]
+    assert any("never acted (oom_kill 0)" in x for x in card), card
+    assert any(line[:60] in x for x in card), card
+    last = [r for r in recs if r["type"] == "end"][-1]
+    assert last["exit"] == 0, last  # the kill the act stages is no surprise: exit 0
+    return {"fall": round(end["base_rate"] / end["low_rate"]), "frozen_s": end["frozen_s"],
+            "line": line}  # fmt: skip
+
+
 def check_freeze(path: Path) -> dict:
     """The freeze: the working set fitted, then grew past RAM inside RAM + swap; the
     work rate fell at least 10x from its start while the stage swapped and the full

@@ -13,6 +13,7 @@ from beep_av.model import Phase
 from tests.acts_checks import (
     check_bystander,
     check_freeze,
+    check_freeze_by_oomd,
     check_high,
     check_throttle,
     check_who_dies,
@@ -72,6 +73,8 @@ def test_throttle_rehearsal_is_deterministic(tmp_path):
         (["--act", "story", "--hogs", "a:1,b:1"], "--hogs applies to --act who-dies only"),
         (["--act", "freeze", "--swap", "0"], "--act freeze needs swap on the stage"),
         (["--act", "freeze", "--ram", "128M", "--swap", "64M"], "too small for the freeze"),
+        (["--act", "story", "--killer", "systemd-oomd"], "--killer applies to --act freeze only"),
+        (["--act", "freeze", "--killer", "earlyoom"], "unknown killer 'earlyoom'"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_creates_nothing(args, words, tmp_path):
@@ -185,6 +188,13 @@ def test_freeze_rehearsal_passes_the_real_checks(tmp_path):
     figures = check_freeze(rec)
     assert figures["fall"] >= 100 and figures["firings"] >= 2, figures
     assert "rehearsal: nothing was killed" in r.stdout + r.stderr
+
+
+def test_freeze_rehearsal_ended_by_the_models_systemd_oomd(tmp_path):
+    rec = tmp_path / "fo.jsonl"
+    rehearse("freeze", rec, "--seed", "1", "--killer", "systemd-oomd")
+    figures = check_freeze_by_oomd(rec, rehearsal=True)
+    assert figures["fall"] >= 100 and figures["frozen_s"] >= 25, figures
 
 
 def test_high_rehearsal_passes_the_real_checks(tmp_path):

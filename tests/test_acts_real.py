@@ -66,6 +66,22 @@ def test_freeze_slows_the_hog_and_a_psi_trigger_ends_it(memory_stage, tmp_path):
     _replays_as_the_act(rec, check_freeze, tmp_path)
 
 
+def test_freeze_by_systemd_oomd_without_it_exits_3_before_any_stage_exists(memory_stage, tmp_path):
+    """--killer systemd-oomd where systemd-oomd does not run (no systemd here): exit 3
+    with one line naming the fix, nothing created (no cgroup, no swapfile, no recording)."""
+    from tests.test_show_real import residue
+
+    before = set(residue())
+    rec = tmp_path / "fo.jsonl"
+    r = beep("show", "--act", "freeze", "--killer", "systemd-oomd", "--ram", "128M", *QUIET,
+             "--audio", "off", "--record", str(rec))  # fmt: skip
+    assert r.returncode == 3, r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.startswith("beep-av:")]
+    assert len(lines) == 1 and "systemd-oomd is not running" in lines[0], r.stderr
+    assert "swap:" not in r.stderr and not rec.exists(), r.stderr
+    assert set(residue()) == before
+
+
 def test_high_on_cgroup_v1_exits_3_with_one_line_before_any_stage_exists(memory_stage, tmp_path):
     """memory.high is cgroup v2's: on v1 (this machine) the act says so and creates
     nothing: no cgroup, no swapfile, no recording."""

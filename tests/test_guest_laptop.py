@@ -20,6 +20,7 @@ from beep_av.recording import load
 from tests.acts_checks import (
     check_bystander,
     check_freeze,
+    check_freeze_by_oomd,
     check_high,
     check_kernel_report,
     check_throttle,
@@ -138,6 +139,18 @@ def test_freeze_on_v2_is_ended_by_a_psi_trigger_on_the_scopes_pressure(root_run)
     """Issue 23: the freeze in a system scope: the trigger on the scope's own
     memory.pressure fires, Beep kills the hog, the kernel's OOM killer never acts."""
     _check_freeze(root_run, "root")
+
+
+def test_freeze_ended_by_systemd_oomd_quotes_its_line_on_the_card(root_run):
+    """Issue 23: --killer systemd-oomd with the guest's systemd-oomd running: the scope
+    is watched (ManagedOOMMemoryPressure=kill, 20%); oomd kills the hog's leaf cgroup
+    after its 30 s, Beep never does, and the card quotes oomd's journal line."""
+    rc, err = root_run.rc_of("d/freeze-oomd.rc"), root_run.text("d/freeze-oomd.err")
+    assert rc == 0, err
+    figures = check_freeze_by_oomd(root_run.out / "d" / "freeze-oomd.jsonl")
+    assert figures["line"] in root_run.text("d/journal.txt"), figures
+    assert root_run.text("d/freeze-oomd.left").strip() == "", root_run.text("d/freeze-oomd.left")
+    print(f"freeze ended by systemd-oomd (guest): {figures}")
 
 
 def test_high_on_v2_holds_the_hog_and_kills_nobody(root_run):

@@ -48,6 +48,10 @@ PSI_EVERY = 1.0  # s between reads of the pressure file (each read can starve th
 COUNT_EVERY = 1.0  # s between two `count` events (the refault counter, for the report)
 HOLD_S = 8.0  # the killer waits out this much pressure (systemd-oomd's default: 30 s)
 FREEZE_MAX_S = 90.0  # the trigger never fired: Beep says so and ends the hog
+OOMD = "systemd-oomd"  # --killer systemd-oomd: the running systemd-oomd ends the freeze
+OOMD_LIMIT = "20%"  # ManagedOOMMemoryPressureLimit= of the stage (oomd's default: 60%)
+OOMD_AFTER_S = 30.0  # oomd acts once the pressure has lasted this (its default duration)
+OOMD_LINE_S = 3.0  # after the hog's death: oomd's journal line is looked for this long
 CARD_S = 0.3  # the kill, then the card and the beep
 CONFIRM_S = 1.0  # after the kill: the hog's exit (and any kernel record) within this
 RATE_WINDOW = 1.0  # s: the work rate is measured over this
@@ -131,18 +135,101 @@ class FreezeReading:
     refaults: int | None  # the refault (or swap-in) counter
     fired: bool  # the kernel fired the PSI trigger since the last reading
     psi_where: str  # which pressure file: "the stage's" or "the machine's"
+    killer_line: str | None = None  # the user-space killer's own words (oomd's journal)
 
 
 class FreezeStage(CgroupStage):
-    """The memory cgroup stage with the thrashing hog (oom_score_adj 1000)."""
+    """The memory cgroup stage with the thrashing hog (oom_score_adj 1000).
 
-    def __init__(self, fit: int, **kw) -> None:
+    `oomd`: the stage is a systemd scope that systemd-oomd watches
+    (ManagedOOMMemoryPressure=kill). oomd never kills the unit it watches, only leaf
+    cgroups below it: the scope is delegated and the hog moves into a child, `hog`,
+    with the memory controller enabled for it (oomd ranks candidates by memory.stat)."""
+
+    def __init__(self, fit: int, oomd: bool = False, **kw) -> None:
         super().__init__(**kw)
         self.fit = fit
+        self.oomd = oomd
+        if oomd:
+            self.scope_props = ("Delegate=yes", "ManagedOOMMemoryPressure=kill",
+                                f"ManagedOOMMemoryPressureLimit={OOMD_LIMIT}",
+                                "ManagedOOMPreference=none")  # fmt: skip
+        self.leaf: str | None = None
 
     def _spawn_hog(self) -> None:
         interrupt.check()
+        if self.oomd:
+            if not (self.route and self.route.systemd):
+                raise CannotStage(
+                    "--killer systemd-oomd needs a systemd scope on cgroup v2 (this machine's"
+                    " stage is a plain cgroup): use the default killer, beep-av"
+                )
+            why = oomd_missing()
+            if why:
+                raise CannotStage(f"--killer systemd-oomd: {why}")
         self._spawn_one(mode="thrash", size=self.fit)
+        if self.oomd:
+            self._leaf()
+
+    def _leaf(self) -> None:
+        """The hog into the delegated scope's child `hog`, memory enabled for it."""
+        assert self.cgroup_dir and self.hog
+        leaf = os.path.join(self.cgroup_dir, "hog")
+        try:
+            os.mkdir(leaf)
+            self.leaf = leaf
+            with open(os.path.join(leaf, "cgroup.procs"), "w") as f:
+                f.write(f"{self.hog.pid}\n")
+            with open(os.path.join(self.cgroup_dir, "cgroup.subtree_control"), "w") as f:
+                f.write("+memory\n")
+        except OSError as e:
+            raise CannotStage(
+                f"cannot give systemd-oomd a cgroup to kill in {self.cgroup_dir} ({e.strerror})"
+            ) from None
+
+    def teardown(self) -> None:
+        if self.leaf is not None:  # the child first, so systemd can collect an empty scope
+            if self.hog is not None:
+                self.hog.kill()
+                self.hog.wait(10)
+            try:
+                os.rmdir(self.leaf)
+            except OSError:
+                pass  # systemd removes a delegated scope's children with it
+            self.leaf = None
+        super().teardown()
+
+
+def oomd_missing() -> str | None:
+    """Why systemd-oomd cannot act here, or None when it runs."""
+    import subprocess
+
+    try:
+        r = subprocess.run(["systemctl", "is-active", "systemd-oomd.service"],
+                           capture_output=True, text=True, timeout=10)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return "systemctl is not here to ask whether systemd-oomd runs"
+    if r.stdout.strip() != "active":
+        return "systemd-oomd is not running (systemctl start systemd-oomd)"
+    return None
+
+
+def oomd_line(scope: str, since_epoch: float) -> str | None:
+    """systemd-oomd's journal line that says it killed in `scope` since then."""
+    import subprocess
+
+    try:
+        r = subprocess.run(
+            ["journalctl", "-u", "systemd-oomd.service", "-o", "cat", "--no-pager", "-q",
+             f"--since=@{int(since_epoch)}"],
+            capture_output=True, text=True, timeout=10,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in reversed(r.stdout.splitlines()):
+        if line.startswith("Killed ") and scope in line:
+            return line.strip()
+    return None
 
 
 class _NoReport:
@@ -163,7 +250,7 @@ class FreezeStageSource(StageClock):
     the PSI trigger; the real clock. Actions: start, grow, arm, kill_hog."""
 
     def __init__(self, plan: FreezePlan, swap) -> None:
-        self.stage = FreezeStage(plan.fit, ram=plan.ram, swap=swap)
+        self.stage = FreezeStage(plan.fit, oomd=plan.killer == OOMD, ram=plan.ram, swap=swap)
         self.plan = plan
         self.sampler = None
         self.pipe: ReportPipe | None = None
@@ -177,8 +264,18 @@ class FreezeStageSource(StageClock):
         self._stat_fd: int | None = None
         self.psi_path = ""
         self.psi_where = ""
+        self._since_epoch = 0.0
+        self._killer_line: str | None = None
+        self._looked = False
 
     def prepare(self, say) -> None:
+        import time
+
+        self._since_epoch = time.time() - 1.0
+        if self.stage.oomd:  # before anything exists (the route is checked at the spawn)
+            why = oomd_missing()
+            if why:
+                raise CannotStage(f"--killer systemd-oomd: {why}")
         self.stage.prepare(say)
         self.swap_limit = self.stage.swap_limit
         need = self.plan.freeze - self.plan.ram + 64 * MiB
@@ -228,7 +325,22 @@ class FreezeStageSource(StageClock):
         fired = self.trigger.fired() if self.trigger is not None else False
         snap = replace(snap, hog_bytes=self._ws)
         lane = self._lane_now(t)
-        return FreezeReading(t, snap, (lane,), touched, self._ws, count, fired, self.psi_where)
+        if snap.hog_exit is not None and self.stage.oomd and not self._looked:
+            self._looked = True  # oomd logs as it kills: give its journal a moment
+            self._killer_line = self._wait_for_oomd_line()
+        return FreezeReading(t, snap, (lane,), touched, self._ws, count, fired, self.psi_where,
+                             self._killer_line)  # fmt: skip
+
+    def _wait_for_oomd_line(self) -> str | None:
+        import time
+
+        scope = os.path.basename(self.stage.cgroup_dir or "")
+        end = time.monotonic() + OOMD_LINE_S
+        while True:
+            line = oomd_line(scope, self._since_epoch) if scope else None
+            if line is not None or time.monotonic() >= end:
+                return line
+            interrupt.sleep(0.2)
 
     def start(self) -> None:
         self.stage.hog.start()
@@ -285,6 +397,8 @@ class FreezeModelSource(ModelClock):
         self._stalls: list[tuple[float, float]] = []  # (t, full_us) at each tick
         self._fired = False
         self._next_tick = 0.0
+        self._frozen_t: float | None = None  # when the set grew past RAM
+        self.killer_line: str | None = None
 
     def prepare(self, say) -> None:
         say("stage: rehearsal, a modelled thrashing hog (nothing is allocated)")
@@ -300,6 +414,14 @@ class FreezeModelSource(ModelClock):
             self.full_us += self.STALL * s * 1e6
             self.some_us += (self.STALL + 0.02) * s * 1e6
         t = self._t + s
+        if frozen and self._frozen_t is None:
+            self._frozen_t = self._t
+        if (frozen and self.plan.killer == OOMD and self._frozen_t is not None
+                and t - self._frozen_t >= OOMD_AFTER_S):  # fmt: skip
+            # the model's systemd-oomd: the pressure over its limit for its duration
+            self.killed = True
+            self.killer_line = (f"the model's systemd-oomd: pressure over {OOMD_LIMIT} for "
+                                f"{OOMD_AFTER_S:.0f} s")  # fmt: skip
         if self.trigger is not None and t >= self._next_tick:
             self._next_tick = t + 2.0
             stall, window = self.trigger
@@ -323,7 +445,7 @@ class FreezeModelSource(ModelClock):
                     oom_score_adj=1000, alive=not self.killed)  # fmt: skip
         fired, self._fired = self._fired, False
         return FreezeReading(t, snap, (lane,), int(self.touched), ws, int(self.refaulted), fired,
-                             self.psi_where)  # fmt: skip
+                             self.psi_where, self.killer_line)  # fmt: skip
 
     def start(self) -> None:
         self.running = True
@@ -358,6 +480,7 @@ class FreezePlan:
     hold_s: float = HOLD_S
     freeze_max_s: float = FREEZE_MAX_S
     confirm_s: float = CONFIRM_S
+    killer: str = OWN_KILLER  # or OOMD: the running systemd-oomd ends it
 
 
 @dataclass(frozen=True)
@@ -496,7 +619,10 @@ def _killer(plan: FreezePlan, st: FreezeState, r: FreezeReading, view: dict, lan
         st = replace(st, fired=(*fired, r.t), stall_at_kill=waited / 1e6 / max(1e-3, span))
     by = ""
     # the first firing saw a whole window of stall: the pressure began a window before
-    if r.fired and agrees and r.t - st.fired[0] + window >= plan.hold_s - 0.1:
+    if plan.killer == OOMD:  # systemd-oomd acts: Beep watches, and ends it only at the last
+        if r.t - st.since >= plan.freeze_max_s:
+            by = f"systemd-oomd did not act in {plan.freeze_max_s:.0f} s"
+    elif r.fired and agrees and r.t - st.fired[0] + window >= plan.hold_s - 0.1:
         by = "the kernel's PSI trigger"
     elif r.t - st.since >= plan.freeze_max_s:
         by = f"no lasting firing in {plan.freeze_max_s:.0f} s"
@@ -533,7 +659,10 @@ def _ended(plan: FreezePlan, st: FreezeState, r: FreezeReading, lanes):
     base = st.base_rate or 0.0
     low = st.low_rate if st.low_rate is not None else 0.0
     frozen = (at - st.frozen_t) if st.frozen_t is not None else 0.0
-    if not kill.oom:
+    by_oomd = plan.killer == OOMD and st.killed_t is None and not kill.oom
+    if by_oomd:  # named only from its own words; a SIGKILL without them is unexplained
+        kill = replace(kill, killer=OOMD if r.killer_line else "user space")
+    elif not kill.oom:
         kill = replace(kill, killer=OWN_KILLER)
     kind, stall_us, window_us = plan.trigger
     trig = f"{kind} {stall_us / 1e6:g} s in {window_us / 1e6:g} s"
@@ -545,6 +674,16 @@ def _ended(plan: FreezePlan, st: FreezeState, r: FreezeReading, lanes):
     lines = [f"frozen for {frozen:.1f} s: {slow}"]
     if kill.oom:  # the kernel acted before Beep did: said plainly
         lines.append(f"the kernel's OOM killer acted first (pid {kill.pid}, exit {kill.exit})")
+    elif by_oomd:
+        if r.killer_line and plan.rehearsal:
+            lines.append(f"{r.killer_line}: it ended the hog (pid {kill.pid})")
+        elif r.killer_line:
+            lines.append(f"systemd-oomd killed the hog (pid {kill.pid}) from user space:")
+            lines.append(r.killer_line[:160])
+        else:
+            lines.append(f"a SIGKILL from user space ended the hog (pid {kill.pid}); "
+                         "systemd-oomd's journal does not say it was its")  # fmt: skip
+        lines.append(f"the kernel's OOM killer never acted (oom_kill {snap.oom_kill_count})")
     else:
         if st.fired_by == "the kernel's PSI trigger":
             n = len(st.fired)
@@ -561,7 +700,7 @@ def _ended(plan: FreezePlan, st: FreezeState, r: FreezeReading, lanes):
                   "low_rate": round(low, 1), "killer": kill.killer, "oom": kill.oom,
                   "oom_kill": snap.oom_kill_count, "fired_by": st.fired_by,
                   "ignored": st.ignored, "ws": plan.freeze, "ram": plan.ram,
-                  "swap": snap.swap_bytes // mb})  # fmt: skip
+                  "swap": snap.swap_bytes // mb, "killer_line": r.killer_line})  # fmt: skip
     view = {"kill": kill, "oom_t": kill.t, "card": tuple(lines),
             "caption": None if kill.oom else "freeze_end",
             "note": "", "speed": max(0.0, min(1.0, low / base)) if base else 0.0}  # fmt: skip
@@ -602,15 +741,19 @@ class FreezeAct(ActDriver):
                 f"({freeze // MiB} MiB) must fit in RAM + swap with room to spare "
                 f"(at least {(freeze - ram + 64 * MiB) // MiB}M, or auto)"
             )
+        killer = getattr(settings, "killer", OWN_KILLER) or OWN_KILLER
         self.freeze_plan = FreezePlan(ram, fit, freeze, max(0.0, float(settings.calm)),
-                                      self.rehearsal)  # fmt: skip
+                                      self.rehearsal, killer=killer)  # fmt: skip
+        # the kill this act stages is by design, not a surprise from user space (exit 0)
+        self.expected_killers = (OWN_KILLER, killer)
         self.source: FreezeStageSource | FreezeModelSource | None = None
 
     def header(self) -> dict:
         p = self.freeze_plan
         kind, stall_us, window_us = p.trigger
         return {"act": self.act, "psi_every": self.psi_every, "fit_bytes": p.fit,
-                "freeze_bytes": p.freeze, "trigger": f"{kind} {stall_us} {window_us}"}  # fmt: skip
+                "freeze_bytes": p.freeze, "trigger": f"{kind} {stall_us} {window_us}",
+                "killer": p.killer}  # fmt: skip
 
     def prepare(self, say) -> None:
         if self.rehearsal:

@@ -80,12 +80,17 @@ def parse_hogs(spec: str, flag: str = "--hogs") -> list[HogSpec]:
     return out
 
 
+KILLERS = ("beep-av", "systemd-oomd")  # who ends the freeze (--killer)
+
+
 def validate_act_value(key: str, value: str, flag: str) -> None:
     """The checks config.validate_values makes for `act` and `hogs`."""
     if key == "act" and value not in ACTS:
         raise BadInput(f"{flag}: unknown act {value!r} (use {', '.join(ACTS)})")
     if key == "hogs":
         parse_hogs(value, flag)
+    if key == "killer" and value not in KILLERS:
+        raise BadInput(f"{flag}: unknown killer {value!r} (use {', '.join(KILLERS)})")
 
 
 def check_act_settings(settings) -> None:
@@ -93,6 +98,8 @@ def check_act_settings(settings) -> None:
     act = settings.act
     if settings.hogs is not None and act != "who-dies":
         raise BadInput(f"--hogs applies to --act who-dies only, not {act}")
+    if getattr(settings, "killer", "beep-av") != "beep-av" and act != "freeze":
+        raise BadInput(f"--killer applies to --act freeze only, not {act}")
     if act == "throttle":
         for key in ("swap", "cache", "ram", "rate"):
             if getattr(settings, key) != "auto":
