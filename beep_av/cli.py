@@ -31,6 +31,8 @@ examples:
   beep-av rehearse --act throttle          a CPU quota: everything slows, nobody dies
   beep-av show --act freeze --ram 128M     swap thrash: the work crawls, nothing dies,
                                            until a PSI trigger lets beep-av kill it
+  beep-av show --act freeze --killer systemd-oomd
+                                           the same freeze, ended by systemd-oomd (cgroup v2)
   beep-av show --act high --ram 256M       cgroup v2's memory.high: held, not killed
 
 SIZE: 512M, 1.5G, 256MiB, 10% (of available memory). RATE: 64M/s.

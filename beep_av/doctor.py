@@ -128,7 +128,14 @@ def check_slow_acts() -> list[tuple[str, bool | None, str]]:
     elif os.geteuid() != 0 and not parse_swaps(_readable("/proc/swaps") or ""):
         freeze = (False, "no swap and not root: the freeze needs swap on the stage")
     else:
-        freeze = (True, f"--act freeze: a PSI trigger on {psi}")
+        from beep_av.acts.freeze import oomd_missing
+
+        oomd = (
+            ""
+            if v2 and oomd_missing() is None
+            else " (--killer systemd-oomd: no, it needs a running systemd-oomd on cgroup v2)"
+        )
+        freeze = (True, f"--act freeze: a PSI trigger on {psi}{oomd}")
     high = (
         (True, "--act high: memory.high on the stage's cgroup v2")
         if v2
