@@ -167,7 +167,7 @@ def _add_stage(p: argparse.ArgumentParser, with_stage: bool = True) -> None:
         "--killer",
         metavar="WHO",
         help="freeze: beep-av (its own PSI trigger, default) or systemd-oomd (cgroup v2: the"
-        " running systemd-oomd acts on the stage, after its 30 s)",
+        " running systemd-oomd acts on the stage, after its configured duration)",
     )
 
 

@@ -194,7 +194,7 @@ def test_freeze_rehearsal_ended_by_the_models_systemd_oomd(tmp_path):
     rec = tmp_path / "fo.jsonl"
     rehearse("freeze", rec, "--seed", "1", "--killer", "systemd-oomd")
     figures = check_freeze_by_oomd(rec, rehearsal=True)
-    assert figures["fall"] >= 100 and figures["frozen_s"] >= 25, figures
+    assert figures["fall"] >= 100 and figures["frozen_s"] >= 15, figures
 
 
 def test_high_rehearsal_passes_the_real_checks(tmp_path):

@@ -148,7 +148,7 @@ def test_freeze_ended_by_systemd_oomd_quotes_its_line_on_the_card(root_run):
     rc, err = root_run.rc_of("d/freeze-oomd.rc"), root_run.text("d/freeze-oomd.err")
     assert rc == 0, err
     figures = check_freeze_by_oomd(root_run.out / "d" / "freeze-oomd.jsonl")
-    assert figures["line"] in root_run.text("d/journal.txt"), figures
+    assert figures["line"] in root_run.text("d/journal-freeze.txt"), figures
     assert root_run.text("d/freeze-oomd.left").strip() == "", root_run.text("d/freeze-oomd.left")
     print(f"freeze ended by systemd-oomd (guest): {figures}")
 

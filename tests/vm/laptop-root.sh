@@ -55,14 +55,15 @@ swapoff /swapfile
 fallocate -l 80M /swap-small && chmod 600 /swap-small && mkswap -q /swap-small && swapon /swap-small
 run_show d oomd-swapfull --swap 76M
 swapoff /swap-small; rm -f /swap-small; swapon /swapfile
+journalctl -b -u systemd-oomd.service -o short-monotonic --no-pager >"$OUT/d/journal.txt" 2>&1
 # the freeze ended by systemd-oomd itself (issue 23): the scope watched with
-# ManagedOOMMemoryPressure=kill and a 20% limit; oomd waits out its 30 s, then kills
+# ManagedOOMMemoryPressure=kill and a 20% limit; oomd waits out its duration, then kills
 beep-av show --act freeze --killer systemd-oomd --ram 128M --swap 256M --calm 0.3 \
   --output headless --audio off --record "$OUT/d/freeze-oomd.jsonl" \
   >"$OUT/d/freeze-oomd.out" 2>"$OUT/d/freeze-oomd.err"
 echo $? >"$OUT/d/freeze-oomd.rc"
 leftovers "$OUT/d/freeze-oomd.left"
-journalctl -b -u systemd-oomd.service -o short-monotonic --no-pager >"$OUT/d/journal.txt" 2>&1
+journalctl -b -u systemd-oomd.service -o short-monotonic --no-pager >"$OUT/d/journal-freeze.txt" 2>&1
 systemctl stop systemd-oomd.service
 # e. the throttle act on cgroup v2 (issue 15): a systemd scope's cpu.max lowered step by
 #    step, the workers' rate measured, nobody killed, the closing sound in a wav
