@@ -70,7 +70,7 @@ class StderrFilter:
         os.dup2(saved, 2)  # the pipe's last writer in this process is gone
         if self._thread is not None:
             # a child still holding the pipe keeps it open: do not wait for it forever
-            self._thread.join(timeout=1.0)
+            self._thread.join(timeout=0.2)
         if self._thread is not None and self._thread.is_alive():
             self._orphan = True  # the relay writes to `saved` until the child lets go
         else:
