@@ -17,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import queue
-import re
 import sys
 import threading
 import time
@@ -89,15 +88,11 @@ def target_for(out: str) -> Target:
     return t
 
 
-_SIZE = re.compile(r"^\s*(\d{1,5})\s*[xX]\s*(\d{1,5})\s*$")
-
-
 def parse_size(text: str) -> tuple[int, int]:
-    """`1280x720` -> (1280, 720). Raises BadInput."""
-    m = _SIZE.match(text) if isinstance(text, str) else None
-    if not m:
-        raise BadInput(f"--size: {text!r} is not a video size (use e.g. 1280x720)")
-    return int(m.group(1)), int(m.group(2))
+    """`1280x720` -> (1280, 720), checked by check_size later. Raises BadInput."""
+    from beep_av.report import parse_wxh
+
+    return parse_wxh(text, "video", "1280x720")
 
 
 def check_size(size: tuple[int, int], target: Target) -> tuple[int, int]:
@@ -423,7 +418,6 @@ def render(job: RenderJob, progress: Progress | None = None) -> RenderResult:
     from beep_av.audio.synth import OfflineSound
 
     label = f"-o {job.out}"
-    outfiles.check_file(job.out, label)
     painter = Painter(job)
     sound = OfflineSound(
         ((s.t, s) for s in job.states()),

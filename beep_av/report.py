@@ -49,12 +49,18 @@ MAX_SIZE = (8192, 8192)
 _SIZE_RE = re.compile(r"^\s*([0-9]{1,6})\s*[xX]\s*([0-9]{1,6})\s*$")
 
 
-def parse_size_arg(text: str) -> tuple[int, int]:
-    """`1600x900` -> (1600, 900) pixels. Raises BadInput for anything else."""
+def parse_wxh(text: str, what: str = "picture", example: str = "1600x900") -> tuple[int, int]:
+    """`1600x900` -> (1600, 900), unchecked; `what` and `example` word the error
+    (render's videos have limits of their own). Raises BadInput."""
     m = _SIZE_RE.match(text) if isinstance(text, str) else None
     if not m:
-        raise BadInput(f"--size: {text!r} is not a picture size (use e.g. 1600x900)")
-    return _check_size((int(m.group(1)), int(m.group(2))))
+        raise BadInput(f"--size: {text!r} is not a {what} size (use e.g. {example})")
+    return int(m.group(1)), int(m.group(2))
+
+
+def parse_size_arg(text: str) -> tuple[int, int]:
+    """`1600x900` -> (1600, 900) pixels. Raises BadInput for anything else."""
+    return _check_size(parse_wxh(text))
 
 
 def _check_size(size: tuple[int, int]) -> tuple[int, int]:

@@ -168,32 +168,41 @@ def check_bystander(path: Path) -> dict:
     }
 
 
-def check_freeze_by_oomd(path: Path, rehearsal: bool = False) -> dict:
-    """The freeze ended by systemd-oomd (--killer systemd-oomd): the set fitted, then
-    grew past RAM; the work fell at least 10x; Beep never killed (no `fired` event) and
-    the hog died by SIGKILL after oomd's duration (30 s) with no kernel OOM evidence;
-    the kill record names systemd-oomd and the card quotes its journal line (the
-    model's words in a rehearsal); the stage's oom_kill counter stayed 0."""
-    recs = records(path)
+def _freeze_ended_from_user_space(recs: list[dict], killer: str) -> tuple[dict, dict, list]:
+    """What every freeze shares: the set fitted, then grew past RAM; the work fell at
+    least 10x; one kill, by `killer` from user space (exit 137, no kernel OOM evidence,
+    oom_kill 0), which the card says. Returns (the `grow` event, the `end` event, the
+    card's lines)."""
     (fits,) = acts(recs, "fits")
     (grow,) = acts(recs, "grow")
     assert fits["ws"] < grow["ram"] < grow["ws"], (fits, grow)
-    assert acts(recs, "fired") == [], "Beep killed: systemd-oomd was to"
     (end,) = acts(recs, "end")
     assert end["base_rate"] >= 10 * end["low_rate"] > 0, end
-    assert end["oom"] is False and end["killer"] == "systemd-oomd" and end["oom_kill"] == 0, end
+    assert end["oom"] is False and end["killer"] == killer and end["oom_kill"] == 0, end
+    kills = [r for r in recs if r["type"] == "kill"]
+    assert len(kills) == 1 and kills[0]["oom"] is False and kills[0]["exit"] == 137, kills
+    assert kills[0]["killer"] == killer and kills[0]["oom_kill_count"] == 0, kills
+    assert "kmsg" not in kills[0]["detected_by"], kills
+    card = [r for r in recs if r["type"] == "view" and r.get("card")][-1]["card"]
+    assert any("never acted (oom_kill 0)" in x for x in card), card
+    return grow, end, card
+
+
+def check_freeze_by_oomd(path: Path, rehearsal: bool = False) -> dict:
+    """The freeze ended by systemd-oomd (--killer systemd-oomd): the set fitted, then
+    grew past RAM; the work fell at least 10x; Beep never killed (no `fired` event) and
+    the hog died by SIGKILL after oomd's duration with no kernel OOM evidence;
+    the kill record names systemd-oomd and the card quotes its journal line (the
+    model's words in a rehearsal); the stage's oom_kill counter stayed 0."""
+    recs = records(path)
+    _, end, card = _freeze_ended_from_user_space(recs, "systemd-oomd")
+    assert acts(recs, "fired") == [], "Beep killed: systemd-oomd was to"
     assert end["frozen_s"] >= 15, end  # oomd waits out its duration (20 s in the guest)
     line = end["killer_line"]
     if rehearsal:
         assert line.startswith("the model's systemd-oomd"), line
     else:
         assert line.startswith("Killed ") and "due to memory pressure" in line, line
-    kills = [r for r in recs if r["type"] == "kill"]
-    assert len(kills) == 1 and kills[0]["oom"] is False and kills[0]["exit"] == 137, kills
-    assert kills[0]["killer"] == "systemd-oomd" and kills[0]["oom_kill_count"] == 0, kills
-    assert "kmsg" not in kills[0]["detected_by"], kills
-    card = [r for r in recs if r["type"] == "view" and r.get("card")][-1]["card"]
-    assert any("never acted (oom_kill 0)" in x for x in card), card
     assert any(line[:60] in x for x in card), card
     last = [r for r in recs if r["type"] == "end"][-1]
     assert last["exit"] == 0, last  # the kill the act stages is no surprise: exit 0
@@ -208,15 +217,10 @@ def check_freeze(path: Path) -> dict:
     and Beep killed the hog from user space: exit 137, no kernel OOM evidence, the
     stage's oom_kill counter 0; the card says so. Returns the figures."""
     recs = records(path)
-    (fits,) = acts(recs, "fits")
-    (grow,) = acts(recs, "grow")
-    assert fits["ws"] < grow["ram"] < grow["ws"], (fits, grow)
+    grow, end, card = _freeze_ended_from_user_space(recs, "beep-av")
     (fired,) = acts(recs, "fired")
     assert fired["by"] == "the kernel's PSI trigger" and fired["firings"] >= 2, fired
     assert fired["full_us_in_window"] >= 200_000 * 0.9, fired
-    (end,) = acts(recs, "end")
-    assert end["base_rate"] >= 10 * end["low_rate"] > 0, end
-    assert end["oom"] is False and end["killer"] == "beep-av" and end["oom_kill"] == 0, end
     samples = [r for r in recs if r["type"] == "sample"]
     during = [r for r in samples if grow["t"] < r["t"] <= fired["t"]]
     before = [r for r in samples if r["t"] <= grow["t"]]
@@ -225,12 +229,6 @@ def check_freeze(path: Path) -> dict:
     assert stalls[len(stalls) // 2] > 0.05, stalls[len(stalls) // 2]  # the state's stall rose
     full = during[-1]["psi_full_us"] - during[0]["psi_full_us"]
     assert full > 0.1 * (during[-1]["t"] - during[0]["t"]) * 1e6, full  # >10% of the time
-    kills = [r for r in recs if r["type"] == "kill"]
-    assert len(kills) == 1 and kills[0]["oom"] is False and kills[0]["exit"] == 137, kills
-    assert kills[0]["killer"] == "beep-av" and kills[0]["oom_kill_count"] == 0, kills
-    assert "kmsg" not in kills[0]["detected_by"], kills
-    card = [r for r in recs if r["type"] == "view" and r.get("card")][-1]["card"]
-    assert any("never acted (oom_kill 0)" in x for x in card), card
     assert any("PSI trigger full 0.2 s in 2 s" in x for x in card), card
     lanes = [r for r in recs if r["type"] == "lanes"]
     rates = [x["work_rate"] for r in lanes for x in r["lanes"] if x["work_rate"]]

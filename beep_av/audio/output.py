@@ -174,6 +174,11 @@ class AudioOut:
 
     # ------------------------------------------------------------ threads
 
+    def _start_clock(self) -> None:
+        """The clock thread renders the synth from now on (no device, or not now)."""
+        self._clock = threading.Thread(target=self._run_clock, name="beep-clock", daemon=True)
+        self._clock.start()
+
     def suspend(self) -> None:
         """The process is about to stop (Ctrl-Z): the watchdog and the clock thread
         stand by until `resume`, so the stop counts as neither a vanished device nor an
@@ -238,8 +243,7 @@ class AudioOut:
             self._notes.append(self.vanished)
             gone = time.monotonic()
             self._say(f"audio: {self.vanished}; the show goes on silent")
-            self._clock = threading.Thread(target=self._run_clock, name="beep-clock", daemon=True)
-            self._clock.start()
+            self._start_clock()
             if self._reopen is None or not self._retry(stream):
                 return
             back = time.monotonic() - gone
@@ -298,8 +302,7 @@ class AudioOut:
         except Exception:
             self._stream = None
             self._owner = CLOCK
-            self._clock = threading.Thread(target=self._run_clock, name="beep-clock", daemon=True)
-            self._clock.start()
+            self._start_clock()
             return False
         return True
 
@@ -388,8 +391,7 @@ class AudioOut:
                 self._stream_factory = None
                 self._owner = CLOCK  # no callback ever ran a block
         if self._stream_factory is None:
-            self._clock = threading.Thread(target=self._run_clock, name="beep-clock", daemon=True)
-            self._clock.start()
+            self._start_clock()
 
     def close(self) -> AudioReport:
         """Stop the sound (playing out what was handed), finish the WAV. Safe twice."""
